@@ -1,0 +1,88 @@
+#!/usr/bin/python
+"""Ansible module: validate an inventory with the coder-migrate model (read-only)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: validate_inventory
+short_description: Validate a coder-migrate inventory
+description:
+  - Reads the inventory through C(ansible-inventory --list) and validates it with the same model
+    the C(coder-migrate) CLI uses. Never changes anything; supports check mode.
+  - Returns every problem as one line naming the file, the host or group, the key, what was
+    expected and what was found.
+options:
+  inventory:
+    description: Inventory directory (hosts.yml + group_vars/).
+    type: path
+    required: true
+author:
+  - coder-migrate
+"""
+
+EXAMPLES = r"""
+- name: Validate the inventory
+  coder_migrate.toolkit.validate_inventory:
+    inventory: "{{ ansible_inventory_sources | first }}"
+  register: result
+"""
+
+RETURN = r"""
+valid:
+  description: Whether the inventory follows every rule.
+  type: bool
+  returned: always
+problems:
+  description: One entry per broken rule, with the host or group (C(all) for shared settings).
+  type: list
+  elements: dict
+  returned: always
+summary:
+  description: Generation, version and region names of a valid inventory.
+  type: dict
+  returned: when valid
+"""
+
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"inventory": {"type": "path", "required": True}},
+        supports_check_mode=True,
+    )
+    try:
+        from coder_migrate.errors import CoderMigrateError, InventoryError
+        from coder_migrate.inventory import load_topology
+    except ImportError:
+        module.fail_json(
+            msg=f"coder_migrate cannot be imported by {sys.executable}: set "
+            "ansible_python_interpreter to the interpreter coder-migrate is installed in"
+        )
+        return
+    try:
+        topology = load_topology(module.params["inventory"])
+    except InventoryError as error:
+        problems = [{"owner": p.owner, "line": str(p)} for p in error.problems]
+        module.exit_json(changed=False, valid=False, problems=problems)
+        return
+    except CoderMigrateError as error:
+        module.fail_json(msg=str(error))
+        return
+    module.exit_json(
+        changed=False,
+        valid=True,
+        problems=[],
+        summary={
+            "generation": topology.generation,
+            "version": topology.version,
+            "regions": [region.name for region in topology.regions],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
