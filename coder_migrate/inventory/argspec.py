@@ -4,9 +4,9 @@ The model is the one definition of the inventory rules. The spec documents every
 its nesting, expected type and choices, all taken from the model; the options themselves are
 declared ``raw`` so that the role's module, which runs the full model (cross-field rules
 included), is what reports a bad value, in one line naming the file and the key, instead of
-Ansible's argument check failing first with a dump of the whole spec. ``tests/unit/test_inventory_argspec.py`` fails when the
-committed file and the model drift apart; ``coder-migrate inventory argument-spec`` prints
-the current one.
+Ansible's argument check failing first with a dump of the whole spec.
+``tests/unit/test_inventory_model.py`` fails when the committed file and the model drift
+apart; ``coder-migrate inventory argument-spec`` prints the current one.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def _option(prop: dict[str, Any], root: dict[str, Any], scope: str) -> dict[str,
         suboptions = _suboptions(resolved, root) if "properties" in resolved else None
     if resolved.get("title") == "SecretRef":
         expected = "secret reference {env: NAME} or {file: PATH}"
-    details = f"Expected: {expected}" + (f", one of {', '.join(map(str, choices))}" if choices else "")
+    one_of = f", one of {', '.join(map(str, choices))}" if choices else ""
+    details = f"Expected: {expected}{one_of}"
     option: dict[str, Any] = {
         "type": "raw",
         "required": False,

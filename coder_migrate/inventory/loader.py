@@ -120,17 +120,32 @@ def _check_yaml_syntax(directory: Path) -> None:
         if not path.is_file():
             continue
         try:
-            yaml.safe_load(path.read_text(encoding="utf-8"))
+            yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark
             where = f"{_display(path)}:{mark.line + 1}" if mark else _display(path)
-            problems.append(
-                _problem(where, "-", "-", "valid YAML", error.problem or "a syntax error")
-            )
+            text = error.problem or "a syntax error"
+            expected, found = text.split(", found ", 1) if ", found " in text else ("", text)
+            problems.append(_problem(where, "-", "-", expected or "valid YAML", found))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
             problems.append(_problem(_display(path), "-", "-", "a readable YAML file", str(error)))
     if problems:
         raise InventoryError(problems)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys, which YAML parsers resolve differently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"each key once, found {key!r} twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _ansible_inventory() -> str:
@@ -140,7 +155,7 @@ def _ansible_inventory() -> str:
     found = shutil.which("ansible-inventory")
     if found is None:
         raise InventoryError(
-            [_problem("-", "-", "-", "ansible-inventory on PATH (pip install ansible-core)", "none")]
+            [_problem("-", "-", "-", "ansible-inventory on PATH (from ansible-core)", "none")]
         )
     return found
 
@@ -161,7 +176,7 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
     def add(owner: str, key: str, expected: str, found: str) -> None:
         problems.append(_problem(sources.file_for(owner, key), owner, key, expected, found))
 
-    hostvars: Mapping[str, Any] = data.get("_meta", {}).get("hostvars", {}) or {}
+    hostvars = _mapping(_mapping(data.get("_meta")).get("hostvars"))
     primaries = _group_hosts(data, PRIMARY_GROUP)
     regions = _group_hosts(data, REGIONS_GROUP)
     if len(primaries) != 1:
@@ -180,8 +195,8 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
 
     def variables(host: str, allowed: set[str]) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        for variable, value in (hostvars.get(host) or {}).items():
-            if not variable.startswith(PREFIX):
+        for variable, value in _mapping(hostvars.get(host)).items():
+            if not isinstance(variable, str) or not variable.startswith(PREFIX):
                 continue
             if variable not in _KNOWN_VARS:
                 close = difflib.get_close_matches(variable, sorted(_KNOWN_VARS), n=1)
@@ -233,14 +248,26 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
 def _group_hosts(data: Mapping[str, Any], group: str) -> list[str]:
     """Hosts of *group* including its child groups, in inventory order."""
     hosts: list[str] = []
-    pending = [group]
+    pending, seen = [group], set()
     while pending:
-        entry = data.get(pending.pop(0)) or {}
-        for host in entry.get("hosts", []):
+        name = pending.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        entry = _mapping(data.get(name))
+        for host in _strings(entry.get("hosts")):
             if host not in hosts:
                 hosts.append(host)
-        pending.extend(entry.get("children", []))
+        pending.extend(_strings(entry.get("children")))
     return hosts
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _strings(value: Any) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def _locate(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> tuple[str, str]:
@@ -282,7 +309,26 @@ def _short(value: Any) -> str:
 
 
 def _unique(problems: list[InventoryProblem]) -> list[InventoryProblem]:
-    return list(dict.fromkeys(problems))
+    """Drop repeats; a value set once in group_vars/<group> is reported once, for the group."""
+    merged: dict[tuple[str, str, str, str], InventoryProblem] = {}
+    for problem in problems:
+        key = (problem.file, problem.key, problem.expected, problem.found)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = problem
+        elif first.owner != problem.owner:
+            group = _group_of_vars_file(problem.file)
+            if group:
+                first.owner = group
+    return list(merged.values())
+
+
+def _group_of_vars_file(file: str) -> str | None:
+    parts = Path(file).parts
+    if "group_vars" in parts[:-1]:
+        name = parts[parts.index("group_vars") + 1]
+        return name.removesuffix(".yml").removesuffix(".yaml")
+    return None
 
 
 def _display(path: Path) -> str:
@@ -335,7 +381,7 @@ class _SourceMap:
     def _groups_of(self, host: str) -> list[str]:
         groups = []
         for group, entry in self._data.items():
-            if isinstance(entry, Mapping) and host in entry.get("hosts", []):
+            if host in _strings(_mapping(entry).get("hosts")):
                 groups.append(group)
         return groups
 

@@ -74,7 +74,9 @@ def _k8s_name(value: str) -> str:
 def _base_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"an absolute http(s) URL such as https://coder.example.com, found {value!r}")
+        raise ValueError(
+            f"an absolute http(s) URL such as https://coder.example.com, found {value!r}"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"a URL without a path, query or fragment, found {value!r}")
     if parts.username or parts.password:
@@ -99,7 +101,9 @@ def _network(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=True))
     except ValueError:
-        raise ValueError(f"a subnet in CIDR form such as 198.51.100.0/24, found {value!r}") from None
+        raise ValueError(
+            f"a subnet in CIDR form such as 198.51.100.0/24, found {value!r}"
+        ) from None
 
 
 def _host_port(value: str) -> str:
@@ -169,7 +173,7 @@ class SecretRef(BaseModel):
                 raise SecretError(f"environment variable {self.env} is not set or empty")
             return value.strip()
         assert self.file is not None
-        path = Path(os.path.expanduser(self.file))
+        path = Path(self.file).expanduser()
         if base is not None and not path.is_absolute():
             path = base / path
         try:
