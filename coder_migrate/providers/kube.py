@@ -1,0 +1,334 @@
+"""Kubernetes adapter: the kubernetes client, one per (kubeconfig, context), made async.
+
+The official client is synchronous, so every call runs in a worker thread
+(``asyncio.to_thread``). Library errors are translated here, once, into :class:`KubeError`
+with the context, the verb and the object, never a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from coder_migrate.errors import KubeError
+
+__all__ = ["KubeCluster", "PodStatus", "cluster_for"]
+
+T = TypeVar("T")
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "coder-migrate"}
+
+
+@dataclass(frozen=True)
+class PodStatus:
+    name: str
+    phase: str
+    ready: bool
+
+
+def _kubeconfig_path(kubeconfig: str | None) -> str | None:
+    if kubeconfig:
+        return str(Path(kubeconfig).expanduser())
+    return os.environ.get("KUBECONFIG") or None
+
+
+@cache
+def cluster_for(context: str, kubeconfig: str | None = None) -> KubeCluster:
+    """One client per (context, kubeconfig) for the life of the process."""
+    return KubeCluster(context, kubeconfig)
+
+
+class KubeCluster:
+    """One cluster, addressed by its kubeconfig context."""
+
+    def __init__(self, context: str, kubeconfig: str | None = None) -> None:
+        self.context = context
+        self.kubeconfig = _kubeconfig_path(kubeconfig)
+        self._api_client: client.ApiClient | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _client(self) -> client.ApiClient:
+        if self._api_client is None:
+            try:
+                self._api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    config_file=self.kubeconfig, context=self.context, persist_config=False
+                )
+            except (ConfigException, OSError, TypeError, ValueError) as error:
+                where = self.kubeconfig or "~/.kube/config"
+                raise KubeError(
+                    f"kube context {self.context!r} cannot be used from {where}: "
+                    f"{_first_line(error)}"
+                ) from None
+            # Bounded waits: a dead cluster must fail a plan, not hang it.
+            self._api_client.configuration.retries = 1
+        return self._api_client
+
+    async def _call(self, what: str, function: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(function)
+        except ApiException as error:
+            raise KubeError(
+                f"{self.context}: {what}: {error.status} {error.reason}{_api_message(error)}"
+            ) from None
+        except (Urllib3Error, OSError) as error:
+            raise KubeError(
+                f"{self.context}: {what}: cluster unreachable ({type(error).__name__})"
+            ) from None
+
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._client())
+
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self._client())
+
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self._client())
+
+    def authorization(self) -> client.AuthorizationV1Api:
+        return client.AuthorizationV1Api(self._client())
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def server_version(self) -> str:
+        info = await self._call(
+            "read server version", lambda: client.VersionApi(self._client()).get_code()
+        )
+        return str(info.git_version)
+
+    async def namespace_exists(self, name: str) -> bool:
+        def read() -> bool:
+            try:
+                self.core().read_namespace(name)
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"read namespace {name}", read)
+
+    async def secret_keys(self, namespace: str, name: str) -> set[str] | None:
+        """Keys of a Secret (values are never returned), or None when it does not exist."""
+
+        def read() -> set[str] | None:
+            try:
+                secret = self.core().read_namespaced_secret(name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            return set((secret.data or {}).keys())
+
+        return await self._call(f"read secret {namespace}/{name}", read)
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        def read() -> str | None:
+            try:
+                secret = self.core().read_namespaced_secret(name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            encoded = (secret.data or {}).get(key)
+            return base64.b64decode(encoded).decode() if encoded is not None else None
+
+        return await self._call(f"read secret {namespace}/{name}", read)
+
+    async def pods(self, namespace: str, selector: str = "") -> list[PodStatus]:
+        def read() -> list[PodStatus]:
+            items = self.core().list_namespaced_pod(namespace, label_selector=selector).items
+            statuses = []
+            for pod in items:
+                status = pod.status or client.V1PodStatus()
+                conditions = status.conditions or []
+                ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+                name = pod.metadata.name if pod.metadata else ""
+                statuses.append(PodStatus(str(name), status.phase or "", ready))
+            return statuses
+
+        return await self._call(f"list pods in {namespace}", read)
+
+    async def can_i(self, verb: str, resource: str, namespace: str = "", group: str = "") -> bool:
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    verb=verb, resource=resource, namespace=namespace or None, group=group
+                )
+            )
+        )
+        result = await self._call(
+            f"check access to {verb} {resource}",
+            lambda: self.authorization().create_self_subject_access_review(review),
+        )
+        return bool(result.status and result.status.allowed)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def ensure_namespace(self, name: str) -> bool:
+        """Create the namespace if missing; return whether it was created."""
+
+        def create() -> bool:
+            body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY))
+            try:
+                self.core().create_namespace(body)
+            except ApiException as error:
+                if error.status == 409:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"create namespace {name}", create)
+
+    async def put_secret(
+        self,
+        namespace: str,
+        name: str,
+        values: Mapping[str, str],
+        *,
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        """Create or replace an Opaque Secret. The values never appear in errors."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, labels=MANAGED_BY,
+                annotations=dict(annotations or {}),
+            ),
+            type="Opaque",
+            string_data=dict(values),
+        )
+
+        def write() -> None:
+            try:
+                self.core().create_namespaced_secret(namespace, body)
+            except ApiException as error:
+                if error.status != 409:
+                    raise
+                self.core().replace_namespaced_secret(name, namespace, body)
+
+        await self._call(f"write secret {namespace}/{name}", write)
+
+    async def delete_secret(self, namespace: str, name: str) -> bool:
+        def delete() -> bool:
+            try:
+                self.core().delete_namespaced_secret(name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"delete secret {namespace}/{name}", delete)
+
+    async def read_config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        """Data and resourceVersion of a ConfigMap, or None when it does not exist."""
+
+        def read() -> tuple[dict[str, str], str] | None:
+            try:
+                found = self.core().read_namespaced_config_map(name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+            version = found.metadata.resource_version if found.metadata else None
+            return dict(found.data or {}), str(version)
+
+        return await self._call(f"read configmap {namespace}/{name}", read)
+
+    async def write_config_map(
+        self, namespace: str, name: str, data: Mapping[str, str], resource_version: str | None
+    ) -> bool:
+        """Create (version None) or replace at *resource_version*; False on a lost race."""
+        body = client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=namespace, labels=MANAGED_BY,
+                resource_version=resource_version,
+            ),
+            data=dict(data),
+        )
+
+        def write() -> bool:
+            try:
+                if resource_version is None:
+                    self.core().create_namespaced_config_map(namespace, body)
+                else:
+                    self.core().replace_namespaced_config_map(name, namespace, body)
+            except ApiException as error:
+                if error.status == 409:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"write configmap {namespace}/{name}", write)
+
+    async def read_lease(self, namespace: str, name: str) -> Any | None:
+        def read() -> Any | None:
+            try:
+                return self.coordination().read_namespaced_lease(name, namespace)
+            except ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+
+        return await self._call(f"read lease {namespace}/{name}", read)
+
+    async def create_lease(self, namespace: str, body: Any) -> bool:
+        def create() -> bool:
+            try:
+                self.coordination().create_namespaced_lease(namespace, body)
+            except ApiException as error:
+                if error.status == 409:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"create lease {namespace}", create)
+
+    async def replace_lease(self, namespace: str, name: str, body: Any) -> bool:
+        def replace() -> bool:
+            try:
+                self.coordination().replace_namespaced_lease(name, namespace, body)
+            except ApiException as error:
+                if error.status == 409:
+                    return False
+                raise
+            return True
+
+        return await self._call(f"replace lease {namespace}/{name}", replace)
+
+    async def delete_lease(self, namespace: str, name: str) -> None:
+        def delete() -> None:
+            try:
+                self.coordination().delete_namespaced_lease(name, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+
+        await self._call(f"delete lease {namespace}/{name}", delete)
+
+
+def _api_message(error: ApiException) -> str:
+    import json
+
+    try:
+        body = json.loads(error.body or "{}")
+    except (TypeError, ValueError):
+        return ""
+    message = body.get("message") if isinstance(body, dict) else None
+    return f": {message}" if message else ""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
