@@ -67,14 +67,17 @@ __all__ = [
 ]
 
 # Shapes of credentials that must never be echoed: v2 proxy tokens (<uuid>:<64 hex>),
-# long hex or base64 runs, and "key=value" pairs whose key names a secret.
+# "key=value" pairs whose key names a secret, long hex runs and random base64 runs.
 _SECRET_PATTERNS = (
     re.compile(r"[0-9a-fA-F-]{36}:[0-9a-fA-F]{32,}"),
     re.compile(
         r"(?i)((?:token|secret|password|api[-_]?key|session)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"
     ),
     re.compile(r"\b[0-9a-fA-F]{32,}\b"),
-    re.compile(r"\b[A-Za-z0-9+/_-]{40,}={0,2}"),
+    # Random base64/base62 material: long, and mixing upper case, lower case and digits,
+    # which file paths and names (lowercase words, '/' separated) do not.
+    re.compile(r"(?<![A-Za-z0-9+_-])(?=[A-Za-z0-9+_-]*[A-Z])(?=[A-Za-z0-9+_-]*[a-z])"
+               r"(?=[A-Za-z0-9+_-]*[0-9])[A-Za-z0-9+_-]{32,}={0,2}"),
 )
 
 
