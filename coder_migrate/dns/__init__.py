@@ -1,0 +1,41 @@
+"""GeoDNS for the engine: desired rrsets from the inventory, ownership, plan, apply, restore.
+
+The engine calls :func:`plan_dns` (observe + desired + diff, nothing changed),
+:func:`apply_dns_changes` and :func:`restore_dns_changes` (rollback from the ``before``
+snapshots in the journal). Adapters live in :mod:`coder_migrate.providers.dns`.
+"""
+
+from coder_migrate.dns.check import Expectation, ecs_query, expectations
+from coder_migrate.dns.desired import DesiredRRSet, DesiredState, GeoOptions, desired_state
+from coder_migrate.dns.ownership import marker_name, marker_rrset, parse_marker
+from coder_migrate.dns.plan import (
+    KIND,
+    MAX_SAFE_CHANGE_FRACTION,
+    DnsPlan,
+    apply_dns_changes,
+    diff_rrsets,
+    open_adapter,
+    plan_dns,
+    restore_dns_changes,
+)
+
+__all__ = [
+    "KIND",
+    "MAX_SAFE_CHANGE_FRACTION",
+    "DesiredRRSet",
+    "DesiredState",
+    "DnsPlan",
+    "Expectation",
+    "GeoOptions",
+    "apply_dns_changes",
+    "desired_state",
+    "diff_rrsets",
+    "ecs_query",
+    "expectations",
+    "marker_name",
+    "marker_rrset",
+    "open_adapter",
+    "parse_marker",
+    "plan_dns",
+    "restore_dns_changes",
+]

@@ -1,0 +1,358 @@
+"""The DNS part of a plan: desired rrsets against observed ones, as ``DnsRRSet`` changes.
+
+Rules, in the order they are applied:
+
+- Only rrsets with our marker (:mod:`coder_migrate.dns.ownership`) are ever updated or
+  deleted. A wanted rrset that exists without our marker, or that another coder-migrate owner
+  has marked, or that would sit beside someone else's CNAME or address records at the same
+  name, is left as it is: the plan lists it as ``keep`` with the reason. Other rrsets at
+  names we manage are listed as ``keep`` too, so the reader sees they were considered.
+- Each change carries the rrset as observed (``before``: the snapshot restored on
+  rollback) and as wanted (``after``). Markers are written before the rrset they claim and
+  removed after it, so an interrupted apply never leaves an owned rrset without its marker.
+- Updating or deleting more than 30% of the owned rrsets (markers not counted), or touching
+  NS or SOA, needs ``--force``: those changes carry ``needs_force`` and
+  :meth:`coder_migrate.engine.plan.Plan.raise_if_unsafe` refuses them without it.
+
+Applying re-observes the zone once and checks, per change, that the rrset is still what the
+plan saw (already-applied changes are skipped, so a resumed apply converges); rollback puts
+the ``before`` snapshots back in reverse order under the same check.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coder_migrate.dns.desired import PRIMARY, DesiredState, GeoOptions, desired_state
+from coder_migrate.dns.ownership import Marker, marker_name, marker_rrset, parse_marker
+from coder_migrate.engine.plan import Action, Change
+from coder_migrate.errors import DnsError, UnsafePlan
+from coder_migrate.inventory.model import Topology
+from coder_migrate.providers.dns import adapter_for
+from coder_migrate.providers.dns.base import (
+    DnsAdapter,
+    RRSet,
+    RRSetChange,
+    RRSetKey,
+)
+
+__all__ = [
+    "KIND",
+    "MAX_SAFE_CHANGE_FRACTION",
+    "DnsPlan",
+    "apply_dns_changes",
+    "diff_rrsets",
+    "open_adapter",
+    "plan_dns",
+    "restore_dns_changes",
+]
+
+KIND = "DnsRRSet"
+MAX_SAFE_CHANGE_FRACTION = 0.30
+PROTECTED_TYPES = frozenset({"NS", "SOA"})
+# Types that cannot share a name with each other when the owners differ: a CNAME excludes
+# everything, and two parties answering addresses for one name would fight.
+_ADDRESS_TYPES = frozenset({"A", "AAAA", "LUA", "CNAME"})
+
+
+@dataclass(frozen=True)
+class DnsPlan:
+    """The DNS changes of one zone and what the reader must know about them."""
+
+    zone: str
+    provider: str
+    changes: tuple[Change, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def effective(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action is not Action.KEEP)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.effective
+
+    def raise_if_unsafe(self, *, force: bool) -> None:
+        if force:
+            return
+        unsafe = [c for c in self.effective if c.needs_force]
+        if unsafe:
+            raise UnsafePlan(
+                f"{len(unsafe)} DNS change(s) need --force: "
+                + "; ".join(c.summary() for c in unsafe)
+            )
+
+
+def _snapshot(rrset: RRSet | None) -> dict[str, Any] | None:
+    return None if rrset is None else rrset.model_dump(mode="json")
+
+
+def _diff(before: RRSet | None, after: RRSet | None) -> str:
+    old = before.lines() if before else []
+    new = after.lines() if after else []
+    return "\n".join(difflib.unified_diff(old, new, "observed", "planned", lineterm="", n=0))
+
+
+def _change(
+    *,
+    region: str,
+    before: RRSet | None,
+    after: RRSet | None,
+    reason: str,
+    action: Action | None = None,
+    depends_on: tuple[str, ...] = (),
+) -> Change:
+    rrset = after or before
+    assert rrset is not None
+    if action is None:
+        action = (
+            Action.CREATE if before is None else Action.DELETE if after is None else Action.UPDATE
+        )
+    return Change(
+        id=f"{region}/{KIND}/{rrset.type}/{rrset.name}",
+        region=region,
+        kind=KIND,
+        action=action,
+        target=f"{rrset.type} {rrset.name}",
+        reason=reason,
+        before=_snapshot(before),
+        after=_snapshot(after),
+        diff="" if action is Action.KEEP else _diff(before, after),
+        needs_force=action is not Action.KEEP and rrset.type in PROTECTED_TYPES,
+        depends_on=depends_on,
+    )
+
+
+def diff_rrsets(desired: DesiredState, observed: Iterable[RRSet], *, provider: str) -> DnsPlan:
+    """Changes that turn *observed* into *desired* without touching what is not ours."""
+    current: dict[RRSetKey, RRSet] = {r.key: r for r in observed}
+    ours: dict[RRSetKey, Marker] = {}
+    others: dict[RRSetKey, Marker] = {}
+    for rrset in current.values():
+        marker = parse_marker(rrset)
+        if marker is not None:
+            (ours if marker.owner == desired.owner else others)[marker.target] = marker
+    wanted = desired.by_key()
+    region_of = {key: d.region for key, d in wanted.items()}
+    order = {name: index for index, name in enumerate(desired.regions)}
+    notes = list(desired.notes)
+
+    markers_first: list[Change] = []
+    data: list[Change] = []
+    deletes: list[Change] = []
+    markers_last: list[Change] = []
+    keeps: list[Change] = []
+
+    kept_keys: set[RRSetKey] = set()
+    for key, want in sorted(wanted.items(), key=lambda kv: (order.get(kv[1].region, 99), kv[0])):
+        name, rtype = key
+        have = current.get(key)
+        blocker = _blocker(key, current, ours, others)
+        if blocker:
+            keeps.append(
+                _change(
+                    region=want.region, before=have, after=want.rrset, action=Action.KEEP,
+                    reason=f"left as it is: {blocker} ({want.purpose} not applied)",
+                )
+            )
+            notes.append(f"{rtype} {name} was not changed: {blocker}")
+            kept_keys.add(key)
+            continue
+        marker_want = marker_rrset(key, owner=desired.owner, ttl=desired.ttl)
+        marker_have = current.get(marker_want.key)
+        marker_id: tuple[str, ...] = ()
+        if marker_have != marker_want:
+            change = _change(
+                region=want.region, before=marker_have, after=marker_want,
+                reason=f"ownership marker of {rtype} {name}",
+            )
+            markers_first.append(change)
+            marker_id = (change.id,)
+        if have != want.rrset:
+            data.append(
+                _change(
+                    region=want.region, before=have, after=want.rrset,
+                    reason=want.purpose, depends_on=marker_id,
+                )
+            )
+
+    for key, marker in sorted(ours.items()):
+        if key in wanted:
+            continue
+        region = region_of.get(key, PRIMARY)
+        have = current.get(key)
+        depends: tuple[str, ...] = ()
+        if have is not None:
+            change = _change(
+                region=region, before=have, after=None,
+                reason="owned by this deployment and no longer in the inventory",
+            )
+            deletes.append(change)
+            depends = (change.id,)
+        markers_last.append(
+            _change(
+                region=region, before=marker.rrset, after=None,
+                reason=f"ownership marker of {key[1]} {key[0]}, which is gone",
+                depends_on=depends,
+            )
+        )
+
+    region_at = {key[0]: d.region for key, d in wanted.items()}
+    our_markers = {(marker_name(key), "TXT") for key in ours}
+    foreign = [
+        rrset for key, rrset in sorted(current.items())
+        if key not in ours and key not in our_markers
+    ]
+    for rrset in foreign:
+        if rrset.name in region_at and rrset.key not in kept_keys:
+            keeps.append(
+                _change(
+                    region=region_at[rrset.name], before=rrset, after=rrset, action=Action.KEEP,
+                    reason="not owned by coder-migrate (no marker): left as it is",
+                )
+            )
+    if foreign:
+        notes.append(
+            f"rrsets in zone {desired.zone} without a coder-migrate marker of owner "
+            f"{desired.owner} are never changed or deleted"
+        )
+
+    changes = [*markers_first, *data, *deletes, *markers_last]
+    changes = _apply_threshold(changes, owned=len([k for k in ours if k in current]), notes=notes)
+    return DnsPlan(
+        zone=desired.zone, provider=provider, changes=(*changes, *keeps), notes=tuple(notes)
+    )
+
+
+def _blocker(
+    key: RRSetKey,
+    current: dict[RRSetKey, RRSet],
+    ours: dict[RRSetKey, Marker],
+    others: dict[RRSetKey, Marker],
+) -> str:
+    """Why the wanted rrset *key* may not be written, or '' when it may."""
+    name, rtype = key
+    if key in others:
+        return f"owned by another coder-migrate deployment ({others[key].owner})"
+    if key in ours:
+        return ""
+    if key in current:
+        return "it exists without our ownership marker"
+    marker = current.get((marker_name(key), "TXT"))
+    if marker is not None and parse_marker(marker) is None:
+        return f"{marker_name(key)} holds a TXT record that is not our marker"
+    if rtype in _ADDRESS_TYPES:
+        for (other_name, other_type), _ in current.items():
+            if other_name == name and other_type in _ADDRESS_TYPES and (
+                (other_name, other_type) not in ours
+            ):
+                return f"{other_type} {name} exists without our ownership marker"
+    return ""
+
+
+def _apply_threshold(changes: list[Change], *, owned: int, notes: list[str]) -> list[Change]:
+    touched = [
+        c for c in changes
+        if c.action in (Action.UPDATE, Action.DELETE) and parse_marker_change(c) is False
+    ]
+    if not owned or len(touched) / owned <= MAX_SAFE_CHANGE_FRACTION:
+        return changes
+    share = f"{len(touched)} of {owned} owned rrsets"
+    notes.append(
+        f"this plan updates or deletes {share} (more than "
+        f"{MAX_SAFE_CHANGE_FRACTION:.0%}): it applies only with --force"
+    )
+    flagged = {c.id for c in touched}
+    marker_ids = {
+        c.id for c in changes
+        if c.action in (Action.UPDATE, Action.DELETE) and parse_marker_change(c) is True
+    }
+    flagged |= marker_ids
+    return [
+        c.model_copy(update={"needs_force": True, "reason": f"{c.reason} [{share}: --force]"})
+        if c.id in flagged else c
+        for c in changes
+    ]
+
+
+def parse_marker_change(change: Change) -> bool:
+    """Whether *change* is about an ownership marker rather than a served rrset."""
+    snapshot = change.after or change.before or {}
+    return parse_marker(RRSet.model_validate(snapshot)) is not None
+
+
+# -- engine entry points ---------------------------------------------------------------------
+
+
+def open_adapter(topology: Topology) -> DnsAdapter:
+    """The adapter for the inventory's DNS provider, with its secret resolved."""
+    base = Path(topology.source) if topology.source else None
+    return adapter_for(topology.dns, base=base)
+
+
+async def plan_dns(
+    topology: Topology, adapter: DnsAdapter, options: GeoOptions | None = None
+) -> DnsPlan:
+    """Observe the zone and compute its changes; nothing is changed."""
+    capabilities = await adapter.capabilities()
+    desired = desired_state(topology, capabilities, options)
+    observed = await adapter.observe()
+    return diff_rrsets(desired, observed, provider=capabilities.provider)
+
+
+def _rrset(snapshot: dict[str, Any] | None) -> RRSet | None:
+    return None if snapshot is None else RRSet.model_validate(snapshot)
+
+
+async def _replay(
+    adapter: DnsAdapter, steps: Sequence[tuple[Change, RRSet | None, RRSet | None]]
+) -> list[str]:
+    if not steps:
+        return []
+    current = {r.key: r for r in await adapter.observe()}
+    done: list[str] = []
+    for change, expect, target in steps:
+        rrset = target or expect
+        assert rrset is not None
+        have = current.get(rrset.key)
+        if have == target:
+            continue  # already there: an earlier, interrupted run applied it
+        if have != expect:
+            raise DnsError(
+                f"{rrset.describe()} changed since the plan was made "
+                f"(expected {_short(expect)}, found {_short(have)}); plan again"
+            )
+        await adapter.apply([RRSetChange(before=expect, after=target)])
+        done.append(change.id)
+    return done
+
+
+def _short(rrset: RRSet | None) -> str:
+    if rrset is None:
+        return "nothing"
+    text = " ".join(rrset.records)
+    return f"ttl {rrset.ttl}: {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
+async def apply_dns_changes(adapter: DnsAdapter, changes: Iterable[Change]) -> list[str]:
+    """Apply the ``DnsRRSet`` changes in order; return the ids of those that acted."""
+    steps = [
+        (c, _rrset(c.before), _rrset(c.after))
+        for c in changes
+        if c.kind == KIND and c.action is not Action.KEEP
+    ]
+    return await _replay(adapter, steps)
+
+
+async def restore_dns_changes(adapter: DnsAdapter, changes: Iterable[Change]) -> list[str]:
+    """Put every changed rrset back to its ``before`` snapshot, in reverse order."""
+    steps = [
+        (c, _rrset(c.after), _rrset(c.before))
+        for c in reversed(list(changes))
+        if c.kind == KIND and c.action is not Action.KEEP
+    ]
+    return await _replay(adapter, steps)
