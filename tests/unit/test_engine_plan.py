@@ -42,14 +42,14 @@ def test_edited_plan_file_is_refused() -> None:
 
 
 def test_garbage_plan_file_is_refused() -> None:
-    with pytest.raises(StalePlan, match="plan.json: not a coder-migrate plan"):
+    with pytest.raises(StalePlan, match=r"plan\.json: not a coder-migrate plan"):
         Plan.from_json("{}", source="plan.json")
 
 
 def test_stale_plan_is_refused() -> None:
     saved = _plan(_change("eu-west"))
     fresh = _plan(_change("eu-west"), _change("us-east"))
-    with pytest.raises(StalePlan, match="plan.json is stale"):
+    with pytest.raises(StalePlan, match=r"plan\.json is stale"):
         saved.ensure_matches(fresh, source="plan.json")
     saved.ensure_matches(_plan(_change("eu-west")))
 

@@ -1,0 +1,555 @@
+"""Benchmark of the bundled proxy against nginx, all on loopback, in one run.
+
+Targets (each started here, stopped by PID at the end):
+- ``direct``: the upstream itself (nginx, 1 worker, static 100 B and 64 KiB files);
+- ``nginx``: nginx as reverse proxy, 1 worker, upstream keepalive 512, HTTP/1.1,
+  ``proxy_buffers 8 16k`` (the fair settings of proxy-baselines.md);
+- ``proxy``: ``python -m coder_migrate.proxy`` (1 worker, satellite mode, so every request
+  takes the full path: parse, checks, route, pooled upstream, head rebuild, streaming).
+
+HTTP: wrk (pinned to core 0; the proxies to core 1, the upstream to core 0) for 100 B and
+64 KiB at 50 and 200 connections; requests/s, p50/p99 and the proxy's CPU per request from
+/proc. Rounds interleave all targets so ratios come from the same minutes. Stream: bytes
+through an upgraded connection (HTTP/1.1 Upgrade, then raw) to a splice sink, against nginx
+``stream`` with ``proxy_buffer_size 1m``. Idle: RSS growth with N idle upgraded connections.
+
+    .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--stream-mib 1024]
+                                    [--idle 10000] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CLIENT_CORE = "0"
+PROXY_CORE = "1"
+
+SINK_SOURCE = r"""
+import asyncio, os, socket, sys
+import uvloop
+DEVNULL = os.open("/dev/null", os.O_WRONLY)
+FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+HEAD = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+class Sink(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+    def data_received(self, data):
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        path = self.buffer.split(b" ", 2)[1]
+        rest = self.buffer[end + 4:]
+        self.transport.write(HEAD)
+        expected = int(path.rsplit(b"/", 1)[1]) if path.startswith(b"/sink/") else -1
+        if expected < 0:
+            return  # idle connection: hold it
+        self.transport.pause_reading()
+        sock = self.transport.get_extra_info("socket")
+        fd = os.dup(sock.fileno())
+        self.transport.abort()
+        start_splice(fd, expected - len(rest))
+
+def start_splice(fd, remaining):
+    loop = asyncio.get_running_loop()
+    r, w = os.pipe2(os.O_NONBLOCK)
+    state = {"left": remaining}
+    def readable():
+        try:
+            n = os.splice(fd, w, 1 << 20, flags=FLAGS)
+        except BlockingIOError:
+            return
+        if n == 0:
+            finish()
+            return
+        moved = n
+        while moved:
+            moved -= os.splice(r, DEVNULL, moved, flags=os.SPLICE_F_MOVE)
+        state["left"] -= n
+        if state["left"] <= 0:
+            os.write(fd, b"OK")
+    def finish():
+        loop.remove_reader(fd)
+        os.close(fd); os.close(r); os.close(w)
+    loop.add_reader(fd, readable)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Sink, "127.0.0.1", int(sys.argv[1]), backlog=8192)
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    # Up to the hard limit (only root with CAP_SYS_RESOURCE may go beyond it).
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@dataclass
+class Started:
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, command: list[str], core: str, **kwargs: object) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(  # type: ignore[call-overload]
+            ["taskset", "-c", core, *command],
+            preexec_fn=raise_nofile,
+            stdout=kwargs.pop("stdout", subprocess.DEVNULL),
+            stderr=kwargs.pop("stderr", subprocess.DEVNULL),
+            **kwargs,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wait_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def nginx_worker_pid(master: int) -> int:
+    for _ in range(50):
+        children = Path(f"/proc/{master}/task/{master}/children")
+        if children.exists():
+            text = children.read_text().split()
+            if text:
+                return int(text[0])
+        time.sleep(0.05)
+    raise SystemExit("nginx worker did not start")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def parse_ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)", text)
+    assert match, text
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, float, float, int]:
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            CLIENT_CORE,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "5s",
+            "--latency",
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: .*?(\d+) timeout"):
+        match = re.search(pattern, out)
+        if match:
+            errors += int(match.group(1))
+    return rps, p50, p99, errors
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def busy_processes() -> list[str]:
+    out = subprocess.run(
+        ["ps", "-eo", "pcpu,comm", "--sort=-pcpu", "--no-headers"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    return [line.strip() for line in out[:5] if float(line.split()[0]) >= 5.0]
+
+
+def write_nginx(directory: Path, name: str, body: str) -> Path:
+    conf = directory / f"{name}.conf"
+    conf.write_text(
+        f"worker_processes 1;\npid {directory}/{name}.pid;\nerror_log {directory}/{name}.err;\n"
+        "daemon off;\n"
+        + (
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n"
+            if "stream {" in body
+            else ""
+        )
+        + "events { worker_connections 30000; }\n"
+        + body
+    )
+    return conf
+
+
+def stream_client(port: int, total: int, chunk_file: Path) -> float:
+    """Send ``total`` bytes through an upgraded connection; MB/s (1e6 B)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            f"GET /sink/{total} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert b" 101 " in head.split(b"\r\n", 1)[0], head[:100]
+        size = chunk_file.stat().st_size
+        started = time.perf_counter()
+        with chunk_file.open("rb") as source:
+            sent = 0
+            while sent < total:
+                count = min(size, total - sent)
+                offset = 0
+                while offset < count:
+                    offset += os.sendfile(sock.fileno(), source.fileno(), offset, count - offset)
+                sent += count
+        reply = sock.recv(16)
+        elapsed = time.perf_counter() - started
+        assert reply == b"OK", reply
+    return total / elapsed / 1e6
+
+
+async def open_idle(port: int, count: int) -> list[asyncio.StreamWriter]:
+    writers: list[asyncio.StreamWriter] = []
+    semaphore = asyncio.Semaphore(200)
+
+    async def one() -> None:
+        async with semaphore:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(
+                b"GET /idle HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\n\r\n"
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b" 101 " in head.split(b"\r\n", 1)[0]
+            writers.append(writer)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return writers
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+@dataclass
+class Cell:
+    rps: list[float] = field(default_factory=list)
+    p50: list[float] = field(default_factory=list)
+    p99: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    errors: int = 0
+
+
+def run(args: argparse.Namespace) -> str:
+    raise_nofile()
+    os.sched_setaffinity(0, {int(CLIENT_CORE)})
+    work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    work.chmod(0o755)  # nginx workers run as an unprivileged user
+    (work / "small").write_bytes(b"s" * 100)
+    (work / "big").write_bytes(b"b" * 65536)
+    started = Started()
+    lines: list[str] = []
+    try:
+        up_port, ngx_port, stream_port, proxy_port, proxy_stream_port, sink_port = (
+            free_port() for _ in range(6)
+        )
+        up = started.start(
+            [
+                "nginx",
+                "-c",
+                str(
+                    write_nginx(
+                        work,
+                        "upstream",
+                        (
+                            "http { access_log off; tcp_nodelay on; keepalive_requests 1000000;\n"
+                            f"  server {{ listen 127.0.0.1:{up_port} backlog=8192; root {work}; "
+                            "location / { } } }\n"
+                        ),
+                    )
+                ),
+            ],
+            CLIENT_CORE,
+        )
+        nginx = started.start(
+            [
+                "nginx",
+                "-c",
+                str(
+                    write_nginx(
+                        work,
+                        "proxy",
+                        (
+                            "http { access_log off; tcp_nodelay on;\n"
+                            f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 512; }}\n"
+                            f"  server {{ listen 127.0.0.1:{ngx_port} backlog=8192; location / {{\n"
+                            "    proxy_pass http://backend; proxy_http_version 1.1;\n"
+                            '    proxy_set_header Connection "";\n'
+                            "    proxy_buffers 8 16k; proxy_buffer_size 16k;\n"
+                            "  } } }\n"
+                        ),
+                    )
+                ),
+            ],
+            PROXY_CORE,
+        )
+        nginx_stream = started.start(
+            [
+                "nginx",
+                "-c",
+                str(
+                    write_nginx(
+                        work,
+                        "stream",
+                        (
+                            f"stream {{ server {{ listen 127.0.0.1:{stream_port} backlog=8192; "
+                            f"proxy_pass 127.0.0.1:{sink_port}; proxy_buffer_size 1m; }} }}\n"
+                        ),
+                    )
+                ),
+            ],
+            PROXY_CORE,
+        )
+        (work / "sink.py").write_text(SINK_SOURCE)
+        started.start([PYTHON, str(work / "sink.py"), str(sink_port)], CLIENT_CORE)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proxy_args = [
+            PYTHON,
+            "-m",
+            "coder_migrate.proxy",
+            "--mode",
+            "satellite",
+            "--satellite-private-key-file",
+            str(work / "satellite.key"),
+            "--max-connections-per-client",
+            str(args.idle + 1000),
+        ]
+        proxy = started.start(
+            [
+                *proxy_args,
+                "--primary-access-url",
+                f"http://127.0.0.1:{up_port}",
+                "--http-address",
+                f"127.0.0.1:{proxy_port}",
+            ],
+            PROXY_CORE,
+            env=env,
+        )
+        proxy_stream = started.start(
+            [
+                *proxy_args,
+                "--primary-access-url",
+                f"http://127.0.0.1:{sink_port}",
+                "--http-address",
+                f"127.0.0.1:{proxy_stream_port}",
+                "--satellite-private-key-file",
+                str(work / "satellite2.key"),
+            ],
+            PROXY_CORE,
+            env=env,
+        )
+        for port in (up_port, ngx_port, stream_port, sink_port, proxy_port, proxy_stream_port):
+            wait_port(port)
+        cpu_pid = {
+            "direct": nginx_worker_pid(up.pid),
+            "nginx": nginx_worker_pid(nginx.pid),
+            "proxy": proxy.pid,
+        }
+        ports = {"direct": up_port, "nginx": ngx_port, "proxy": proxy_port}
+        load_before = load_average()
+        busy_before = busy_processes()
+        cases = [(p, c) for p in ("/small", "/big") for c in (50, 200)]
+        cells: dict[tuple[str, str, int], Cell] = {}
+        for target in ports:  # warm-up: pools, caches
+            wrk(ports[target], "/small", 50, 1)
+        for _round in range(args.rounds):
+            for path, conns in cases:
+                for target in ports:
+                    cpu_before = cpu_seconds(cpu_pid[target])
+                    rps, p50, p99, errors = wrk(ports[target], path, conns, args.duration)
+                    cpu = cpu_seconds(cpu_pid[target]) - cpu_before
+                    cell = cells.setdefault((target, path, conns), Cell())
+                    cell.rps.append(rps)
+                    cell.p50.append(p50)
+                    cell.p99.append(p99)
+                    cell.cpu_us.append(cpu / max(1.0, rps * args.duration) * 1e6)
+                    cell.errors += errors
+
+        # Stream relay, MB/s, interleaved rounds.
+        chunk = Path("/dev/shm") / f"bench-proxy-{os.getpid()}"
+        chunk.write_bytes(os.urandom(1 << 20) * 64)
+        stream: dict[str, list[float]] = {"direct": [], "nginx stream": [], "proxy": []}
+        stream_cpu: dict[str, list[float]] = {"nginx stream": [], "proxy": []}
+        stream_pid = {"nginx stream": nginx_worker_pid(nginx_stream.pid), "proxy": proxy_stream.pid}
+        stream_ports = {
+            "direct": sink_port,
+            "nginx stream": stream_port,
+            "proxy": proxy_stream_port,
+        }
+        total = args.stream_mib << 20
+        try:
+            for _round in range(args.rounds):
+                for name, port in stream_ports.items():
+                    before = cpu_seconds(stream_pid[name]) if name in stream_pid else 0.0
+                    stream[name].append(stream_client(port, total, chunk))
+                    if name in stream_pid:
+                        used = cpu_seconds(stream_pid[name]) - before
+                        stream_cpu[name].append(used / (total / (1 << 30)))
+        finally:
+            chunk.unlink()
+
+        # Idle upgraded connections.
+        idle_rows: list[tuple[str, int, float]] = []
+        for name, port, pid in (
+            ("proxy", proxy_stream_port, proxy_stream.pid),
+            ("nginx stream", stream_port, stream_pid["nginx stream"]),
+        ):
+            asyncio.run(_hold_idle(port, args.idle, pid, rss_kib(pid), idle_rows, name))
+        load_after = load_average()
+        busy_after = busy_processes()
+
+        # Tables.
+        lines.append(
+            f"Machine: {os.cpu_count()} cores; load average before {load_before}, after "
+            f"{load_after}; busy before: {', '.join(busy_before) or 'none'}; after: "
+            f"{', '.join(busy_after) or 'none'}."
+        )
+        lines.append(
+            f"Rounds: {args.rounds} x {args.duration}s per cell (medians); wrk on core "
+            f"{CLIENT_CORE}, proxies on core {PROXY_CORE}, upstream on core {CLIENT_CORE}."
+        )
+        lines.append("")
+        lines.append(
+            "| target | case | req/s | x nginx | p50 ms | p99 ms | p99 x nginx | CPU us/req | err |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for path, conns in cases:
+            base = cells[("nginx", path, conns)]
+            for target in ports:
+                cell = cells[(target, path, conns)]
+                size = "100 B" if path == "/small" else "64 KiB"
+                lines.append(
+                    f"| {target} | {size} c{conns} | {median(cell.rps):,.0f} | "
+                    f"{median(cell.rps) / median(base.rps):.2f} | {median(cell.p50):.2f} | "
+                    f"{median(cell.p99):.2f} | {median(cell.p99) / median(base.p99):.2f} | "
+                    f"{median(cell.cpu_us):.1f} | {cell.errors} |"
+                )
+        lines.append("")
+        lines.append(
+            f"Stream relay ({args.stream_mib} MiB per run through an upgraded connection, "
+            "MB/s = 1e6 B/s):"
+        )
+        lines.append("")
+        lines.append("| relay | MB/s median (min) | xnginx stream | CPU s/GiB |")
+        lines.append("|---|---|---|---|")
+        for name, values in stream.items():
+            cpu_text = f"{median(stream_cpu[name]):.2f}" if name in stream_cpu else "-"
+            lines.append(
+                f"| {name} | {median(values):,.0f} ({min(values):,.0f}) | "
+                f"{median(values) / median(stream['nginx stream']):.2f} | {cpu_text} |"
+            )
+        lines.append("")
+        lines.append("| idle upgraded connections | count | RSS growth KiB | per connection |")
+        lines.append("|---|---|---|---|")
+        for name, count, per in idle_rows:
+            lines.append(f"| {name} | {count:,} | {per * count:,.0f} | {per * 1.024:.1f} KB |")
+    finally:
+        started.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    return "\n".join(lines)
+
+
+async def _hold_idle(
+    port: int, count: int, pid: int, before: int, rows: list[tuple[str, int, float]], name: str
+) -> None:
+    writers = await open_idle(port, count)
+    await asyncio.sleep(1.0)
+    after = rss_kib(pid)
+    rows.append((name, len(writers), (after - before) / max(1, len(writers))))
+    for writer in writers:
+        writer.close()
+    await asyncio.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--stream-mib", type=int, default=1024)
+    parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.duration > 30 or args.rounds > 10 or args.idle > 20000:
+        parser.error("bounded: --duration <= 30, --rounds <= 10, --idle <= 20000")
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and 2 * args.idle + 200 > hard:
+        # The proxy holds two descriptors per relayed connection.
+        args.idle = (hard - 200) // 2
+        print(f"note: open-files hard limit {hard}; idle connections capped at {args.idle}")
+    report = run(args)
+    print(report)
+    if args.out:
+        args.out.write_text(report + "\n")
+
+
+if __name__ == "__main__":
+    main()

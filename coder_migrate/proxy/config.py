@@ -1,0 +1,440 @@
+"""Settings of the bundled proxy: flags, then environment, then the systemd env file.
+
+The names are Coder's (seed 003, ``coder wsproxy server``): ``CODER_PRIMARY_ACCESS_URL``,
+``CODER_PROXY_SESSION_TOKEN``, ``CODER_ACCESS_URL``, ``CODER_WILDCARD_ACCESS_URL``,
+``CODER_HTTP_ADDRESS``, ``CODER_TLS_*``, ``CODER_PROMETHEUS_*``. Settings of this proxy only
+(mode, workers, limits, satellite key) are ``CODER_PROXY_*``. Everything is checked before the
+server starts; a bad value is one :class:`~coder_migrate.errors.ConfigError` line naming the
+setting, where it came from and what was expected. Secrets are never echoed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from coder_migrate.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_ENV_FILE",
+    "SETTINGS",
+    "Limits",
+    "ProxyMode",
+    "ProxySettings",
+    "TlsClientAuth",
+    "load_settings",
+    "parse_env_file",
+]
+
+DEFAULT_ENV_FILE = Path("/etc/coder.d/coder-workspace-proxy.env")
+ProxyMode = Literal["workspace-proxy", "satellite"]
+TlsClientAuth = Literal["none", "request", "require-any", "verify-if-given", "require-and-verify"]
+_TLS_CLIENT_AUTH = ("none", "request", "require-any", "verify-if-given", "require-and-verify")
+_TOKEN_RE = re.compile(r"^[0-9a-fA-F-]{36}:[0-9a-f]{64}$")
+_HOST_LABEL_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+# Every setting: name -> environment variable. The CLI flag is the name with dashes.
+SETTINGS: dict[str, str] = {
+    "mode": "CODER_PROXY_MODE",
+    "primary_access_url": "CODER_PRIMARY_ACCESS_URL",
+    "proxy_session_token": "CODER_PROXY_SESSION_TOKEN",
+    "access_url": "CODER_ACCESS_URL",
+    "wildcard_access_url": "CODER_WILDCARD_ACCESS_URL",
+    "http_address": "CODER_HTTP_ADDRESS",
+    "tls_address": "CODER_TLS_ADDRESS",
+    "tls_enable": "CODER_TLS_ENABLE",
+    "tls_cert_file": "CODER_TLS_CERT_FILE",
+    "tls_key_file": "CODER_TLS_KEY_FILE",
+    "tls_client_auth": "CODER_TLS_CLIENT_AUTH",
+    "tls_client_ca_file": "CODER_TLS_CLIENT_CA_FILE",
+    "prometheus_enable": "CODER_PROMETHEUS_ENABLE",
+    "prometheus_address": "CODER_PROMETHEUS_ADDRESS",
+    "disable_path_apps": "CODER_DISABLE_PATH_APPS",
+    "satellite_private_key": "CODER_SATELLITE_PRIVATE_KEY",
+    "satellite_private_key_file": "CODER_PROXY_SATELLITE_KEY_FILE",
+    "workers": "CODER_PROXY_WORKERS",
+    "max_head_bytes": "CODER_PROXY_MAX_HEAD_BYTES",
+    "max_headers": "CODER_PROXY_MAX_HEADERS",
+    "max_request_line_bytes": "CODER_PROXY_MAX_REQUEST_LINE_BYTES",
+    "max_body_bytes": "CODER_PROXY_MAX_BODY_BYTES",
+    "header_timeout": "CODER_PROXY_HEADER_TIMEOUT",
+    "idle_timeout": "CODER_PROXY_IDLE_TIMEOUT",
+    "upstream_connect_timeout": "CODER_PROXY_UPSTREAM_CONNECT_TIMEOUT",
+    "upstream_response_timeout": "CODER_PROXY_UPSTREAM_RESPONSE_TIMEOUT",
+    "drain_timeout": "CODER_PROXY_DRAIN_TIMEOUT",
+    "max_connections_per_client": "CODER_PROXY_MAX_CONNECTIONS_PER_CLIENT",
+    "verbose": "CODER_VERBOSE",
+}
+# Coder v1's chart names the satellite URL differently; accepted as a fallback.
+_ALIASES = {"access_url": ("CODER_SATELLITE_ACCESS_URL",)}
+_SECRET_SETTINGS = frozenset({"proxy_session_token", "satellite_private_key"})
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Hardening limits of the data path."""
+
+    max_head_bytes: int = 32 * 1024
+    max_headers: int = 100
+    max_request_line_bytes: int = 8 * 1024
+    max_body_bytes: int = 1024 * 1024 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    upstream_connect_timeout: float = 5.0
+    upstream_response_timeout: float = 60.0
+    drain_timeout: float = 15.0
+    max_connections_per_client: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """Validated settings; ``access_url`` and ``primary_access_url`` have no trailing slash."""
+
+    mode: ProxyMode
+    primary_access_url: str
+    access_url: str
+    proxy_session_token: str = field(default="", repr=False)
+    wildcard_access_url: str = ""
+    http_address: tuple[str, int] | None = ("127.0.0.1", 3000)
+    tls_address: tuple[str, int] | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_auth: TlsClientAuth = "none"
+    tls_client_ca_file: Path | None = None
+    prometheus_address: tuple[str, int] | None = None
+    disable_path_apps: bool = False
+    satellite_private_key: str = field(default="", repr=False)
+    satellite_private_key_file: Path | None = None
+    workers: int = 1
+    limits: Limits = field(default_factory=Limits)
+    verbose: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def access_host(self) -> str:
+        return (urlsplit(self.access_url).hostname or "").lower()
+
+    @property
+    def wildcard_suffix(self) -> str:
+        """``*.apps.example.com`` -> ``.apps.example.com``; ``*--apps.example.com`` ->
+        ``--apps.example.com``; empty when subdomain apps are off."""
+        return self.wildcard_access_url[1:].lower() if self.wildcard_access_url else ""
+
+    @property
+    def wildcard_hostname(self) -> str:
+        return self.wildcard_access_url
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines as systemd's EnvironmentFile reads them (quotes, comments)."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read the env file ({error.strerror})") from error
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ConfigError(f"{path}:{number}: expected KEY=VALUE, found a line without one")
+        value = value.strip()
+        if value[:1] in ("'", '"'):
+            try:
+                parts = shlex.split(value)
+            except ValueError as error:
+                raise ConfigError(f"{path}:{number}: {key}: unbalanced quotes") from error
+            value = parts[0] if len(parts) == 1 else " ".join(parts)
+        values[key] = value
+    return values
+
+
+class _Reader:
+    """Looks a setting up in flags, then the environment, then the env file."""
+
+    def __init__(
+        self,
+        flags: Mapping[str, object | None],
+        environ: Mapping[str, str],
+        file_values: Mapping[str, str],
+        file_name: str,
+    ) -> None:
+        self.flags = flags
+        self.environ = environ
+        self.file_values = file_values
+        self.file_name = file_name
+        self.sources: dict[str, str] = {}
+
+    def raw(self, name: str) -> str | None:
+        flag = self.flags.get(name)
+        if flag is not None:
+            self.sources[name] = f"--{name.replace('_', '-')} (flag)"
+            return str(flag)
+        for variable in (SETTINGS[name], *_ALIASES.get(name, ())):
+            if variable in self.environ:
+                self.sources[name] = f"{variable} (environment)"
+                return self.environ[variable]
+            if variable in self.file_values:
+                self.sources[name] = f"{self.file_name}: {variable} (env file)"
+                return self.file_values[variable]
+        return None
+
+    def where(self, name: str) -> str:
+        # The parenthesis also keeps "..._TOKEN: expected" from looking like a secret to redact.
+        return self.sources.get(name, f"{SETTINGS[name]} (not set)")
+
+    def fail(self, name: str, expected: str, found: str | None = None) -> ConfigError:
+        shown = "(sensitive)" if name in _SECRET_SETTINGS else repr(found)
+        tail = f", found {shown}" if found is not None else ""
+        return ConfigError(f"{self.where(name)}: expected {expected}{tail}")
+
+    def text(self, name: str, default: str = "") -> str:
+        value = self.raw(name)
+        return default if value is None else value.strip()
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise self.fail(name, "true or false", value)
+
+    def number(self, name: str, default: float, *, minimum: float, integer: bool) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        text = value.strip().removesuffix("s") if not integer else value.strip()
+        try:
+            number = int(text) if integer else float(text)
+        except ValueError:
+            kind = "an integer" if integer else "a number of seconds"
+            raise self.fail(name, f"{kind} >= {minimum:g}", value) from None
+        if number < minimum:
+            kind = "an integer" if integer else "a number of seconds"
+            raise self.fail(name, f"{kind} >= {minimum:g}", value)
+        return number
+
+    def address(self, name: str, default: str) -> tuple[str, int] | None:
+        value = self.text(name, default)
+        if not value:
+            return None
+        host, sep, port_text = value.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - ":8080" means every interface
+        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise self.fail(name, "HOST:PORT with a port from 0 to 65535", value)
+        if host != "localhost":
+            try:
+                ip_address(host)
+            except ValueError:
+                raise self.fail(name, "HOST:PORT with an IP address or localhost", value) from None
+        return host, int(port_text)
+
+    def url(self, name: str, default: str = "", *, required: bool) -> str:
+        value = self.text(name, default)
+        if not value:
+            if required:
+                raise self.fail(name, "an http(s) URL, e.g. https://coder.example.com (required)")
+            return ""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self.fail(name, "an http(s) URL with a host", value)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise self.fail(name, "a URL without a path, query or fragment", value)
+        if parts.username or parts.password:
+            raise self.fail(name, "a URL without credentials", "(sensitive)")
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
+    def file(self, name: str) -> Path | None:
+        value = self.text(name)
+        if not value:
+            return None
+        path = Path(value)
+        if not path.is_file():
+            raise self.fail(name, "an existing readable file", value)
+        return path
+
+
+def _wildcard(reader: _Reader) -> str:
+    value = reader.text("wildcard_access_url").lower()
+    if not value:
+        return ""
+    if "://" in value:  # Coder accepts a scheme here and ignores it
+        value = value.split("://", 1)[1]
+    value = value.rstrip("/")
+    host = value[1:].lstrip(".").split(":", 1)[0]
+    labels = host.split(".")
+    if (
+        not value.startswith("*")
+        or len(labels) < 2
+        or not all(_HOST_LABEL_RE.match(label) for label in labels)
+        or "/" in value
+    ):
+        raise reader.fail("wildcard_access_url", "a wildcard host like *.apps.example.com", value)
+    return value
+
+
+def load_settings(
+    flags: Mapping[str, object | None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> ProxySettings:
+    """Read and check every setting. ``env_file`` given explicitly must exist; otherwise
+    :data:`DEFAULT_ENV_FILE` is read when present."""
+    import os
+
+    flags = flags or {}
+    environ = os.environ if environ is None else environ
+    file_values: dict[str, str] = {}
+    file_name = str(env_file or DEFAULT_ENV_FILE)
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError(f"{env_file}: env file not found")
+        file_values = parse_env_file(env_file)
+    elif DEFAULT_ENV_FILE.is_file():
+        file_values = parse_env_file(DEFAULT_ENV_FILE)
+    reader = _Reader(flags, environ, file_values, file_name)
+
+    mode = reader.text("mode", "workspace-proxy")
+    if mode not in ("workspace-proxy", "satellite"):
+        raise reader.fail("mode", "workspace-proxy or satellite", mode)
+    primary = reader.url("primary_access_url", required=True)
+    token = reader.text("proxy_session_token")
+    if mode == "workspace-proxy" and not _TOKEN_RE.match(token):
+        expected = "the proxy token from `coder wsproxy create`: <uuid>:<64 hex> (required)"
+        raise reader.fail("proxy_session_token", expected, token if token else None)
+
+    tls_enable = reader.boolean("tls_enable", False)
+    http_address = reader.address("http_address", "127.0.0.1:3000")
+    tls_address = reader.address("tls_address", "127.0.0.1:3443") if tls_enable else None
+    cert = key = client_ca = None
+    client_auth = reader.text("tls_client_auth", "none").lower()
+    if client_auth not in _TLS_CLIENT_AUTH:
+        raise reader.fail("tls_client_auth", " | ".join(_TLS_CLIENT_AUTH), client_auth)
+    if tls_enable:
+        cert = reader.file("tls_cert_file")
+        key = reader.file("tls_key_file")
+        if cert is None or key is None:
+            missing = "tls_cert_file" if cert is None else "tls_key_file"
+            raise reader.fail(missing, "a PEM file when CODER_TLS_ENABLE is true")
+        client_ca = reader.file("tls_client_ca_file")
+        if client_auth in ("verify-if-given", "require-and-verify") and client_ca is None:
+            raise reader.fail("tls_client_ca_file", f"a CA file for client auth {client_auth}")
+    if http_address is None and tls_address is None:
+        raise reader.fail("http_address", "a listen address (or CODER_TLS_ENABLE with an address)")
+
+    default_scheme, default_address = (
+        ("https", tls_address) if tls_address else ("http", http_address)
+    )
+    assert default_address is not None
+    listen_host = default_address[0] if default_address[0] != "0.0.0.0" else "127.0.0.1"  # noqa: S104
+    access_url = reader.url(
+        "access_url", f"{default_scheme}://{listen_host}:{default_address[1]}", required=False
+    )
+
+    prometheus_address = None
+    if reader.boolean("prometheus_enable", False):
+        prometheus_address = reader.address("prometheus_address", "127.0.0.1:2112")
+
+    satellite_key = reader.text("satellite_private_key")
+    satellite_key_file_text = reader.text("satellite_private_key_file")
+    satellite_key_file = Path(satellite_key_file_text) if satellite_key_file_text else None
+    if mode == "satellite":
+        if satellite_key and "PRIVATE KEY-----" not in satellite_key:
+            raise reader.fail("satellite_private_key", "a PEM ECDSA private key", "(sensitive)")
+        if not satellite_key and satellite_key_file is None:
+            raise reader.fail(
+                "satellite_private_key_file",
+                "a key file path (created when missing) or CODER_SATELLITE_PRIVATE_KEY",
+            )
+        if satellite_key_file is not None and not satellite_key_file.parent.is_dir():
+            raise reader.fail(
+                "satellite_private_key_file",
+                "a path in an existing directory",
+                str(satellite_key_file),
+            )
+
+    defaults = Limits()
+    limits = Limits(
+        max_head_bytes=int(
+            reader.number("max_head_bytes", defaults.max_head_bytes, minimum=1024, integer=True)
+        ),
+        max_headers=int(
+            reader.number("max_headers", defaults.max_headers, minimum=8, integer=True)
+        ),
+        max_request_line_bytes=int(
+            reader.number(
+                "max_request_line_bytes", defaults.max_request_line_bytes, minimum=256, integer=True
+            )
+        ),
+        max_body_bytes=int(
+            reader.number("max_body_bytes", defaults.max_body_bytes, minimum=0, integer=True)
+        ),
+        header_timeout=reader.number(
+            "header_timeout", defaults.header_timeout, minimum=0.1, integer=False
+        ),
+        idle_timeout=reader.number(
+            "idle_timeout", defaults.idle_timeout, minimum=0.1, integer=False
+        ),
+        upstream_connect_timeout=reader.number(
+            "upstream_connect_timeout",
+            defaults.upstream_connect_timeout,
+            minimum=0.1,
+            integer=False,
+        ),
+        upstream_response_timeout=reader.number(
+            "upstream_response_timeout",
+            defaults.upstream_response_timeout,
+            minimum=0.1,
+            integer=False,
+        ),
+        drain_timeout=reader.number(
+            "drain_timeout", defaults.drain_timeout, minimum=0, integer=False
+        ),
+        max_connections_per_client=int(
+            reader.number(
+                "max_connections_per_client",
+                defaults.max_connections_per_client,
+                minimum=1,
+                integer=True,
+            )
+        ),
+    )
+    workers = int(reader.number("workers", 1, minimum=1, integer=True))
+    if workers > 64:
+        raise reader.fail("workers", "at most 64 worker processes", str(workers))
+    return ProxySettings(
+        mode=mode,  # type: ignore[arg-type]  # checked against the two modes above
+        primary_access_url=primary,
+        proxy_session_token=token,
+        access_url=access_url,
+        wildcard_access_url=_wildcard(reader),
+        http_address=http_address,
+        tls_address=tls_address,
+        tls_cert_file=cert,
+        tls_key_file=key,
+        tls_client_auth=client_auth,  # type: ignore[arg-type]  # checked above
+        tls_client_ca_file=client_ca,
+        prometheus_address=prometheus_address,
+        disable_path_apps=reader.boolean("disable_path_apps", False),
+        satellite_private_key=satellite_key,
+        satellite_private_key_file=satellite_key_file,
+        workers=workers,
+        limits=limits,
+        verbose=reader.boolean("verbose", False),
+        sources=dict(reader.sources),
+    )
