@@ -2,4 +2,8 @@
 
 pytest_plugins: list[str] = [
     # Each area adds its fixture module here, e.g. "tests.fixtures.lab".
+    "tests.fixtures.coderd",
+    "tests.fixtures.dns",
+    "tests.fixtures.lab",
+    "tests.fixtures.proxy",
 ]

@@ -37,8 +37,12 @@ def main() -> None:
 def _register() -> None:
     # Imported here so each command module can import `main`-free helpers without cycles.
     from coder_migrate.cli.inventory import inventory
+    from coder_migrate.cli.lab import lab
+    from coder_migrate.cli.proxy import proxy
 
     main.add_command(inventory)
+    main.add_command(lab)
+    main.add_command(proxy)
 
 
 _register()
