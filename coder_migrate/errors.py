@@ -121,17 +121,24 @@ class InventoryError(CoderMigrateError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+def _one_line(text: str) -> str:
+    """Escape control characters so a problem always prints as exactly one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class InventoryProblem:
     """A single broken rule, rendered as one line."""
 
     __slots__ = ("expected", "file", "found", "key", "owner")
 
     def __init__(self, *, file: str, owner: str, key: str, expected: str, found: str) -> None:
-        self.file = file
-        self.owner = owner
-        self.key = key
-        self.expected = expected
-        self.found = redact(found)
+        self.file = _one_line(file)
+        self.owner = _one_line(owner)
+        self.key = _one_line(key)
+        self.expected = _one_line(expected)
+        self.found = _one_line(redact(found))
 
     def __str__(self) -> str:
         return (

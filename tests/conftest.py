@@ -1,5 +1,15 @@
 """Test-suite wiring: fixture modules are plugins so each area keeps its own fixtures."""
 
+import os
+
+from hypothesis import settings
+
+# CI replays the same examples on every run, so a landing is never decided by chance; local
+# runs keep exploring new ones (and hypothesis' database replays what they found).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
+
 pytest_plugins: list[str] = [
     # Each area adds its fixture module here, e.g. "tests.fixtures.lab".
     "tests.fixtures.coderd",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from functools import cache
 from typing import Any
 
@@ -62,7 +63,11 @@ def mutated_inventories(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(mutated_inventories())
 def test_mutated_inventories_give_only_inventory_errors(data: dict[str, Any]) -> None:
     try:
@@ -91,3 +96,15 @@ def test_example_keeps_inventory_order_and_canary() -> None:
     ]
     assert topology.canary is not None and topology.canary.name == "us-east"
     assert topology.region("australia-southeast1").dns_name == "coder-sydney.example.com"
+
+
+def test_control_characters_in_keys_still_give_one_line_per_problem() -> None:
+    data = copy.deepcopy(_example_json())
+    data["_meta"]["hostvars"]["eu-west"]["coder_\nnamespace"] = "x"
+    try:
+        topology_from_inventory_json(data, EXAMPLE_INVENTORY)
+    except InventoryError as error:
+        assert [str(p) for p in error.problems] == [str(error)]
+        assert "coder_\\nnamespace: expected a known coder-migrate setting" in str(error)
+    else:
+        raise AssertionError("an unknown key must be refused")
