@@ -60,12 +60,16 @@ def subdomain_session_cookie(wildcard_hostname: str) -> str:
 
 
 def token_matches(claims: SignedAppToken, app: AppRoute) -> bool:
-    """True when the token was issued for exactly this app request."""
+    """True when the token was issued for exactly this app request.
+
+    A TCP tunnel needs the agent's terminal token (ASSUMED, docs/proxy.md): a terminal
+    already gives its holder a shell on the agent, so a TCP port of that agent adds nothing.
+    """
     request = claims.request
+    if app.access_method in ("terminal", "tcp"):
+        return request.access_method == "terminal" and claims.agent_id == app.agent_id
     if request.access_method != app.access_method:
         return False
-    if app.access_method == "terminal":
-        return claims.agent_id == app.agent_id
     if request.username_or_id.lower() not in (app.username, claims.user_id):
         return False
     if request.workspace_name_or_id.lower() not in (app.workspace, claims.workspace_id):
@@ -93,6 +97,10 @@ def target_for(address: AgentAddress, app: AppRoute, set_cookie: bytes = b"") ->
             websocket_path=parts.path or "/",
             set_cookie=set_cookie,
         )
+    if app.access_method == "tcp":
+        tcp_address = address.tcp_address(app.app_slug_or_port)
+        # None when the agent does not declare the port as TCP.
+        return None if tcp_address is None else _host_port_target(tcp_address)
     slug = app.app_slug_or_port
     url = address.apps.get(slug)
     if url is not None:
@@ -109,9 +117,11 @@ def target_for(address: AgentAddress, app: AppRoute, set_cookie: bytes = b"") ->
             set_cookie=set_cookie,
         )
     port_address = address.ports.get(slug.removesuffix("s")) if app.is_port else None
-    if port_address is None:
-        return None
-    host, _, port_text = port_address.rpartition(":")
+    return None if port_address is None else _host_port_target(port_address, set_cookie)
+
+
+def _host_port_target(host_port: str, set_cookie: bytes = b"") -> Target | None:
+    host, _, port_text = host_port.rpartition(":")
     if not port_text.isdigit():
         return None
     return Target(host.strip("[]"), int(port_text), set_cookie=set_cookie)
@@ -153,7 +163,7 @@ class V2AppResolver:
 
     def _candidates(self, head: RequestHead, app: AppRoute) -> list[str]:
         tokens: list[str] = []
-        if app.access_method == "terminal":
+        if app.access_method in ("terminal", "tcp"):
             for part in head.query.split("&"):
                 name, _, value = part.partition("=")
                 if name == SIGNED_TOKEN_QUERY and value:
@@ -220,7 +230,7 @@ class V2AppResolver:
             if claims is None or not token_matches(claims, app):
                 continue
             return await self._target(claims, app)
-        if app.access_method == "terminal":
+        if app.access_method in ("terminal", "tcp"):
             return _page(401, "Unauthorized", "A valid signed app token is required.")
         session = self._session_token(head, app)
         if not session:
@@ -365,7 +375,7 @@ class V1AppResolver:
 
     def resolve_cached(self, head: RequestHead, app: AppRoute) -> Target | None:
         session = self._session(head)
-        if not session or app.access_method == "terminal":
+        if not session or app.access_method in ("terminal", "tcp"):
             return None
         now = self.clock()
         user = self.users.get(self._key(session))
@@ -377,8 +387,8 @@ class V1AppResolver:
         return target_for(address[0], app)
 
     async def resolve(self, head: RequestHead, app: AppRoute, scheme: str) -> Target | Answer:
-        if app.access_method == "terminal":
-            return _page(404, "Not Found", "Terminals are not relayed by a v1 satellite.")
+        if app.access_method in ("terminal", "tcp"):
+            return _page(404, "Not Found", "Terminals and TCP are not relayed by a v1 satellite.")
         session = self._session(head)
         host = (head.header(b"host") or b"").decode("latin-1")
         login = Answer(

@@ -1,10 +1,11 @@
 """Routing: a pure function from a request head to what the proxy does with it.
 
 Workspace traffic (subdomain apps and ports on the wildcard host, path apps, the terminal
-websocket) becomes an :class:`AppRoute` that still has to be authorised; the proxy's own
-endpoints become :class:`Local` answers; everything else is forwarded to the primary
-(satellite) or answered with the "head to the dashboard" page (workspace proxy). Routes and
-names follow Coder's ``appurl`` and ``wsproxy`` (coder-v2-workspace-proxies.md §3).
+websocket, TCP over websocket) becomes an :class:`AppRoute` that still has to be
+authorised; the proxy's own endpoints become :class:`Local` answers; everything else is
+forwarded to the primary (satellite) or answered with the "head to the dashboard" page
+(workspace proxy). Routes and names follow Coder's ``appurl`` and ``wsproxy``
+(coder-v2-workspace-proxies.md §3).
 """
 
 from __future__ import annotations
@@ -38,12 +39,15 @@ LocalKind = Literal[
     "satellite-key",
     "dashboard",
 ]
-AccessMethod = Literal["path", "subdomain", "terminal"]
+# "tcp" is the project's TCP-over-websocket route; it is authorised by a terminal token.
+AccessMethod = Literal["path", "subdomain", "terminal", "tcp"]
 
 _NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$", re.IGNORECASE)
 _PORT_RE = re.compile(r"^[0-9]{1,5}s?$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PTY_PREFIX = "/api/v2/workspaceagents/"
+_PTY_METRIC = "/api/v2/workspaceagents/{id}/pty"
+_TCP_METRIC = "/api/v2/workspaceagents/{id}/tcp"
 # The terminal's signed token travels in this query parameter (Coder's name).
 SIGNED_TOKEN_QUERY = "coder_signed_app_token_23db1dde"  # noqa: S105 - a parameter name
 _READ_METHODS = frozenset({"GET", "HEAD"})
@@ -189,24 +193,35 @@ def _path_app_route(head: RequestHead, path: str) -> Decision:
     )
 
 
-def _pty_route(head: RequestHead, path: str) -> Decision | None:
+def _agent_route(head: RequestHead, path: str) -> Decision | None:
+    """``/api/v2/workspaceagents/{id}/pty`` (terminal) or ``.../tcp?port=N`` (TCP tunnel)."""
     agent_id, _, tail = path[len(_PTY_PREFIX) :].partition("/")
-    if tail != "pty":
+    access_method: AccessMethod
+    if tail == "pty":
+        metric, access_method, port = _PTY_METRIC, "terminal", ""
+    elif tail == "tcp":
+        metric, access_method = _TCP_METRIC, "tcp"
+        ports = [v for n, _, v in (p.partition("=") for p in head.query.split("&")) if n == "port"]
+        port = ports[0] if len(ports) == 1 else ""
+        if not (port.isascii() and port.isdigit() and len(port) <= 5 and 0 < int(port) < 65536):
+            return Reject(400, "tcp needs exactly one port=1..65535", metric)
+        port = str(int(port))  # "022" names port 22, as the agent declares it
+    else:
         return None
     if not _UUID_RE.match(agent_id):
-        return Reject(400, "agent id is not a UUID", "/api/v2/workspaceagents/{id}/pty")
+        return Reject(400, "agent id is not a UUID", metric)
     if not head.upgrade:
-        return Reject(400, "terminal needs a websocket", "/api/v2/workspaceagents/{id}/pty")
+        return Reject(400, f"{access_method} needs a websocket", metric)
     return AppRoute(
-        access_method="terminal",
+        access_method=access_method,
         username="",
         workspace="",
         agent="",
-        app_slug_or_port="",
+        app_slug_or_port=port,
         base_path=path,
         upstream_path="",
         agent_id=agent_id,
-        metric_path="/api/v2/workspaceagents/{id}/pty",
+        metric_path=metric,
     )
 
 
@@ -247,7 +262,7 @@ def route(head: RequestHead, table: RouteTable) -> Decision:
             return Reject(401, "path apps are disabled", "/@{user}/{workspace}/apps/{app}/*")
         return _path_app_route(head, path)
     if path.startswith(_PTY_PREFIX):
-        decision = _pty_route(head, path)
+        decision = _agent_route(head, path)
         if decision is not None:
             return decision
     satellite = table.mode == "satellite"

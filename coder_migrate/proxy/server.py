@@ -4,7 +4,8 @@ One :class:`ClientConnection` per accepted socket parses requests (:mod:`.http1`
 :func:`.router.route` what to do, answers locally or relays to an upstream taken from a
 keep-alive pool, and streams both bodies with backpressure (a transport that reports
 ``pause_writing`` stops reading on the other side). Upgraded connections become raw byte
-relays (:mod:`.relay`). Timeouts are checked by one sweep a second rather than a timer per
+relays (:mod:`.relay`), except TCP over websocket, whose websocket the proxy ends itself
+(:mod:`.tunnel`). Timeouts are checked by one sweep a second rather than a timer per
 request. Nothing here logs per request at info level, and metrics are plain integers.
 """
 
@@ -20,6 +21,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, cast
+
+from websockets.http11 import Response
 
 from coder_migrate.proxy.config import Limits
 from coder_migrate.proxy.http1 import (
@@ -41,6 +44,7 @@ from coder_migrate.proxy.router import (
     route,
     terminal_query,
 )
+from coder_migrate.proxy.tunnel import WebSocketTunnel, handshake
 
 __all__ = [
     "Answer",
@@ -73,6 +77,7 @@ _REASONS = {
     408: "Request Timeout",
     413: "Content Too Large",
     414: "URI Too Long",
+    426: "Upgrade Required",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     502: "Bad Gateway",
@@ -247,6 +252,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     __slots__ = (
         "body_remaining",
+        "bytes_after_head",
         "chunks",
         "client",
         "head_buffer",
@@ -264,6 +270,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
         self.head_buffer = b""
+        self.bytes_after_head = False  # the read that ended the head carried more bytes
         self.body_remaining = -1  # -1: reading the head; -2: until close; -3: chunked
         self.chunks: ChunkScanner | None = None
         self.reusable = True
@@ -312,6 +319,7 @@ class UpstreamConnection(asyncio.Protocol):
                         return
                     self.head_buffer = data[offset:]
                     return
+                self.bytes_after_head = end + 4 < len(data)
                 outcome = client.upstream_head(self, data[offset : end + 4])
                 offset = end + 4
                 if outcome == _HEAD_INTERIM:
@@ -481,6 +489,7 @@ class ClientConnection(asyncio.Protocol):
         self.retried = False
         self.reused_upstream = False
         self.relay: SpliceRelay | None = None
+        self.tunnel: WebSocketTunnel | None = None
         self.relay_started = 0.0
         self.relay_eofs = 0
         self.queue: list[tuple[RequestHead, list[bytes], bool]] = []
@@ -688,7 +697,7 @@ class ClientConnection(asyncio.Protocol):
                 return
             target = resolver.resolve_cached(head, decision)
             if target is not None:
-                self._proxy(target, decision.upstream_path)
+                self._to_app(head, decision, target)
             else:
                 self.pause(_PAUSE_WAITING)
                 self.task = server.loop.create_task(
@@ -726,7 +735,13 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(result, Answer):
             self._answer(result.status, result.body, result.content_type, result.headers)
             return
-        self._proxy(result, _app_path(head, app, result))
+        self._to_app(head, app, result)
+
+    def _to_app(self, head: RequestHead, app: AppRoute, target: Target) -> None:
+        if app.access_method == "tcp":
+            self._open_tunnel(head, target)
+        else:
+            self._proxy(target, _app_path(head, app, target))
 
     async def _report(self, head: RequestHead) -> None:
         try:
@@ -1058,6 +1073,68 @@ class ClientConnection(asyncio.Protocol):
             path = target.path_prefix.rstrip("/") + path
         return path
 
+    # -- TCP over websocket ------------------------------------------------------------
+
+    def _open_tunnel(self, head: RequestHead, target: Target) -> None:
+        response = handshake(head)
+        if response.status_code != 101:
+            headers = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in response.headers.raw_items()
+                if name in ("Upgrade", "Allow")
+            ]
+            status = response.status_code
+            self._answer(status, _error_page(status), b"text/plain; charset=utf-8", headers)
+            return
+        tunnel = WebSocketTunnel(self.server.loop, self._tunnel_closed)
+        self.pause(_PAUSE_WAITING)
+        self.task = self.server.loop.create_task(
+            self._connect_tunnel(tunnel, target, response), name="proxy-tunnel-connect"
+        )
+
+    async def _connect_tunnel(
+        self, tunnel: WebSocketTunnel, target: Target, response: Response
+    ) -> None:
+        # The 101 goes out only once the agent's port answered, so a refused or silent
+        # port is a plain 502 or 504 the client can read.
+        try:
+            await asyncio.wait_for(
+                self.server.loop.create_connection(
+                    lambda: tunnel.agent_side, target.host, target.port
+                ),
+                timeout=self.server.limits.upstream_connect_timeout,
+            )
+        except TimeoutError:
+            self.task = None
+            self.pool_stats.upstream_error("timeout")
+            self._fail(504)
+            return
+        except OSError as error:
+            self.task = None
+            self.pool_stats.upstream_error("refused")
+            log.debug("tcp %s:%s unreachable: %s", target.host, target.port, error)
+            self._fail(502)
+            return
+        self.task = None
+        if self.closing or self.transport is None:
+            if tunnel.agent is not None:
+                tunnel.agent.close()
+            return
+        self.status = 101
+        self.response_started = True
+        self.pool_stats.concurrent_websockets += 1
+        self.relay_started = time.perf_counter()
+        self.deadline = _INF
+        self.tunnel = tunnel
+        leftover = self.upgrade_leftover
+        self.upgrade_leftover = b""
+        tunnel.start(self.transport, response, leftover)
+
+    def _tunnel_closed(self, to_agent: int, to_client: int) -> None:
+        self.pool_stats.bytes_to_upstream += to_agent
+        self.pool_stats.bytes_to_client += to_client
+        self._forget()
+
     # -- relay (after 101) -------------------------------------------------------------
 
     def _start_relay(self, upstream: UpstreamConnection) -> None:
@@ -1086,8 +1163,8 @@ class ClientConnection(asyncio.Protocol):
             return False
         if client_transport.get_write_buffer_size() or upstream_transport.get_write_buffer_size():
             return False
-        if upstream.head_buffer:
-            return False
+        if upstream.head_buffer or upstream.bytes_after_head:
+            return False  # bytes already read after the 101 go out through the transport
         client_sock = client_transport.get_extra_info("socket")
         upstream_sock = upstream_transport.get_extra_info("socket")
         if client_sock is None or upstream_sock is None:
@@ -1178,6 +1255,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _close(self) -> None:
         self.closing = True
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
         if self.relay is not None:
             self.relay.close()
             return

@@ -35,6 +35,7 @@ def test_default_seed_has_one_test_workspace_per_region(coderd_v1: CoderEmulator
     for agent in agents:
         assert set(agent["apps"]) == {"code-server"}
         assert set(agent["ports"]) == {"8080", "22"}
+        assert agent["port_protocols"] == {"8080": "http", "22": "tcp"}
         assert str(agent["pty_url"]).startswith("ws://127.0.0.1:")
 
 

@@ -201,6 +201,20 @@ def test_satellite_relays_apps_for_the_workspace_owner(
         assert session not in str(echoed["headers"])
     forged = httpx.get(f"{proxy.url}/x", headers={"Host": host, "Cookie": "session_token=forged"})
     assert forged.status_code == 303
+    # A satellite tunnels no TCP, even for the owner (no terminal token in Coder v1).
+    agents = coderd_v1.agents()
+    agent_id = next(a["agent_id"] for a in agents if a["workspace_name"] in host)
+    tunnel = httpx.get(
+        f"{proxy.url}/api/v2/workspaceagents/{agent_id}/tcp?port=22",
+        headers={
+            "Cookie": f"session_token={session}",
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Version": "13",
+        },
+    )
+    assert tunnel.status_code == 404
 
 
 def test_slow_upstream_is_504_and_the_connection_cap_is_503(

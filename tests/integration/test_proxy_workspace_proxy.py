@@ -25,6 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import InvalidStatus
 
 from coder_migrate.providers.coder.app_tokens import AppRequest, sign_app_token
 from coder_migrate.providers.coder.models_v2 import CryptoKey
@@ -379,6 +381,108 @@ def test_websocket_echo_and_terminal(
             assert refused.value.status == 401
 
     asyncio.run(scenario())
+
+
+def terminal_token(coderd: CoderEmulator, session: str, agent_id: str, url: str) -> str:
+    response = httpx.post(
+        f"{coderd.url}/api/v2/applications/reconnecting-pty-signed-token",
+        headers={"Coder-Session-Token": session},
+        json={"url": url, "agentID": agent_id},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["signed_token"])
+
+
+def test_tcp_over_websocket(
+    wsproxy: RunningProxy, coderd_v2: CoderEmulator, session: str, agent: dict[str, Any]
+) -> None:
+    assert agent["port_protocols"] == {"8080": "http", "22": "tcp"}
+    base = f"ws://127.0.0.1:{wsproxy.port}/api/v2/workspaceagents/{agent['agent_id']}/tcp"
+    token = terminal_token(coderd_v2, session, agent["agent_id"], f"{base}?port=22")
+
+    def url(port: str, signed: str = token) -> str:
+        return f"{base}?port={port}&coder_signed_app_token_23db1dde={signed}"
+
+    async def receive_exactly(ws: Any, size: int) -> bytes:
+        received = b""
+        while len(received) < size:
+            message = await asyncio.wait_for(ws.recv(), 10)
+            assert isinstance(message, bytes), "TCP bytes come back in binary frames"
+            received += message
+        assert len(received) == size
+        return received
+
+    async def refused(target: str) -> int:
+        with pytest.raises(InvalidStatus) as error:
+            async with ws_connect(target):
+                pass
+        return int(error.value.response.status_code)
+
+    async def scenario() -> None:
+        async with ws_connect(url("22"), max_size=None) as ws:
+            await ws.send(b"SSH-2.0-probe\r\n")
+            assert await receive_exactly(ws, 15) == b"SSH-2.0-probe\r\n"
+            payload = bytes(range(256)) * 12_288  # 3 MiB in one frame
+            await ws.send(payload)
+            assert await receive_exactly(ws, len(payload)) == payload
+            # A fragmented message is one stream of bytes; a ping gets its pong.
+            await ws.send([b"frag", b"mented"])
+            assert await receive_exactly(ws, 10) == b"fragmented"
+            await asyncio.wait_for(await ws.ping(), 5)
+            await ws.close()
+            assert ws.close_code == 1000
+        # The same token again (the proxy's cached path) opens a second tunnel.
+        async with ws_connect(url("022")) as again:
+            await again.send(b"again")
+            assert await receive_exactly(again, 5) == b"again"
+        # Refused: a port the agent does not declare as TCP, a port it does not have,
+        # no token, a token signed with another key, and no port at all.
+        assert await refused(url("8080")) == 404
+        assert await refused(url("2222")) == 404
+        assert await refused(f"{base}?port=22") == 401
+        real_key = real_app_key(coderd_v2)
+        forged_key = CryptoKey(
+            feature="workspace_apps_token",
+            secret="ab" * 64,
+            sequence=real_key.sequence,
+            starts_at=datetime.now(UTC),
+        )
+
+        def signed(key: CryptoKey, access_method: str, slug: str = "") -> str:
+            request = AppRequest(
+                access_method=access_method,  # type: ignore[arg-type]
+                base_path="/",
+                username_or_id=OWNER,
+                workspace_name_or_id=WORKSPACE,
+                agent_name_or_id="main",
+                app_slug_or_port=slug,
+            )
+            return sign_app_token(
+                key=key,
+                request=request,
+                user_id="u",
+                username=OWNER,
+                workspace_id=agent["workspace_id"],
+                agent_id=agent["agent_id"],
+            )
+
+        assert await refused(url("22", signed(forged_key, "terminal"))) == 401
+        # A genuine token for the port as a web app is not a terminal token.
+        assert await refused(url("22", signed(real_key, "subdomain", "22"))) == 401
+        assert await refused(f"{base}?coder_signed_app_token_23db1dde={token}") == 400
+
+    asyncio.run(scenario())
+    # Only a websocket is tunnelled.
+    plain = httpx.get(url("22").replace("ws://", "http://", 1))
+    assert plain.status_code == 400
+    # An upgrade that is not a valid websocket handshake (no key) is refused, not tunnelled.
+    target = url("22").removeprefix(f"ws://127.0.0.1:{wsproxy.port}")
+    no_key = raw_exchange(
+        wsproxy.port,
+        f"GET {target} HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode(),
+    )
+    assert no_key.startswith(b"HTTP/1.1 400")
 
 
 # -- hardening --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ ADDRESS = AgentAddress(
     owner="alice",
     owner_id="u1",
     apps={"code-server": "http://127.0.0.1:41001/base"},
-    ports={"8080": "127.0.0.1:41002"},
+    ports={"8080": "127.0.0.1:41002", "22": "127.0.0.1:41003"},
+    port_protocols={"8080": "http", "22": "tcp"},
     pty_url="ws://127.0.0.1:41002/pty",
 )
 
@@ -94,6 +95,27 @@ def test_targets_come_only_from_the_primarys_addresses() -> None:
     terminal = AppRoute("terminal", "", "", "", "", "/p", "", agent_id=AGENT)
     pty = target_for(ADDRESS, terminal)
     assert pty is not None and pty.websocket_path == "/pty" and pty.port == 41002
+
+
+def tcp(port: str, agent_id: str = AGENT) -> AppRoute:
+    return AppRoute("tcp", "", "", "", port, "/t", "", agent_id=agent_id)
+
+
+def test_tcp_tunnels_need_the_agents_terminal_token() -> None:
+    assert token_matches(claims("terminal", slug=""), tcp("22"))
+    assert not token_matches(claims("terminal", slug=""), tcp("22", agent_id="other"))
+    # A token for the same port as a web app (or any other app) opens no tunnel.
+    assert not token_matches(claims("subdomain", slug="22"), tcp("22"))
+    assert not token_matches(claims("path", slug="22"), tcp("22"))
+
+
+def test_tcp_targets_are_only_ports_the_agent_declares_as_tcp() -> None:
+    target = target_for(ADDRESS, tcp("22"))
+    assert target is not None and target.key == ("127.0.0.1", 41003, False)
+    assert target_for(ADDRESS, tcp("8080")) is None  # an http port
+    assert target_for(ADDRESS, tcp("2222")) is None  # not declared at all
+    undeclared = ADDRESS.model_copy(update={"port_protocols": {}})
+    assert target_for(undeclared, tcp("22")) is None  # no protocol said: not TCP
 
 
 def test_subdomain_cookie_name_is_per_wildcard() -> None:

@@ -48,7 +48,9 @@ def check(data: bytes, split: int) -> None:
             assert isinstance(decision, Local | Forward | Reject | AppRoute)
             if isinstance(decision, Reject):
                 assert 300 <= decision.status < 600
-            if isinstance(decision, AppRoute) and decision.access_method != "terminal":
+            if isinstance(decision, AppRoute) and decision.access_method == "tcp":
+                assert decision.app_slug_or_port.isdigit() and decision.agent_id
+            elif isinstance(decision, AppRoute) and decision.access_method != "terminal":
                 assert decision.username and decision.workspace and decision.app_slug_or_port
                 assert decision.upstream_path.startswith("/")
             assert decision.metric_path.startswith("/")
@@ -64,6 +66,7 @@ target = st.one_of(
             b"/%40a/b/apps/c/x?y",
             b"/@a/b/apps",
             b"/api/v2/workspaceagents/8c1a6f0e-3b1d-4c7e-9a55-2f4be0c3d111/pty",
+            b"/api/v2/workspaceagents/8c1a6f0e-3b1d-4c7e-9a55-2f4be0c3d111/tcp?port=22",
             b"http://evil/",
             b"*",
         ]

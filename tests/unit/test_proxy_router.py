@@ -150,6 +150,59 @@ def test_terminal_needs_a_websocket_and_a_uuid() -> None:
     assert isinstance(bad_id, Reject) and bad_id.status == 400
 
 
+def test_tcp_over_websocket_names_the_agent_and_one_port() -> None:
+    decision = route(websocket(f"/api/v2/workspaceagents/{AGENT_ID}/tcp?port=22&x=1"), PROXY)
+    assert isinstance(decision, AppRoute)
+    assert (decision.access_method, decision.agent_id, decision.app_slug_or_port) == (
+        "tcp",
+        AGENT_ID,
+        "22",
+    )
+    assert decision.metric_path == "/api/v2/workspaceagents/{id}/tcp"
+    leading_zero = route(websocket(f"/api/v2/workspaceagents/{AGENT_ID}/tcp?port=0022"), PROXY)
+    assert isinstance(leading_zero, AppRoute) and leading_zero.app_slug_or_port == "22"
+    # The same in satellite mode: the resolver, not the router, refuses it there.
+    assert isinstance(
+        route(websocket(f"/api/v2/workspaceagents/{AGENT_ID}/tcp?port=22"), SATELLITE), AppRoute
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["", "port=", "port=0", "port=65536", "port=123456", "port=22&port=23", "port=2%32"],
+)
+def test_tcp_over_websocket_needs_exactly_one_valid_port(query: str) -> None:
+    decision = route(websocket(f"/api/v2/workspaceagents/{AGENT_ID}/tcp?{query}"), PROXY)
+    assert isinstance(decision, Reject) and decision.status == 400
+
+
+def test_tcp_port_digits_are_ascii_only() -> None:
+    # "\xb2" is a digit to str.isdigit() but not to int(): refused, not a crash.
+    target = f"/api/v2/workspaceagents/{AGENT_ID}/tcp?port=\xb2".encode("latin-1")
+    upgrade = RequestHead(
+        "GET",
+        target,
+        "1.1",
+        [(b"Host", b"h")],
+        host="h",
+        content_length=None,
+        chunked=False,
+        upgrade=True,
+        keep_alive=True,
+    )
+    decision = route(upgrade, PROXY)
+    assert isinstance(decision, Reject) and decision.status == 400
+
+
+def test_tcp_over_websocket_needs_a_websocket_and_a_uuid() -> None:
+    plain = route(head(f"/api/v2/workspaceagents/{AGENT_ID}/tcp?port=22"), PROXY)
+    assert isinstance(plain, Reject) and plain.status == 400
+    bad_id = route(websocket("/api/v2/workspaceagents/not-a-uuid/tcp?port=22"), PROXY)
+    assert isinstance(bad_id, Reject) and bad_id.status == 400
+    other = route(websocket(f"/api/v2/workspaceagents/{AGENT_ID}/udp?port=22"), PROXY)
+    assert isinstance(other, Local) and other.kind == "dashboard"
+
+
 @pytest.mark.parametrize(
     ("path", "kind"),
     [

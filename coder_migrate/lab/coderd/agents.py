@@ -140,6 +140,7 @@ class AgentBackend:
     agent_id: str
     apps: dict[str, str] = field(default_factory=dict)
     ports: dict[str, str] = field(default_factory=dict)
+    port_protocols: dict[str, str] = field(default_factory=dict)  # port -> "http" | "tcp"
     pty_url: str = ""
     runner: web.AppRunner | None = None
     tcp_servers: list[asyncio.Server] = field(default_factory=list)
@@ -173,7 +174,9 @@ class AgentBackends:
         for app in agent.get("apps", []):
             backend.apps[str(app["slug"])] = f"http://{await http_listener()}"
         for port in agent.get("ports", []):
-            if port.get("protocol", "http") == "tcp":
+            protocol = str(port.get("protocol", "http"))
+            backend.port_protocols[str(port["port"])] = protocol
+            if protocol == "tcp":
                 server = await asyncio.start_server(_tcp_echo, self.host, 0)
                 backend.tcp_servers.append(server)
                 backend.ports[str(port["port"])] = (

@@ -266,6 +266,7 @@ class Emulator:
             "owner_id": workspace["user_id"],
             "apps": dict(backend.apps) if backend else {},
             "ports": dict(backend.ports) if backend else {},
+            "port_protocols": dict(backend.port_protocols) if backend else {},
             "pty_url": backend.pty_url if backend else "",
         }
 

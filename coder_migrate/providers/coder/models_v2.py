@@ -116,4 +116,10 @@ class AgentAddress(_Model):
     owner_id: str
     apps: dict[str, str] = Field(default_factory=dict)
     ports: dict[str, str] = Field(default_factory=dict)
+    # "http" or "tcp" per port; a port missing here is not TCP (never tunnelled).
+    port_protocols: dict[str, str] = Field(default_factory=dict)
     pty_url: str = ""
+
+    def tcp_address(self, port: str) -> str | None:
+        """``host:port`` of ``port`` when the agent declares it as TCP, else ``None``."""
+        return self.ports.get(port) if self.port_protocols.get(port) == "tcp" else None
