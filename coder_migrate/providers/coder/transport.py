@@ -16,7 +16,8 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -267,3 +268,27 @@ def parse_list(model: type[ModelT], data: Any, method: str, path: str) -> list[M
     if not isinstance(data, list):
         raise CoderAPIError("unexpected response shape (expected a list)", method=method, path=path)
     return [parse_model(model, item, method, path) for item in data]
+
+
+class TransportClient:
+    """What every Coder API client shares: its transport, async-with and close."""
+
+    _http: CoderTransport
+
+    @property
+    def base_url(self) -> str:
+        return self._http.base_url
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -7,7 +7,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,6 +37,7 @@ from coder_migrate.providers.coder.satellite_key import sign_satellite_request
 from coder_migrate.providers.coder.transport import (
     CoderTransport,
     RetryPolicy,
+    TransportClient,
     parse_list,
     parse_model,
     path_of,
@@ -67,7 +67,7 @@ _REBUILD_BODY: dict[str, None] = {
 }
 
 
-class CoderV1Client:
+class CoderV1Client(TransportClient):
     """A Coder v1 primary, authenticated with a ``Session-Token``."""
 
     def __init__(
@@ -91,24 +91,6 @@ class CoderV1Client:
         )
         self.poll_interval = poll_interval
         self._version: CoderVersion | None = None
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    async def __aenter__(self) -> CoderV1Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     # -- version -----------------------------------------------------------------------------
 
@@ -353,7 +335,7 @@ class CoderV1Client:
             await asyncio.sleep(self.poll_interval)
 
 
-class CoderV1SatelliteClient:
+class CoderV1SatelliteClient(TransportClient):
     """What a registered satellite asks the primary, signed with its private key (ASSUMED)."""
 
     def __init__(
@@ -374,20 +356,6 @@ class CoderV1SatelliteClient:
             retry=retry,
             transport=transport,
         )
-
-    async def __aenter__(self) -> CoderV1SatelliteClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def _signed_get(self, path: str, params: dict[str, str] | None = None) -> Any:
         headers = sign_satellite_request(self._private_key_pem, "GET", path_of(path))

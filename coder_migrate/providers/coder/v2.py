@@ -8,7 +8,6 @@ workspace proxy lifecycle. ``CoderV2ProxyClient`` is a proxy's own view
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -28,6 +27,7 @@ from coder_migrate.providers.coder.models_v2 import (
 from coder_migrate.providers.coder.transport import (
     CoderTransport,
     RetryPolicy,
+    TransportClient,
     parse_list,
     parse_model,
 )
@@ -44,29 +44,7 @@ SESSION_TOKEN_HEADER = "Coder-Session-Token"  # noqa: S105 - a header name
 PROXY_TOKEN_HEADER = "Coder-External-Proxy-Token"  # noqa: S105 - a header name
 
 
-class _Base:
-    _http: CoderTransport
-
-    @property
-    def base_url(self) -> str:
-        return self._http.base_url
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-
-class CoderV2Client(_Base):
+class CoderV2Client(TransportClient):
     """A Coder v2 primary, authenticated with a user session token."""
 
     def __init__(
@@ -172,7 +150,7 @@ class CoderV2Client(_Base):
         return (await self.get_proxy(name_or_id)).status
 
 
-class CoderV2ProxyClient(_Base):
+class CoderV2ProxyClient(TransportClient):
     """A workspace proxy talking to its primary with ``Coder-External-Proxy-Token``."""
 
     def __init__(
