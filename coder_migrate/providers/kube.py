@@ -26,6 +26,7 @@ from coder_migrate.errors import KubeError
 __all__ = ["KubeCluster", "PodStatus", "cluster_for"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "coder-migrate"}
 
@@ -109,13 +110,7 @@ class KubeCluster:
 
     async def namespace_exists(self, name: str) -> bool:
         def read() -> bool:
-            try:
-                self.core().read_namespace(name)
-            except ApiException as error:
-                if error.status == 404:
-                    return False
-                raise
-            return True
+            return _unless(404, lambda: self.core().read_namespace(name) is not None, False)
 
         return await self._call(f"read namespace {name}", read)
 
@@ -123,24 +118,16 @@ class KubeCluster:
         """Keys of a Secret (values are never returned), or None when it does not exist."""
 
         def read() -> set[str] | None:
-            try:
-                secret = self.core().read_namespaced_secret(name, namespace)
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
-            return set((secret.data or {}).keys())
+            secret = _unless(404, lambda: self.core().read_namespaced_secret(name, namespace), None)
+            return None if secret is None else set((secret.data or {}).keys())
 
         return await self._call(f"read secret {namespace}/{name}", read)
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         def read() -> str | None:
-            try:
-                secret = self.core().read_namespaced_secret(name, namespace)
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
+            secret = _unless(404, lambda: self.core().read_namespaced_secret(name, namespace), None)
+            if secret is None:
+                return None
             encoded = (secret.data or {}).get(key)
             return base64.b64decode(encoded).decode() if encoded is not None else None
 
@@ -181,13 +168,7 @@ class KubeCluster:
 
         def create() -> bool:
             body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=MANAGED_BY))
-            try:
-                self.core().create_namespace(body)
-            except ApiException as error:
-                if error.status == 409:
-                    return False
-                raise
-            return True
+            return _unless(409, lambda: self.core().create_namespace(body) is not None, False)
 
         return await self._call(f"create namespace {name}", create)
 
@@ -221,13 +202,9 @@ class KubeCluster:
 
     async def delete_secret(self, namespace: str, name: str) -> bool:
         def delete() -> bool:
-            try:
-                self.core().delete_namespaced_secret(name, namespace)
-            except ApiException as error:
-                if error.status == 404:
-                    return False
-                raise
-            return True
+            return _unless(
+                404, lambda: bool(self.core().delete_namespaced_secret(name, namespace)), False
+            )
 
         return await self._call(f"delete secret {namespace}/{name}", delete)
 
@@ -235,12 +212,11 @@ class KubeCluster:
         """Data and resourceVersion of a ConfigMap, or None when it does not exist."""
 
         def read() -> tuple[dict[str, str], str] | None:
-            try:
-                found = self.core().read_namespaced_config_map(name, namespace)
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
+            found = _unless(
+                404, lambda: self.core().read_namespaced_config_map(name, namespace), None
+            )
+            if found is None:
+                return None
             version = found.metadata.resource_version if found.metadata else None
             return dict(found.data or {}), str(version)
 
@@ -259,63 +235,60 @@ class KubeCluster:
         )
 
         def write() -> bool:
-            try:
-                if resource_version is None:
-                    self.core().create_namespaced_config_map(namespace, body)
-                else:
-                    self.core().replace_namespaced_config_map(name, namespace, body)
-            except ApiException as error:
-                if error.status == 409:
-                    return False
-                raise
-            return True
+            if resource_version is None:
+                return _unless(
+                    409, lambda: bool(self.core().create_namespaced_config_map(namespace, body)),
+                    False,
+                )
+            # A replace at a stale resourceVersion is a 409 Conflict: someone wrote first.
+            return _unless(
+                409, lambda: bool(self.core().replace_namespaced_config_map(name, namespace, body)),
+                False,
+            )
 
         return await self._call(f"write configmap {namespace}/{name}", write)
 
     async def read_lease(self, namespace: str, name: str) -> Any | None:
         def read() -> Any | None:
-            try:
-                return self.coordination().read_namespaced_lease(name, namespace)
-            except ApiException as error:
-                if error.status == 404:
-                    return None
-                raise
+            return _unless(404, lambda: self.coordination().read_namespaced_lease(name, namespace),
+                           None)
 
         return await self._call(f"read lease {namespace}/{name}", read)
 
     async def create_lease(self, namespace: str, body: Any) -> bool:
         def create() -> bool:
-            try:
-                self.coordination().create_namespaced_lease(namespace, body)
-            except ApiException as error:
-                if error.status == 409:
-                    return False
-                raise
-            return True
+            return _unless(
+                409, lambda: bool(self.coordination().create_namespaced_lease(namespace, body)),
+                False,
+            )
 
         return await self._call(f"create lease {namespace}", create)
 
     async def replace_lease(self, namespace: str, name: str, body: Any) -> bool:
         def replace() -> bool:
-            try:
-                self.coordination().replace_namespaced_lease(name, namespace, body)
-            except ApiException as error:
-                if error.status == 409:
-                    return False
-                raise
-            return True
+            return _unless(
+                409,
+                lambda: bool(self.coordination().replace_namespaced_lease(name, namespace, body)),
+                False,
+            )
 
         return await self._call(f"replace lease {namespace}/{name}", replace)
 
     async def delete_lease(self, namespace: str, name: str) -> None:
         def delete() -> None:
-            try:
-                self.coordination().delete_namespaced_lease(name, namespace)
-            except ApiException as error:
-                if error.status != 404:
-                    raise
+            _unless(404, lambda: self.coordination().delete_namespaced_lease(name, namespace), None)
 
         await self._call(f"delete lease {namespace}/{name}", delete)
+
+
+def _unless(status: int, function: Callable[[], T], default: U) -> T | U:
+    """Call *function*; an API answer of *status* (404 absent, 409 exists) gives *default*."""
+    try:
+        return function()
+    except ApiException as error:
+        if error.status == status:
+            return default
+        raise
 
 
 def _api_message(error: ApiException) -> str:
