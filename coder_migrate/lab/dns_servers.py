@@ -52,50 +52,92 @@ def _started_or_fail(ref: ProcessRef, check_ok: bool, what: str, log: Path) -> N
 # --- PowerDNS ---------------------------------------------------------------------------------
 
 
-def powerdns_config(directory: Path, dns_port: int, api_port: int, api_key: str) -> str:
-    return "\n".join(
-        [
-            "# Written by `coder-migrate lab up`.",
-            "launch=gsqlite3",
-            f"gsqlite3-database={directory / 'pdns.sqlite3'}",
-            "local-address=127.0.0.1",
-            f"local-port={dns_port}",
-            "api=yes",
-            f"api-key={api_key}",
-            "webserver=yes",
-            "webserver-address=127.0.0.1",
-            f"webserver-port={api_port}",
-            "webserver-allow-from=127.0.0.0/8",
-            "enable-lua-records=yes",
-            "edns-subnet-processing=yes",
-            f"socket-dir={directory}",
-            "guardian=no",
-            "daemon=no",
-            "disable-syslog=yes",
-            "write-pid=no",
-            "loglevel=4",
-            "",
-        ]
-    )
+def powerdns_config(
+    directory: Path,
+    dns_port: int,
+    api_port: int,
+    api_key: str,
+    *,
+    lua_records: str = "yes",
+    health_check_interval: int | None = None,
+    soa_content: str | None = None,
+    geoip_database: Path | None = None,
+    no_caches: bool = False,
+) -> str:
+    """``pdns.conf`` for a loopback PowerDNS with the API, LUA records and ECS.
+
+    The lab uses the defaults; the DNS tests and ``bench/dns.py`` ask for a faster health
+    check, no caches (answers must follow health changes, not a cache TTL) and the GeoIP
+    backend.
+    """
+    settings: dict[str, object] = {
+        "launch": "gsqlite3,geoip" if geoip_database is not None else "gsqlite3",
+        "gsqlite3-database": directory / "pdns.sqlite3",
+        "local-address": "127.0.0.1",
+        "local-port": dns_port,
+        "api": "yes",
+        "api-key": api_key,
+        "webserver": "yes",
+        "webserver-address": "127.0.0.1",
+        "webserver-port": api_port,
+        "webserver-allow-from": "127.0.0.0/8",
+        "enable-lua-records": lua_records,
+        "edns-subnet-processing": "yes",
+        # No security-status lookup: nothing of the lab reaches beyond loopback.
+        "security-poll-suffix": "",
+        "socket-dir": directory,
+        "guardian": "no",
+        "daemon": "no",
+        "disable-syslog": "yes",
+        "write-pid": "no",
+        "loglevel": 4,
+    }
+    if health_check_interval is not None:
+        settings["lua-health-checks-interval"] = health_check_interval
+    if soa_content is not None:
+        settings["default-soa-content"] = soa_content
+    if no_caches:
+        for cache in ("cache-ttl", "query-cache-ttl", "negquery-cache-ttl",
+                      "zone-metadata-cache-ttl"):
+            settings[cache] = 0
+    if geoip_database is not None:
+        geoip_zones = directory / "geoip-zones.yaml"
+        # 4.7 refuses an empty domain list, so the GeoIP backend gets a stub zone.
+        geoip_zones.write_text(
+            "domains:\n- domain: geoip-stub.invalid\n  ttl: 60\n  records:\n"
+            "    geoip-stub.invalid:\n      - soa: ns.geoip-stub.invalid. "
+            "hostmaster.geoip-stub.invalid. 1 7200 3600 86400 60\n",
+            encoding="utf-8",
+        )
+        settings["geoip-database-files"] = f"mmdb:{geoip_database}"
+        settings["geoip-zones-file"] = geoip_zones
+    lines = [f"{key}={value}" for key, value in settings.items()]
+    return "\n".join(["# Written by coder-migrate.", *lines, ""])
+
+
+def create_powerdns_database(directory: Path) -> Path:
+    """The sqlite3 database of the API backend, created from Debian's schema if missing."""
+    if not POWERDNS_SCHEMA.is_file():
+        raise ToolchainMissing(
+            f"{POWERDNS_SCHEMA} is missing; run `scripts/bootstrap` (installs Debian "
+            "pdns-backend-sqlite3) and retry"
+        )
+    database = directory / "pdns.sqlite3"
+    if not database.exists():
+        with sqlite3.connect(database) as connection:
+            connection.executescript(POWERDNS_SCHEMA.read_text())
+    return database
 
 
 def start_powerdns(
     directory: Path, log: Path, dns_port: int, api_port: int, api_key: str
 ) -> ProcessRef:
     binary = _require_binary("pdns_server", "pdns-server")
-    if not POWERDNS_SCHEMA.is_file():
-        raise ToolchainMissing(
-            f"{POWERDNS_SCHEMA} is missing; run `scripts/bootstrap` (installs Debian "
-            "pdns-backend-sqlite3) and retry `coder-migrate lab up`"
-        )
     directory.mkdir(parents=True, exist_ok=True)
+    create_powerdns_database(directory)
     config = directory / "pdns.conf"
     config.write_text(powerdns_config(directory, dns_port, api_port, api_key))
     config.chmod(0o600)
-    database = directory / "pdns.sqlite3"
-    if not database.exists():
-        with sqlite3.connect(database) as connection:
-            connection.executescript(POWERDNS_SCHEMA.read_text())
     ref, _ = spawn("pdns_server", [binary, f"--config-dir={directory}"], log)
     api = f"http://127.0.0.1:{api_port}/api/v1/servers/{POWERDNS_SERVER_ID}"
     headers = {"X-API-Key": api_key}
@@ -136,11 +178,21 @@ def ensure_powerdns_zone(api: str, headers: dict[str, str]) -> None:
 # --- BIND -------------------------------------------------------------------------------------
 
 
-def bind_config(directory: Path, dns_port: int, tsig_secret: str) -> str:
-    zone = ZONE.rstrip(".")
-    key = TSIG_KEY_NAME.rstrip(".")
+def bind_config(
+    directory: Path,
+    dns_port: int,
+    tsig_secret: str,
+    *,
+    zone: str = ZONE,
+    key_name: str = TSIG_KEY_NAME,
+    algorithm: str = TSIG_ALGORITHM,
+    zone_file: Path | None = None,
+) -> str:
+    """``named.conf`` for one primary zone that takes only TSIG-signed updates and transfers."""
+    zone = zone.rstrip(".")
+    key = key_name.rstrip(".")
     return f"""\
-// Written by `coder-migrate lab up`.
+// Written by coder-migrate.
 options {{
     directory "{directory}";
     pid-file none;
@@ -153,27 +205,30 @@ options {{
     managed-keys-directory "{directory}";
     notify no;
 }};
-// No rndc control channel: the lab stops named by PID.
+// No rndc control channel: named is stopped by PID.
 controls {{ }};
 key "{key}" {{
-    algorithm {TSIG_ALGORITHM};
+    algorithm {algorithm};
     secret "{tsig_secret}";
 }};
 zone "{zone}" {{
     type primary;
-    file "{directory / "db.lab"}";
-    // Only updates signed with the lab's TSIG key; unsigned ones are refused.
+    file "{zone_file or directory / "db.lab"}";
+    // Only updates and transfers signed with the TSIG key; unsigned ones are refused.
     update-policy {{ grant {key} zonesub ANY; }};
+    allow-transfer {{ key {key}; }};
 }};
 """
 
 
-def bind_zone_file() -> str:
+def bind_zone_file(zone: str = ZONE) -> str:
+    zone = zone.rstrip(".") + "."
     return f"""\
+$ORIGIN {zone}
 $TTL 60
-@ IN SOA {NAMESERVER} hostmaster.{ZONE} 1 60 60 600 60
-@ IN NS {NAMESERVER}
-{NAMESERVER} IN A 127.0.0.1
+@ IN SOA ns1.{zone} hostmaster.{zone} 1 60 60 600 60
+@ IN NS ns1.{zone}
+ns1.{zone} IN A 127.0.0.1
 """
 
 
