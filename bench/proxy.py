@@ -13,8 +13,14 @@ HTTP: wrk (pinned to core 0; the proxies to core 1, the upstream to core 0) for 
 through an upgraded connection (HTTP/1.1 Upgrade, then raw) to a splice sink, against nginx
 ``stream`` with ``proxy_buffer_size 1m``. Idle: RSS growth with N idle upgraded connections.
 
+TCP tunnel: bytes through ``/api/v2/workspaceagents/{id}/tcp?port=22`` (the proxy ends the
+websocket and relays the frames' payload to the agent's TCP port) of a workspace proxy
+registered with a v2 Coder emulator, to the agent's TCP echo and back; against direct TCP to
+the same echo in the same run (the echo and the client on core 0, the proxy on core 1).
+
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--stream-mib 1024]
-                                    [--idle 10000] [--out FILE]
+                                    [--idle 10000] [--tunnel-mib 256] [--only tunnel]
+                                    [--out FILE]
 """
 
 from __future__ import annotations
@@ -299,8 +305,177 @@ class Cell:
     errors: int = 0
 
 
+def _admin(url: str, token: str, method: str, path: str, body: object = None) -> dict:  # type: ignore[type-arg]
+    import httpx
+
+    response = httpx.request(
+        method,
+        url + path,
+        json=body,
+        headers={"Coder-Session-Token": token, "Session-Token": token},
+        timeout=30,
+        trust_env=False,
+    )
+    response.raise_for_status()
+    return dict(response.json())
+
+
+async def _echo_direct(address: str, total: int, chunk: bytes) -> float:
+    """Send TOTAL bytes to the TCP echo and read them back; MB/s (1e6 B) of payload."""
+    host, port = address.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
+    started = time.perf_counter()
+
+    async def send() -> None:
+        sent = 0
+        while sent < total:
+            piece = chunk[: total - sent]
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+
+    sender = asyncio.create_task(send())
+    received = 0
+    while received < total:
+        data = await reader.read(1 << 20)
+        assert data, "echo closed early"
+        received += len(data)
+    await sender
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return total / elapsed / 1e6
+
+
+async def _echo_tunnel(url: str, total: int, chunk: bytes) -> float:
+    """The same through the proxy's TCP-over-websocket route (binary frames of CHUNK)."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, max_size=None, compression=None, write_limit=1 << 20) as ws:
+        started = time.perf_counter()
+
+        async def send() -> None:
+            sent = 0
+            while sent < total:
+                piece = chunk[: total - sent]
+                await ws.send(piece)
+                sent += len(piece)
+
+        sender = asyncio.create_task(send())
+        received = 0
+        while received < total:
+            message = await ws.recv()
+            assert isinstance(message, bytes)
+            received += len(message)
+        await sender
+        elapsed = time.perf_counter() - started
+    return total / elapsed / 1e6
+
+
+def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[str]:
+    """TCP over websocket through a registered workspace proxy vs direct TCP to the echo."""
+    import httpx
+
+    from coder_migrate.lab.coderd import serve_command
+    from coder_migrate.proxy.router import SIGNED_TOKEN_QUERY
+
+    coderd_port, proxy_port = free_port(), free_port()
+    coderd_url = f"http://127.0.0.1:{coderd_port}"
+    token_file = work / "coderd-token"
+    started.start(
+        serve_command(
+            listen=f"127.0.0.1:{coderd_port}",
+            state_dir=work / "coderd",
+            mode="v2",
+            token_file=token_file,
+        ),
+        CLIENT_CORE,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    wait_port(coderd_port, 30.0)
+    deadline = time.monotonic() + 30
+    while not token_file.is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    admin = token_file.read_text().strip()
+    proxy_token = _admin(
+        coderd_url, admin, "POST", "/api/v2/workspaceproxies", {"name": "bench-tunnel"}
+    )["proxy_token"]
+    proxy = started.start(
+        [PYTHON, "-m", "coder_migrate.proxy"],
+        PROXY_CORE,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("CODER_")},
+            "PYTHONPATH": str(ROOT),
+            "CODER_PRIMARY_ACCESS_URL": coderd_url,
+            "CODER_PROXY_SESSION_TOKEN": proxy_token,
+            "CODER_ACCESS_URL": f"http://127.0.0.1:{proxy_port}",
+            "CODER_HTTP_ADDRESS": f"127.0.0.1:{proxy_port}",
+            "CODER_PROXY_ENV_FILE": str(work / "empty.env"),
+        },
+    )
+    (work / "empty.env").write_text("")
+    wait_port(proxy_port, 30.0)
+    agent = next(
+        a
+        for a in _admin(coderd_url, admin, "GET", "/emulator/agents")["agents"]
+        if a["port_protocols"].get("22") == "tcp"
+    )
+    session = _admin(coderd_url, admin, "POST", f"/emulator/users/{agent['owner']}/tokens")[
+        "session_token"
+    ]
+    base = f"ws://127.0.0.1:{proxy_port}/api/v2/workspaceagents/{agent['agent_id']}/tcp?port=22"
+    signed = httpx.post(
+        f"{coderd_url}/api/v2/applications/reconnecting-pty-signed-token",
+        headers={"Coder-Session-Token": session},
+        json={"url": base, "agentID": agent["agent_id"]},
+        timeout=30,
+        trust_env=False,
+    )
+    signed.raise_for_status()
+    tunnel_url = f"{base}&{SIGNED_TOKEN_QUERY}={signed.json()['signed_token']}"
+    direct_address = agent["ports"]["22"]
+
+    total = args.tunnel_mib << 20
+    chunk = os.urandom(1 << 20)
+    results: dict[str, list[float]] = {"direct TCP": [], "tunnel": []}
+    cpu: list[float] = []
+    # Warm-up: the proxy's token cache and the agent's connection path.
+    asyncio.run(_echo_tunnel(tunnel_url, 1 << 20, chunk))
+    for _round in range(args.rounds):
+        results["direct TCP"].append(asyncio.run(_echo_direct(direct_address, total, chunk)))
+        before = cpu_seconds(proxy.pid)
+        results["tunnel"].append(asyncio.run(_echo_tunnel(tunnel_url, total, chunk)))
+        cpu.append((cpu_seconds(proxy.pid) - before) / (2 * total / (1 << 30)))
+    lines = [
+        f"TCP over websocket ({args.tunnel_mib} MiB per run each way, {args.rounds} rounds, "
+        "to the agent's TCP echo and back; MB/s = 1e6 B/s of payload):",
+        "",
+        "| path | MB/s median (min) | x direct TCP | proxy CPU s/GiB relayed |",
+        "|---|---|---|---|",
+    ]
+    base_rate = median(results["direct TCP"])
+    for name, values in results.items():
+        cpu_text = f"{median(cpu):.2f}" if name == "tunnel" else "-"
+        lines.append(
+            f"| {name} | {median(values):,.0f} ({min(values):,.0f}) | "
+            f"{median(values) / base_rate:.2f} | {cpu_text} |"
+        )
+    return lines
+
+
 def run(args: argparse.Namespace) -> str:
     raise_nofile()
+    if args.only == "tunnel":
+        os.sched_setaffinity(0, {int(CLIENT_CORE)})
+        work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+        started = Started()
+        try:
+            load_before = load_average()
+            lines = run_tunnel(args, started, work)
+            lines.insert(0, f"Load average before {load_before}, after {load_average()}.\n")
+            return "\n".join(lines)
+        finally:
+            started.stop_all()
+            shutil.rmtree(work, ignore_errors=True)
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     work.chmod(0o755)  # nginx workers run as an unprivileged user
@@ -512,6 +687,8 @@ def run(args: argparse.Namespace) -> str:
         lines.append("|---|---|---|---|")
         for name, count, per in idle_rows:
             lines.append(f"| {name} | {count:,} | {per * count:,.0f} | {per * 1.024:.1f} KB |")
+        lines.append("")
+        lines.extend(run_tunnel(args, started, work))
     finally:
         started.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -536,10 +713,14 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--stream-mib", type=int, default=1024)
     parser.add_argument("--idle", type=int, default=10000)
+    parser.add_argument("--tunnel-mib", type=int, default=256)
+    parser.add_argument("--only", choices=("tunnel",), help="Run one section only.")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    if args.duration > 30 or args.rounds > 10 or args.idle > 20000:
-        parser.error("bounded: --duration <= 30, --rounds <= 10, --idle <= 20000")
+    if args.duration > 30 or args.rounds > 10 or args.idle > 20000 or args.tunnel_mib > 4096:
+        parser.error(
+            "bounded: --duration <= 30, --rounds <= 10, --idle <= 20000, --tunnel-mib <= 4096"
+        )
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and 2 * args.idle + 200 > hard:
         # The proxy holds two descriptors per relayed connection.

@@ -60,6 +60,8 @@ class StateLayout:
     <state>/kwok/                 kwokctl's workdir (kwok.yaml, clusters/<name>/...)
     <state>/pdns/ bind/ coderd/   config and data per service
     <state>/logs/                 output of each process
+    <state>/pods.json             the region pods the lab runs (PIDs, listen addresses)
+    <state>/logs/pods/            output of each region pod, one file per release
 
     The default is ``<checkout>/.lab`` when running from a source checkout (the lab
     inventory refers to its secret files there), else ``~/.local/state/coder-migrate/lab``.
@@ -114,6 +116,14 @@ class StateLayout:
     @property
     def logs(self) -> Path:
         return self.root / "logs"
+
+    @property
+    def pods_state(self) -> Path:
+        return self.root / "pods.json"
+
+    @property
+    def pod_logs(self) -> Path:
+        return self.logs / "pods"
 
     def service_dir(self, name: str) -> Path:
         return self.root / name

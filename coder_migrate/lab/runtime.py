@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from coder_migrate.errors import ClusterNotReady, LabError, ToolchainMissing
-from coder_migrate.lab import dns_servers
+from coder_migrate.lab import dns_servers, pods
 from coder_migrate.lab.build import LabBinaries
 from coder_migrate.lab.clusters import KwokClusters, start_all, write_kubeconfig
 from coder_migrate.lab.paths import CacheLayout, StateLayout
@@ -48,6 +48,10 @@ from coder_migrate.lab.settings import (
 )
 
 CODERD_START_TIMEOUT_SECONDS = 30.0
+PODS_START_TIMEOUT_SECONDS = 15.0
+#: The service that plays the region pods (coder_migrate/lab/pods.py). ``up`` starts it when
+#: it is missing or dead (a lab started before it existed) instead of restarting the lab.
+PODS_SERVICE = "pods"
 PORTS_FREE_TIMEOUT_SECONDS = 15.0
 MANIFEST_VERSION = 1
 
@@ -64,6 +68,10 @@ class LabManifest(BaseModel):
 
     def all_processes(self) -> list[ProcessRef]:
         return [*self.services.values(), *(r for refs in self.clusters.values() for r in refs)]
+
+    def core_processes(self) -> list[ProcessRef]:
+        """Everything but the region pods supervisor, which ``up`` repairs on its own."""
+        return [ref for ref in self.all_processes() if ref.name != PODS_SERVICE]
 
 
 @dataclass(frozen=True)
@@ -177,9 +185,9 @@ class Lab:
 
     def is_running(self, manifest: LabManifest) -> bool:
         """Every recorded process alive and every fixed port answering."""
-        if not manifest.ready or not manifest.all_processes():
+        if not manifest.ready or not manifest.core_processes():
             return False
-        if not all(ref.alive() for ref in manifest.all_processes()):
+        if not all(ref.alive() for ref in manifest.core_processes()):
             return False
         tcp_ports = [
             manifest.settings.powerdns_api_port,
@@ -200,6 +208,7 @@ class Lab:
                         f"a lab with other settings ({_describe(current.settings)}) runs from "
                         f"{self.state.root}; run `coder-migrate lab down` first"
                     )
+                self._ensure_pods(current)
                 return endpoints_for(self.state, settings), True
             if current is not None:
                 # Leftovers of a lab that stopped or crashed: stop them, keep their data.
@@ -271,6 +280,32 @@ class Lab:
             for future in waits:
                 future.result()
         self._wait_coderd(settings, manifest.services["coderd"])
+        self._ensure_pods(manifest)
+
+    def _ensure_pods(self, manifest: LabManifest) -> None:
+        """Start the region pods supervisor unless it runs (a lab started before it existed
+        has none in its manifest); record it in the manifest."""
+        current = manifest.services.get(PODS_SERVICE)
+        if current is not None and current.alive():
+            return
+        regions = {c.name: c.context for c in manifest.settings.clusters if c.name != "primary"}
+        # Proxies a killed supervisor left behind hold their ports: stop them first.
+        pods.stop_orphans(self.state)
+        self.state.pods_state.unlink(missing_ok=True)
+        log_file = self.state.logs / "pods.log"
+        ref, _ = spawn(PODS_SERVICE, pods.supervisor_command(self.state, regions), log_file)
+        manifest.services[PODS_SERVICE] = ref
+        self._save(manifest)
+
+        def first_tick_written() -> bool:
+            return ref.alive() and self.state.pods_state.is_file()
+
+        if not wait_until(first_tick_written, PODS_START_TIMEOUT_SECONDS, interval=0.1):
+            raise LabError(
+                f"the region pods supervisor did not start within "
+                f"{PODS_START_TIMEOUT_SECONDS:.0f} s; see {log_file}, then run "
+                "`coder-migrate lab up` again"
+            )
 
     def _spawn_coderd(self, settings: LabSettings) -> ProcessRef:
         if importlib.util.find_spec("coder_migrate.lab.coderd.__main__") is None:
@@ -320,7 +355,8 @@ class Lab:
             manifest = self.manifest()
             stopped: list[str] = []
             if manifest is not None:
-                used = listening_ports_of({r.pid for r in manifest.all_processes() if r.alive()})
+                processes = [*manifest.all_processes(), *pods.recorded_children(self.state)]
+                used = listening_ports_of({r.pid for r in processes if r.alive()})
                 stopped = self._stop_processes(manifest, keep=keep)
                 self._check_ports_free(used)
             if not keep:
@@ -330,7 +366,14 @@ class Lab:
             return stopped
 
     def _stop_processes(self, manifest: LabManifest, keep: bool) -> list[str]:
-        stopped = [ref.name for ref in manifest.all_processes() if ref.alive()]
+        children = pods.recorded_children(self.state)
+        stopped = [ref.name for ref in [*manifest.all_processes(), *children] if ref.alive()]
+        # The pods supervisor first: it stops its proxies; any it could not are stopped here.
+        supervisor = manifest.services.get(PODS_SERVICE)
+        if supervisor is not None:
+            stop(supervisor)
+        for ref in children:
+            stop(ref)
         for ref in manifest.services.values():
             stop(ref)
         cluster_names = set(manifest.clusters) | {c.name for c in manifest.settings.clusters}
@@ -345,7 +388,7 @@ class Lab:
         with ThreadPoolExecutor(max_workers=max(1, len(cluster_names))) as pool:
             for future in [pool.submit(stop_cluster, n) for n in sorted(cluster_names)]:
                 future.result()
-        survivors = [ref for ref in manifest.all_processes() if ref.alive()]
+        survivors = [ref for ref in [*manifest.all_processes(), *children] if ref.alive()]
         if survivors:
             names = ", ".join(f"{r.name} (pid {r.pid})" for r in survivors)
             raise LabError(f"these lab processes did not stop: {names}; stop them by PID")
@@ -377,7 +420,7 @@ class Lab:
             directories.append(state.logs)
         for path in directories:
             shutil.rmtree(path, ignore_errors=True)
-        for path in (state.kubeconfig, state.manifest):
+        for path in (state.kubeconfig, state.manifest, state.pods_state):
             path.unlink(missing_ok=True)
 
     # -- status --------------------------------------------------------------------------------
@@ -387,7 +430,8 @@ class Lab:
         if manifest is None:
             return {"state_dir": str(self.state.root), "running": False, "processes": []}
         processes = []
-        for ref in manifest.all_processes():
+        # The region pods' proxies after the lab's own processes (docs/lab.md "Region pods").
+        for ref in [*manifest.all_processes(), *pods.recorded_children(self.state)]:
             alive = ref.alive()
             ports = sorted(listening_ports_of({ref.pid})) if alive else []
             processes.append({"name": ref.name, "pid": ref.pid, "alive": alive, "ports": ports})

@@ -3,7 +3,10 @@
 The names are Coder's (seed 003, ``coder wsproxy server``): ``CODER_PRIMARY_ACCESS_URL``,
 ``CODER_PROXY_SESSION_TOKEN``, ``CODER_ACCESS_URL``, ``CODER_WILDCARD_ACCESS_URL``,
 ``CODER_HTTP_ADDRESS``, ``CODER_TLS_*``, ``CODER_PROMETHEUS_*``. Settings of this proxy only
-(mode, workers, limits, satellite key) are ``CODER_PROXY_*``. Everything is checked before the
+(mode, workers, limits, satellite key) are ``CODER_PROXY_*``. The names the Helm charts use
+for the same settings are accepted too (``CODER_PRIMARY_URL``, ``CODER_REPLICA_PRIVATE_KEY``,
+``DEVURL_HOST``, and ``CODER_SATELLITE_ENABLE`` choosing the mode), so a pod's env runs the
+proxy as it is (the lab's region pods, docs/lab.md). Everything is checked before the
 server starts; a bad value is one :class:`~coder_migrate.errors.ConfigError` line naming the
 setting, where it came from and what was expected. Secrets are never echoed.
 """
@@ -23,6 +26,7 @@ from coder_migrate.errors import ConfigError
 
 __all__ = [
     "DEFAULT_ENV_FILE",
+    "SATELLITE_ENABLE_ENV",
     "SETTINGS",
     "Limits",
     "ProxyMode",
@@ -73,8 +77,18 @@ SETTINGS: dict[str, str] = {
     "max_connections_per_client": "CODER_PROXY_MAX_CONNECTIONS_PER_CLIENT",
     "verbose": "CODER_VERBOSE",
 }
-# Coder v1's chart names the satellite URL differently; accepted as a fallback.
-_ALIASES = {"access_url": ("CODER_SATELLITE_ACCESS_URL",)}
+# The names the Helm charts give the same settings, accepted as fallbacks so the proxy runs
+# with a pod's env as the chart renders it (docs/proxy.md "Chart env names"): Coder v1's
+# satellite (coder/coder 1.21, ``coderd.satellite.*``) and its replica key Secret.
+_ALIASES = {
+    "access_url": ("CODER_SATELLITE_ACCESS_URL",),
+    "primary_access_url": ("CODER_PRIMARY_URL",),
+    "satellite_private_key": ("CODER_REPLICA_PRIVATE_KEY",),
+    "wildcard_access_url": ("DEVURL_HOST",),
+}
+# Coder v1's chart turns satellite mode on with this variable; without CODER_PROXY_MODE it
+# chooses the mode (Coder v2's chart says ``wsproxy server``, the default mode).
+SATELLITE_ENABLE_ENV = "CODER_SATELLITE_ENABLE"
 _SECRET_SETTINGS = frozenset({"proxy_session_token", "satellite_private_key"})
 
 
@@ -190,6 +204,12 @@ class _Reader:
                 return self.file_values[variable]
         return None
 
+    def variable(self, variable: str) -> str | None:
+        """A variable that is not a setting of its own, from the environment or env file."""
+        if variable in self.environ:
+            return self.environ[variable]
+        return self.file_values.get(variable)
+
     def where(self, name: str) -> str:
         # The parenthesis also keeps "..._TOKEN: expected" from looking like a secret to redact.
         return self.sources.get(name, f"{SETTINGS[name]} (not set)")
@@ -288,6 +308,15 @@ def _wildcard(reader: _Reader) -> str:
     return value
 
 
+def _default_mode(reader: _Reader) -> str:
+    enable = (reader.variable(SATELLITE_ENABLE_ENV) or "").strip().lower()
+    if enable in _TRUE:
+        return "satellite"
+    if enable not in _FALSE:
+        raise ConfigError(f"{SATELLITE_ENABLE_ENV}: expected true or false, found {enable!r}")
+    return "workspace-proxy"
+
+
 def load_settings(
     flags: Mapping[str, object | None] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -309,7 +338,7 @@ def load_settings(
         file_values = parse_env_file(DEFAULT_ENV_FILE)
     reader = _Reader(flags, environ, file_values, file_name)
 
-    mode = reader.text("mode", "workspace-proxy")
+    mode = reader.text("mode", _default_mode(reader))
     if mode not in ("workspace-proxy", "satellite"):
         raise reader.fail("mode", "workspace-proxy or satellite", mode)
     primary = reader.url("primary_access_url", required=True)

@@ -67,7 +67,7 @@ def test_up_reuse_keep_and_down_leave_no_process_and_no_port(tmp_path: Path) -> 
         assert started.returncode == 0, started.stderr
         lab = Lab(StateLayout(state), CacheLayout.default())
         pids = lab.pids()
-        assert len(pids) == 3 + 2 * 5  # pdns, named, coderd; 5 processes per cluster
+        assert len(pids) == 4 + 2 * 5  # pdns, named, coderd, pods; 5 processes per cluster
         listening = listening_ports_of(pids)
         assert set(settings.fixed_ports().values()) <= listening
         assert all(port < 65536 for port in listening)

@@ -1,0 +1,700 @@
+"""The lab's region pods: each satellite / workspace-proxy Deployment played by the bundled proxy.
+
+kwok simulates pods but runs nothing, so a region's ``coderd`` (coder/coder in satellite
+mode) or ``coder`` (coder-v2/coder with ``wsproxy server``) would never answer. This
+supervisor (a kubelet for just these pods) makes them real: every tick it lists the
+Deployments of each region cluster, resolves the container env as the kubelet would
+(``value`` with ``$(VAR)`` expansion, ``secretKeyRef`` and ``envFrom`` Secrets read from the
+cluster, ``fieldRef`` with the pod IP played by 127.0.0.1) and runs one
+``python -m coder_migrate.proxy`` per Deployment with replicas > 0, with exactly that env.
+
+One lab process plays pod, Service and load balancer at once: instead of the pod's
+``0.0.0.0:8080`` it listens on the host and port of the pod's ``CODER_ACCESS_URL``, which
+must be a loopback address (the lab inventories give each region its own, e.g.
+``http://127.0.1.1:17081``). Metrics, when the pod enables them, go to a free loopback port.
+
+A changed env (a new token in the Secret, upgraded values) restarts the process; a
+Deployment that is gone or scaled to 0 stops it (SIGTERM, SIGKILL after a grace period);
+a process that dies is restarted with backoff. What runs is written to ``<state>/pods.json``
+(no secret values, only a hash of the env); output goes to ``<state>/logs/pods/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from coder_migrate.errors import CoderMigrateError, LabError, redact
+from coder_migrate.lab.paths import StateLayout
+from coder_migrate.lab.process import ProcessRef, ref_for, stop
+from coder_migrate.lab.settings import NODE_NAME
+
+__all__ = [
+    "POD_IP",
+    "PodPlan",
+    "PodSupervisor",
+    "expand",
+    "is_proxy_pod",
+    "plan_pod",
+    "recorded_children",
+    "resolve_env",
+    "supervisor_command",
+]
+
+log = logging.getLogger("coder_migrate.lab.pods")
+
+POLL_SECONDS = 0.75
+STOP_GRACE_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 30.0
+#: A process that lived this long has its backoff reset.
+STABLE_SECONDS = 10.0
+KUBE_TIMEOUT_SECONDS = 5.0
+#: The pod IP every pod of the lab gets: the process runs on the host's loopback.
+POD_IP = "127.0.0.1"
+#: Helm keeps release history in Secrets of this type: large, and never referenced by pods.
+_HELM_RELEASE_SECRETS = "type!=helm.sh/release.v1"
+_TRUE = ("1", "true", "yes", "on")
+#: The host's environment a child keeps (a pod gets none of it; Python needs these).
+_HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
+
+SecretLookup = Callable[[str, str], Mapping[str, str] | None]
+
+
+# -- the pod spec, as the kubelet reads it (pure) ---------------------------------------------
+
+
+def expand(text: str, defined: Mapping[str, str]) -> str:
+    """Kubernetes' ``$(VAR)`` expansion: a defined name is replaced, ``$$`` is a literal
+    ``$``, and anything else (an undefined name, no closing parenthesis) stays as written."""
+    out: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        following = text[index + 1] if index + 1 < len(text) else ""
+        if char == "$" and following == "$":
+            out.append("$")
+            index += 2
+        elif char == "$" and following == "(":
+            end = text.find(")", index + 2)
+            if end < 0:
+                out.append(text[index:])
+                break
+            name = text[index + 2 : end]
+            out.append(defined[name] if name in defined else text[index : end + 1])
+            index = end + 1
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def pod_fields(namespace: str, deployment: str) -> dict[str, str]:
+    """What ``fieldRef`` reads in the lab: the pod runs on the host's loopback."""
+    return {
+        "status.podIP": POD_IP,
+        "status.podIPs": POD_IP,
+        "status.hostIP": POD_IP,
+        "status.hostIPs": POD_IP,
+        "metadata.name": f"{deployment}-lab",
+        "metadata.namespace": namespace,
+        "spec.nodeName": NODE_NAME,
+    }
+
+
+def resolve_env(
+    container: Mapping[str, Any],
+    namespace: str,
+    secret: SecretLookup,
+    fields: Mapping[str, str],
+) -> dict[str, str]:
+    """The env a container starts with: ``envFrom`` first, then ``env`` in order, each
+    ``value`` expanded against what is defined before it (as the kubelet does).
+
+    Raises :class:`LabError` for what the kubelet would refuse (a missing Secret or key that
+    is not optional) and for sources the lab does not play (ConfigMaps, resource fields).
+    """
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        prefix = str(source.get("prefix") or "")
+        reference = source.get("secretRef")
+        if reference is None:
+            raise LabError("envFrom: only secretRef is played by the lab")
+        data = secret(namespace, str(reference.get("name", "")))
+        if data is None:
+            if reference.get("optional"):
+                continue
+            raise LabError(f"envFrom: secret {namespace}/{reference.get('name')} not found")
+        env.update({prefix + key: value for key, value in data.items()})
+    for entry in container.get("env") or []:
+        name = str(entry["name"])
+        if "valueFrom" not in entry or entry["valueFrom"] is None:
+            env[name] = expand(str(entry.get("value") or ""), env)
+            continue
+        source = entry["valueFrom"]
+        if source.get("secretKeyRef") is not None:
+            reference = source["secretKeyRef"]
+            secret_name, key = str(reference.get("name", "")), str(reference.get("key", ""))
+            data = secret(namespace, secret_name)
+            value = None if data is None else data.get(key)
+            if value is None:
+                if reference.get("optional"):
+                    continue
+                what = "not found" if data is None else f"has no key {key!r}"
+                raise LabError(f"env {name}: secret {namespace}/{secret_name} {what}")
+            env[name] = value
+        elif source.get("fieldRef") is not None:
+            path = str(source["fieldRef"].get("fieldPath", ""))
+            if path not in fields:
+                raise LabError(f"env {name}: fieldRef {path} is not played by the lab")
+            env[name] = fields[path]
+        else:
+            kind = next(iter(source), "valueFrom")
+            raise LabError(f"env {name}: {kind} is not played by the lab")
+    return env
+
+
+def _containers(deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return list(spec.get("containers") or [])
+
+
+def is_proxy_pod(container: Mapping[str, Any]) -> bool:
+    """A Coder v2 ``wsproxy server`` or a Coder v1 satellite (``CODER_SATELLITE_ENABLE``)."""
+    if list(container.get("args") or [])[:2] == ["wsproxy", "server"]:
+        return True
+    return any(
+        entry.get("name") == "CODER_SATELLITE_ENABLE"
+        and str(entry.get("value") or "").strip().lower() in _TRUE
+        for entry in container.get("env") or []
+    )
+
+
+@dataclass(frozen=True)
+class PodPlan:
+    """One region pod to run: where, with which env (never shown), listening on what."""
+
+    cluster: str
+    namespace: str
+    deployment: str
+    release: str
+    listen: tuple[str, int]
+    access_url: str
+    env: Mapping[str, str] = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.cluster}/{self.namespace}/{self.deployment}"
+
+    @property
+    def mode(self) -> str:
+        enabled = self.env.get("CODER_SATELLITE_ENABLE", "").strip().lower() in _TRUE
+        return "satellite" if enabled else "workspace-proxy"
+
+    @property
+    def metrics(self) -> bool:
+        return self.env.get("CODER_PROMETHEUS_ENABLE", "").strip().lower() in _TRUE
+
+    @property
+    def env_hash(self) -> str:
+        """sha256 of the resolved env and the listen address: changes when either does."""
+        material = json.dumps([sorted(self.env.items()), list(self.listen)]).encode()
+        return hashlib.sha256(material).hexdigest()
+
+
+def listen_address(access_url: str) -> tuple[str, int]:
+    """Host and port of an ``http://`` loopback access URL; :class:`LabError` otherwise."""
+    parts = urlsplit(access_url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or not host:
+        raise LabError(
+            f"CODER_ACCESS_URL {access_url!r}: the lab plays http:// loopback access URLs only"
+        )
+    try:
+        loopback = ip_address("127.0.0.1" if host == "localhost" else host).is_loopback
+        port = parts.port or 80
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise LabError(
+            f"CODER_ACCESS_URL {access_url!r} is not a loopback address (127.0.0.0/8); "
+            "the lab listens on loopback only"
+        )
+    return ("127.0.0.1" if host == "localhost" else host), port
+
+
+def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) -> PodPlan | None:
+    """The pod to run for DEPLOYMENT, None when it is not a region proxy or has 0 replicas.
+
+    Raises :class:`LabError` (never with a secret value) when it cannot be played.
+    """
+    metadata = deployment.get("metadata") or {}
+    containers = [c for c in _containers(deployment) if is_proxy_pod(c)]
+    replicas = (deployment.get("spec") or {}).get("replicas", 1)
+    if not containers or replicas == 0:
+        return None
+    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+    labels = metadata.get("labels") or {}
+    release = str(labels.get("app.kubernetes.io/instance") or name)
+    env = resolve_env(containers[0], namespace, secret, pod_fields(namespace, name))
+    access_url = env.get("CODER_ACCESS_URL") or env.get("CODER_SATELLITE_ACCESS_URL") or ""
+    if not access_url:
+        raise LabError("no CODER_ACCESS_URL in the pod's env: the lab cannot tell where it listens")
+    return PodPlan(
+        cluster=cluster,
+        namespace=namespace,
+        deployment=name,
+        release=release,
+        listen=listen_address(access_url),
+        access_url=access_url,
+        env=env,
+    )
+
+
+def child_environment(
+    plan: PodPlan, metrics_port: int | None, env_file: Path, host: Mapping[str, str]
+) -> dict[str, str]:
+    """The proxy's environment: the pod's env, with the lab's listen addresses."""
+    env = {key: host[key] for key in _HOST_ENV if key in host}
+    env.update(plan.env)
+    env["CODER_HTTP_ADDRESS"] = f"{plan.listen[0]}:{plan.listen[1]}"
+    if metrics_port is not None:
+        env["CODER_PROMETHEUS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
+    # The pod has no /etc/coder.d: never let the host's env file add settings.
+    env["CODER_PROXY_ENV_FILE"] = str(env_file)
+    return env
+
+
+def _decode_secret(item: Mapping[str, Any]) -> dict[str, str]:
+    data: dict[str, str] = {}
+    for key, encoded in (item.get("data") or {}).items():
+        with contextlib.suppress(binascii.Error, UnicodeDecodeError, TypeError):
+            data[str(key)] = base64.b64decode(str(encoded)).decode()
+    data.update({str(k): str(v) for k, v in (item.get("stringData") or {}).items()})
+    return data
+
+
+# -- the supervisor ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Child:
+    plan: PodPlan
+    process: subprocess.Popen[bytes]
+    ref: ProcessRef
+    log_file: Path
+    metrics: str
+    started_at: float  # monotonic, for the backoff
+    started_wall: float  # wall clock, for pods.json
+    restarts: int
+    stop_deadline: float | None = None
+
+    def record(self) -> dict[str, Any]:
+        plan = self.plan
+        return {
+            "cluster": plan.cluster,
+            "namespace": plan.namespace,
+            "deployment": plan.deployment,
+            "release": plan.release,
+            "mode": plan.mode,
+            "pid": self.ref.pid,
+            "start_ticks": self.ref.start_ticks,
+            "listen": f"{plan.listen[0]}:{plan.listen[1]}",
+            "access_url": plan.access_url,
+            "metrics": self.metrics,
+            "env_hash": plan.env_hash,
+            "started_at": self.started_wall,
+            "restarts": self.restarts,
+            "log": str(self.log_file),
+            "stopping": self.stop_deadline is not None,
+        }
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    not_before: float = 0.0
+
+
+class PodSupervisor:
+    """Runs the region pods of the lab's clusters; :meth:`tick` once per poll interval."""
+
+    def __init__(
+        self,
+        state: StateLayout,
+        clusters: Mapping[str, str],
+        *,
+        grace: float = STOP_GRACE_SECONDS,
+    ) -> None:
+        self.state = state
+        self.clusters = dict(clusters)  # cluster name -> kube context
+        self.grace = grace
+        self.children: dict[str, _Child] = {}
+        self.stopping: list[_Child] = []
+        self.backoff: dict[str, _Backoff] = {}
+        self.restarts: dict[str, int] = {}
+        self.problems: dict[str, str] = {}  # key or cluster -> last reason logged
+        self.cluster_errors: dict[str, str] = {}
+        self._written = ""
+        self._kube: dict[str, Any] = {}
+
+    # -- observing -------------------------------------------------------------------------
+
+    def _apis(self, context: str) -> tuple[Any, Any]:
+        from coder_migrate.providers.kube import KubeCluster
+
+        cluster = self._kube.get(context)
+        if cluster is None:
+            cluster = KubeCluster(context, str(self.state.kubeconfig))
+            self._kube[context] = cluster
+        return cluster.apps(), cluster.core()
+
+    def observe(self, cluster: str, context: str) -> dict[str, PodPlan] | None:
+        """The pods CLUSTER should run now; None when the cluster cannot be read."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            apps, core = self._apis(context)
+            # Raw JSON: the client's model objects cost more than the whole rest of a tick.
+            listed = apps.list_deployment_for_all_namespaces(
+                _preload_content=False, _request_timeout=KUBE_TIMEOUT_SECONDS
+            )
+            deployments = json.loads(listed.data).get("items") or []
+            candidates = [d for d in deployments if any(is_proxy_pod(c) for c in _containers(d))]
+            secrets: dict[tuple[str, str], dict[str, str]] = {}
+            if candidates:
+                response = core.list_secret_for_all_namespaces(
+                    field_selector=_HELM_RELEASE_SECRETS,
+                    _preload_content=False,
+                    _request_timeout=KUBE_TIMEOUT_SECONDS,
+                )
+                for item in json.loads(response.data).get("items") or []:
+                    meta = item.get("metadata") or {}
+                    secrets[(meta.get("namespace", ""), meta.get("name", ""))] = _decode_secret(
+                        item
+                    )
+        except (ApiException, HTTPError, OSError, ValueError, CoderMigrateError) as error:
+            reason = f"cannot list deployments in {context}: {type(error).__name__}"
+            if isinstance(error, ApiException):
+                reason += f" {error.status} {error.reason}"
+            self._problem(cluster, reason)
+            self.cluster_errors[cluster] = reason
+            return None
+        self._problem(cluster, "")
+        self.cluster_errors.pop(cluster, None)
+
+        plans: dict[str, PodPlan] = {}
+        for deployment in candidates:
+            meta = deployment.get("metadata") or {}
+            key = f"{cluster}/{meta.get('namespace')}/{meta.get('name')}"
+            try:
+                plan = plan_pod(cluster, deployment, lambda ns, name: secrets.get((ns, name)))
+            except LabError as error:
+                self._problem(key, f"{key}: not started: {error}")
+                continue
+            self._problem(key, "")
+            if plan is not None:
+                plans[plan.key] = plan
+        return plans
+
+    def _problem(self, key: str, reason: str) -> None:
+        """Log a problem once (and its end), not on every tick."""
+        previous = self.problems.get(key, "")
+        if reason == previous:
+            return
+        if reason:
+            log.warning("%s", redact(reason))
+            self.problems[key] = reason
+        else:
+            log.info("%s: ok again", key)
+            self.problems.pop(key, None)
+
+    # -- acting ----------------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        desired: dict[str, PodPlan] = {}
+        readable: set[str] = set()
+        for cluster, context in self.clusters.items():
+            plans = self.observe(cluster, context)
+            if plans is not None:
+                readable.add(cluster)
+                desired.update(plans)
+        self._reap(now)
+        for key, child in list(self.children.items()):
+            if child.plan.cluster not in readable:
+                continue  # cannot tell: leave it running
+            wanted = desired.get(key)
+            if wanted is None:
+                log.info("%s: deployment gone or scaled to 0; stopping pid %d", key, child.ref.pid)
+                self._begin_stop(key, now)
+            elif wanted.env_hash != child.plan.env_hash:
+                changed = _changed_names(child.plan, wanted)
+                log.info("%s: env changed (%s); restarting pid %d", key, changed, child.ref.pid)
+                self._begin_stop(key, now)
+                self.backoff.pop(key, None)
+        self._advance_stops(now)
+        taken = {c.plan.listen for c in [*self.children.values(), *self.stopping]}
+        for key, plan in sorted(desired.items()):
+            if key in self.children:
+                continue
+            if any(c.plan.key == key for c in self.stopping):
+                continue  # the old process still holds the port
+            backoff = self.backoff.get(key)
+            if backoff is not None and now < backoff.not_before:
+                continue
+            if plan.listen in taken:
+                self._problem(
+                    key,
+                    f"{key}: not started: {plan.listen[0]}:{plan.listen[1]} "
+                    "is the access URL of another region pod",
+                )
+                continue
+            self._start(plan, now)
+            taken.add(plan.listen)
+        self._write_state()
+
+    def _reap(self, now: float) -> None:
+        """Children that died on their own: restart later, with backoff."""
+        for key, child in list(self.children.items()):
+            code = child.process.poll()
+            if code is None:
+                continue
+            del self.children[key]
+            backoff = self.backoff.setdefault(key, _Backoff())
+            if now - child.started_at >= STABLE_SECONDS:
+                backoff.failures = 0
+            delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**backoff.failures)
+            backoff.failures += 1
+            backoff.not_before = now + delay
+            log.warning(
+                "%s: pid %d exited with %s; restarting in %.1f s (see %s)",
+                key,
+                child.ref.pid,
+                code,
+                delay,
+                child.log_file,
+            )
+
+    def _start(self, plan: PodPlan, now: float) -> None:
+        log_file = self.state.pod_logs / f"{plan.cluster}-{plan.namespace}-{plan.release}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        env_file = self.state.pod_logs / "empty.env"
+        env_file.touch()
+        metrics_port = _free_loopback_port() if plan.metrics else None
+        env = child_environment(plan, metrics_port, env_file, os.environ)
+        with log_file.open("ab") as handle:
+            handle.write(
+                f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} lab pod {plan.key} ({plan.mode}) on "
+                f"{plan.listen[0]}:{plan.listen[1]}, env sha256 {plan.env_hash[:12]}\n".encode()
+            )
+            handle.flush()
+            # In the supervisor's process group (no new session): stopping the group stops all.
+            process = subprocess.Popen(
+                [sys.executable, "-m", "coder_migrate.proxy"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
+        ref = ref_for(plan.key, process.pid) or ProcessRef(
+            name=plan.key, pid=process.pid, start_ticks=-1
+        )
+        restarts = self.restarts.get(plan.key, -1) + 1
+        self.restarts[plan.key] = restarts
+        self.children[plan.key] = _Child(
+            plan=plan,
+            process=process,
+            ref=ref,
+            log_file=log_file,
+            metrics=f"127.0.0.1:{metrics_port}" if metrics_port else "",
+            started_at=now,
+            started_wall=time.time(),
+            restarts=restarts,
+        )
+        log.info(
+            "%s: started pid %d (%s) on %s:%d, env sha256 %s",
+            plan.key,
+            process.pid,
+            plan.mode,
+            *plan.listen,
+            plan.env_hash[:12],
+        )
+
+    def _begin_stop(self, key: str, now: float) -> None:
+        child = self.children.pop(key)
+        with contextlib.suppress(ProcessLookupError):
+            child.process.send_signal(signal.SIGTERM)
+        child.stop_deadline = now + self.grace
+        self.stopping.append(child)
+
+    def _advance_stops(self, now: float) -> None:
+        for child in list(self.stopping):
+            if child.process.poll() is not None:
+                self.stopping.remove(child)
+                log.info("%s: pid %d stopped", child.plan.key, child.ref.pid)
+            elif child.stop_deadline is not None and now >= child.stop_deadline:
+                log.warning("%s: pid %d ignored SIGTERM; SIGKILL", child.plan.key, child.ref.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.kill()
+                child.stop_deadline = None  # killed: reaped on a later tick
+
+    def stop_all(self) -> None:
+        """SIGTERM every child, wait up to the grace period, SIGKILL what is left."""
+        now = time.monotonic()
+        for key in list(self.children):
+            self._begin_stop(key, now)
+        deadline = now + self.grace
+        while self.stopping and time.monotonic() < deadline:
+            self._advance_stops(time.monotonic())
+            time.sleep(0.05)
+        for child in self.stopping:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=self.grace)
+        self.stopping.clear()
+        self._write_state()
+
+    def _write_state(self) -> None:
+        document = {
+            "supervisor_pid": os.getpid(),
+            "clusters": {
+                name: {"context": context, "error": self.cluster_errors.get(name, "")}
+                for name, context in self.clusters.items()
+            },
+            "pods": [c.record() for c in [*self.children.values(), *self.stopping]],
+            "refused": {
+                key: reason for key, reason in self.problems.items() if key.count("/") == 2
+            },
+        }
+        text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+        if text == self._written:
+            return
+        temporary = self.state.pods_state.with_suffix(".tmp")
+        temporary.write_text(text)
+        temporary.rename(self.state.pods_state)
+        self._written = text
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self, stop_event: threading.Event, interval: float = POLL_SECONDS) -> None:
+        stop_orphans(self.state)
+        log.info("region pods supervisor for %s", ", ".join(self.clusters.values()))
+        try:
+            while not stop_event.is_set():
+                started = time.monotonic()
+                try:
+                    self.tick(started)
+                except Exception:  # one bad tick must not take the pods down
+                    log.exception("tick failed")
+                stop_event.wait(max(0.05, interval - (time.monotonic() - started)))
+        finally:
+            self.stop_all()
+            log.info("region pods supervisor stopped")
+
+
+def _changed_names(old: PodPlan, new: PodPlan) -> str:
+    names = sorted(
+        name for name in set(old.env) | set(new.env) if old.env.get(name) != new.env.get(name)
+    )
+    if old.listen != new.listen:
+        names.append("listen address")
+    return ", ".join(names) or "nothing visible"
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- what the lab runtime uses ----------------------------------------------------------------
+
+
+def recorded_children(state: StateLayout) -> list[ProcessRef]:
+    """The proxy processes ``pods.json`` names that are still the processes it started."""
+    try:
+        document = json.loads(state.pods_state.read_text())
+    except (OSError, ValueError):
+        return []
+    refs = []
+    for pod in document.get("pods") or []:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            ref = ProcessRef(
+                name=f"pod {pod['cluster']}/{pod['namespace']}/{pod['deployment']}",
+                pid=int(pod["pid"]),
+                start_ticks=int(pod["start_ticks"]),
+            )
+            if ref.alive():
+                refs.append(ref)
+    return refs
+
+
+def stop_orphans(state: StateLayout, grace: float = STOP_GRACE_SECONDS) -> list[str]:
+    """Stop proxies a previous supervisor left behind (it was killed); return their names."""
+    orphans = recorded_children(state)
+    for ref in orphans:
+        log.warning("stopping %s (pid %d) left by a previous supervisor", ref.name, ref.pid)
+        stop(ref, grace)
+    return [ref.name for ref in orphans]
+
+
+def supervisor_command(state: StateLayout, clusters: Mapping[str, str]) -> list[str]:
+    command = [sys.executable, "-m", "coder_migrate.lab.pods", "--state-dir", str(state.root)]
+    for name, context in clusters.items():
+        command += ["--cluster", f"{name}={context}"]
+    return command
+
+
+def _parse_clusters(values: Iterable[str]) -> dict[str, str]:
+    clusters = {}
+    for value in values:
+        name, sep, context = value.partition("=")
+        if not sep or not name or not context:
+            raise SystemExit(f"--cluster {value!r}: expected NAME=CONTEXT")
+        clusters[name] = context
+    return clusters
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m coder_migrate.lab.pods",
+        description="Run the lab's region pods (started by `coder-migrate lab up`).",
+    )
+    parser.add_argument("--state-dir", type=Path, required=True)
+    parser.add_argument("--cluster", action="append", default=[], metavar="NAME=CONTEXT")
+    parser.add_argument("--interval", type=float, default=POLL_SECONDS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+    )
+    stop_event = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop_event.set())
+    supervisor = PodSupervisor(StateLayout(args.state_dir.resolve()), _parse_clusters(args.cluster))
+    supervisor.run(stop_event, args.interval)
+
+
+if __name__ == "__main__":
+    main()
