@@ -24,3 +24,76 @@ def edit_yaml(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     change(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+LAB_INVENTORY = REPO / "inventories" / "lab"
+
+
+def lab_inventory(
+    destination: Path,
+    *,
+    tag: str,
+    address_block: int,
+    generation: str = "v1",
+    primary_url: str | None = None,
+    token_file: Path | None = None,
+) -> Path:
+    """A copy of inventories/lab whose regions do not collide with other tests.
+
+    Namespaces, releases and DNS names carry *tag*; each region's satellite or proxy gets
+    the loopback address 127.0.<address_block>.<n>; relative paths become absolute. For v2
+    the chart is the coder-v2 stand-in (ClusterIP service) and *primary_url* / *token_file*
+    point at a v2 emulator.
+    """
+    target = copy_inventory(destination, LAB_INVENTORY)
+    target = target.rename(destination / f"lab-{tag}")
+    state = REPO / ".lab"
+    charts = REPO / "coder_migrate" / "lab" / "charts"
+    zone = "lab.coder-migrate.test"
+
+    def all_vars(data: dict[str, Any]) -> None:
+        data["coder_generation"] = generation
+        data["coder_session_token"] = {
+            "file": str(token_file or state / "secrets" / "coder-token")
+        }
+        data["coder_chart"]["repo"] = str(charts)
+        if generation == "v2":
+            data["coder_chart"].update({"name": "coder-v2", "version": "2.0.0"})
+        data["coder_dns"]["shared_hostname"] = f"coder-{tag}.{zone}"
+        data["coder_dns"]["powerdns"]["api_key"] = {"file": str(state / "secrets" / "pdns-api-key")}
+
+    edit_yaml(target / "group_vars" / "all" / "coder.yml", all_vars)
+
+    def region_defaults(data: dict[str, Any]) -> None:
+        data["coder_kubeconfig"] = str(state / "kubeconfig")
+        data["coder_namespace"] = f"coder-sat-{tag}"
+        data["coder_release"] = f"coder-sat-{tag}"
+        if generation == "v2":
+            data["coder_values"] = {"service": {"type": "ClusterIP"}}
+
+    edit_yaml(target / "group_vars" / "coder_regions" / "region.yml", region_defaults)
+
+    def primary(data: dict[str, Any]) -> None:
+        data["coder_kubeconfig"] = str(state / "kubeconfig")
+        data["coder_namespace"] = f"coder-{tag}"
+        data["coder_release"] = f"coder-{tag}"
+        data["coder_hostname"] = f"coder-primary-{tag}.{zone}"
+        data["coder_wildcard_host"] = f"*.coder-primary-{tag}.{zone}"
+        if primary_url:
+            data["coder_access_url"] = primary_url
+        if generation == "v2":
+            data["coder_values"] = {"service": {"type": "ClusterIP"}}
+
+    edit_yaml(target / "host_vars" / "primary.yml", primary)
+    for index, region in enumerate(("us-east", "eu-west", "ap-southeast"), start=1):
+
+        def region_vars(data: dict[str, Any], index: int = index, region: str = region) -> None:
+            data["coder_access_url"] = f"http://127.0.{address_block}.{index}:{17080 + index}"
+            data["coder_hostname"] = f"coder-{region}-{tag}.{zone}"
+            data["coder_wildcard_host"] = f"*.coder-{region}-{tag}.{zone}"
+            data["coder_dns_targets"] = [f"127.0.{address_block}.{index}"]
+            if generation == "v2":
+                data.pop("coder_workspace_providers", None)
+
+        edit_yaml(target / "host_vars" / f"{region}.yml", region_vars)
+    return target

@@ -36,10 +36,16 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so each command module can import `main`-free helpers without cycles.
+    from coder_migrate.cli.deploy import apply, plan, status
+    from coder_migrate.cli.dns import dns
     from coder_migrate.cli.inventory import inventory
     from coder_migrate.cli.lab import lab
     from coder_migrate.cli.proxy import proxy
 
+    main.add_command(plan)
+    main.add_command(apply)
+    main.add_command(status)
+    main.add_command(dns)
     main.add_command(inventory)
     main.add_command(lab)
     main.add_command(proxy)

@@ -5,7 +5,14 @@ The engine calls :func:`plan_dns` (observe + desired + diff, nothing changed),
 snapshots in the journal). Adapters live in :mod:`coder_migrate.providers.dns`.
 """
 
-from coder_migrate.dns.check import Expectation, ecs_query, expectations
+from coder_migrate.dns.check import (
+    CheckReport,
+    CheckResult,
+    Expectation,
+    check_dns,
+    ecs_query,
+    expectations,
+)
 from coder_migrate.dns.desired import DesiredRRSet, DesiredState, GeoOptions, desired_state
 from coder_migrate.dns.ownership import marker_name, marker_rrset, parse_marker
 from coder_migrate.dns.plan import (
@@ -22,12 +29,15 @@ from coder_migrate.dns.plan import (
 __all__ = [
     "KIND",
     "MAX_SAFE_CHANGE_FRACTION",
+    "CheckReport",
+    "CheckResult",
     "DesiredRRSet",
     "DesiredState",
     "DnsPlan",
     "Expectation",
     "GeoOptions",
     "apply_dns_changes",
+    "check_dns",
     "desired_state",
     "diff_rrsets",
     "ecs_query",

@@ -26,7 +26,14 @@ from coder_migrate.inventory.model import Primary, Region, Topology
 from coder_migrate.inventory.rules import cross_field_findings
 from coder_migrate.providers.dns.base import Capabilities, RRSet, RRSetKey, relative_to_zone
 
-__all__ = ["DesiredRRSet", "DesiredState", "GeoOptions", "desired_state"]
+__all__ = [
+    "DesiredRRSet",
+    "DesiredState",
+    "GeoOptions",
+    "desired_state",
+    "fallback_targets",
+    "split_by_family",
+]
 
 PRIMARY = "primary"
 
@@ -65,7 +72,8 @@ class DesiredState:
         return {d.rrset.key: d for d in self.rrsets}
 
 
-def _split(targets: Iterable[str]) -> dict[str, tuple[str, ...]]:
+def split_by_family(targets: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``{"A": (...), "AAAA": (...)}``, sorted and without duplicates; empty families left out."""
     by_family: dict[str, list[str]] = {"A": [], "AAAA": []}
     for address in targets:
         by_family[family(address)].append(address)
@@ -77,7 +85,7 @@ def _site_rrsets(
 ) -> Iterator[DesiredRRSet]:
     name = site.dns_name
     wildcard = site.wildcard_host or (f"*.{name}" if name else None)
-    for rtype, targets in _split(site.dns_targets).items():
+    for rtype, targets in split_by_family(site.dns_targets).items():
         if name and name != shared:
             yield DesiredRRSet(
                 RRSet(name=name, type=rtype, ttl=ttl, records=targets), region,
@@ -88,6 +96,14 @@ def _site_rrsets(
                 RRSet(name=wildcard, type=rtype, ttl=ttl, records=targets), region,
                 f"{site.name}'s dev URLs and apps",
             )
+
+
+def fallback_targets(topology: Topology, rtype: str) -> tuple[str, ...]:
+    """What the shared hostname answers when no region may: the primary's targets, else every
+    region's (a primary without addresses of this family)."""
+    return split_by_family(topology.primary.dns_targets).get(rtype) or tuple(
+        sorted({a for r in topology.regions for a in split_by_family(r.dns_targets).get(rtype, ())})
+    )
 
 
 def _check_names(topology: Topology, rrsets: Iterable[DesiredRRSet]) -> None:
@@ -168,13 +184,11 @@ def desired_state(
             )
         records = []
         for rtype in ("A", "AAAA"):
-            fallback = _split(topology.primary.dns_targets).get(rtype) or tuple(
-                sorted({a for r in topology.regions for a in _split(r.dns_targets).get(rtype, ())})
-            )
+            fallback = fallback_targets(topology, rtype)
             regions = [
                 LuaRegion(
                     name=r.name,
-                    targets=_split(r.dns_targets).get(rtype, ()),
+                    targets=split_by_family(r.dns_targets).get(rtype, ()),
                     subnets=r.geo.subnets,
                     countries=r.geo.countries,
                     continents=r.geo.continents,
@@ -205,7 +219,7 @@ def desired_state(
             *topology.primary.dns_targets,
             *(a for r in topology.regions for a in r.dns_targets),
         ]
-        for rtype, targets in _split(every).items():
+        for rtype, targets in split_by_family(every).items():
             rrsets.append(
                 DesiredRRSet(
                     RRSet(name=shared, type=rtype, ttl=ttl, records=targets), PRIMARY,

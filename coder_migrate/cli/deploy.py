@@ -1,0 +1,184 @@
+"""``plan``, ``apply`` and ``status``: thin commands over :mod:`coder_migrate.engine.run`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from coder_migrate.cli.console import console, err_console
+from coder_migrate.cli.options import inventory_option, limit_option, output_option
+from coder_migrate.engine.apply import ApplyOptions
+from coder_migrate.engine.plan import Action, Plan
+from coder_migrate.engine.run import DEPLOY, apply_deploy, compute_plan, scope_for
+from coder_migrate.engine.status import site_statuses
+from coder_migrate.engine.world import Engine
+from coder_migrate.errors import ApplyError, ConfigError
+from coder_migrate.inventory import load_topology
+
+__all__ = ["apply", "plan", "render_plan", "status"]
+
+_STYLE = {
+    Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red",
+    Action.ACT: "cyan", Action.KEEP: "dim",
+}
+_SIGN = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.ACT: ">",
+         Action.KEEP: "="}
+
+no_dns_option = click.option(
+    "--no-dns", is_flag=True, help="Leave DNS out of this plan (the geodns role does DNS)."
+)
+
+
+def _engine(inventory_dir: Path) -> Engine:
+    return Engine(load_topology(inventory_dir))
+
+
+def render_plan(plan: Plan, *, show_keep: bool = False) -> None:
+    """The plan as people read it: waves, then each change with its reason and diff."""
+    if plan.is_empty:
+        console.print("No changes. The deployment matches the inventory.")
+    for wave in plan.waves:
+        shown = [c for c in wave.changes if show_keep or c.action is not Action.KEEP]
+        if not shown:
+            continue
+        console.print(f"\n[bold]wave {escape(wave.name)}[/] ({len(wave.effective)} change(s))")
+        for change in shown:
+            style = _STYLE[change.action]
+            console.print(
+                f"  [{style}]{_SIGN[change.action]} {change.action.value:<6}[/] "
+                f"{escape(change.target)}  [dim]# {escape(change.reason)}[/]"
+                + ("  [bold red](needs --force)[/]" if change.needs_force else "")
+            )
+            for line in change.diff.splitlines():
+                colour = "green" if line.startswith("+") else "red" if line.startswith("-") else ""
+                text = escape(line)
+                console.print(f"      [{colour}]{text}[/]" if colour else f"      {text}")
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    counts = {a: sum(1 for c in plan.effective_changes if c.action is a) for a in Action}
+    console.print(
+        f"\nPlan: {counts[Action.CREATE]} to create, {counts[Action.UPDATE]} to update, "
+        f"{counts[Action.ACT]} to act, {counts[Action.DELETE]} to delete. "
+        f"checksum {plan.checksum[:12]}"
+    )
+
+
+@click.command()
+@inventory_option
+@limit_option
+@output_option
+@no_dns_option
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the plan (JSON with its checksum) for `apply PLAN`.")
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 0 when there is nothing to do, 2 when there are changes.")
+def plan(
+    inventory_dir: Path, limit: tuple[str, ...], output: str, no_dns: bool, out: Path | None,
+    detailed_exitcode: bool,
+) -> None:
+    """Show what apply would change, in waves; change nothing."""
+    engine = _engine(inventory_dir)
+    result = asyncio.run(compute_plan(engine, scope_for(limit, dns=not no_dns)))
+    if out is not None:
+        out.write_text(result.to_json(), encoding="utf-8")
+    if output == "json":
+        sys.stdout.write(result.to_json())
+    else:
+        render_plan(result)
+        if out is not None:
+            console.print(f"Saved to {out}; apply it with `coder-migrate apply -i "
+                          f"{inventory_dir} {out}`.")
+    if detailed_exitcode and not result.is_empty:
+        sys.exit(2)
+
+
+@click.command()
+@inventory_option
+@limit_option
+@no_dns_option
+@click.argument("plan_file", required=False,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Allow deletions and large DNS changes.")
+@click.option("--gate-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds each region may take to become healthy after its changes.")
+@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait for another apply's lock instead of stopping at once.")
+def apply(
+    inventory_dir: Path, limit: tuple[str, ...], no_dns: bool, plan_file: Path | None,
+    auto_approve: bool, force: bool, gate_timeout: float, lock_wait: float,
+) -> None:
+    """Carry out the plan: lock, journal, waves with health gates."""
+    engine = _engine(inventory_dir)
+    saved = None
+    scope = scope_for(limit, dns=not no_dns)
+    if plan_file is not None:
+        saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), source=str(plan_file))
+        scope = scope_for(saved.limit, dns=saved.operation == DEPLOY)
+    if not auto_approve:
+        preview = asyncio.run(compute_plan(engine, scope))
+        if saved is not None:
+            saved.ensure_matches(preview, source=str(plan_file))
+        render_plan(preview)
+        if preview.is_empty:
+            return
+        preview.raise_if_unsafe(force=force)
+        if not sys.stdin.isatty():
+            raise ConfigError("apply needs --auto-approve when stdin is not a terminal")
+        click.confirm("Apply these changes?", abort=True)
+
+    def progress(region: str, phase: str, text: str) -> None:
+        colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
+        err_console.print(f"[{colour}]{phase:>8}[/] [bold]{escape(region)}[/] {escape(text)}")
+
+    options = ApplyOptions(
+        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
+        reviewed=saved is not None or not auto_approve,
+    )
+    try:
+        result, report = asyncio.run(
+            apply_deploy(engine, scope, options, saved, source=str(plan_file or "plan file"))
+        )
+    except ApplyError as error:
+        err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "
+                          f"{len(error.not_done)}")
+        for change_id in error.not_done:
+            err_console.print(f"  not done: {escape(change_id)}")
+        raise
+    if result.is_empty:
+        console.print("No changes. The deployment matches the inventory.")
+        return
+    console.print(f"Apply complete: {len(report.done)} change(s) in run {report.run}.")
+
+
+@click.command()
+@inventory_option
+@limit_option
+@output_option
+def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
+    """One row per site: release, pods, registration, reachability."""
+    engine = _engine(inventory_dir)
+    rows = asyncio.run(site_statuses(engine, limit))
+    if output == "json":
+        sys.stdout.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
+    else:
+        table = Table(title=f"coder-migrate status: {engine.topology.source}")
+        for column in ("site", "chart", "release", "pods", "registration", "reachable",
+                       "detail"):
+            table.add_column(column)
+        for row in rows:
+            style = "green" if row.healthy else "red"
+            table.add_row(
+                row.site, row.chart, row.release_status, row.pods,
+                f"[{style}]{row.registration}[/]", "yes" if row.reachable else "no",
+                escape(row.detail),
+            )
+        console.print(table)
+    if not all(r.healthy for r in rows):
+        sys.exit(1)

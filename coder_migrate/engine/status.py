@@ -1,0 +1,83 @@
+"""``status``: one row per site: release, pods, registration or proxy health, reachability."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from coder_migrate.engine.world import Engine, SiteState, probe_url
+from coder_migrate.inventory import Primary, Region
+
+__all__ = ["SiteStatus", "site_statuses"]
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    site: str
+    chart: str
+    release_status: str
+    pods: str
+    registration: str
+    """ok, unregistered, unreachable, unhealthy (v2: as the primary reports it)."""
+    detail: str
+    access_url: str
+    reachable: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @property
+    def healthy(self) -> bool:
+        return self.registration == "ok" and self.reachable and self.release_status == "deployed"
+
+
+async def site_statuses(engine: Engine, limit: Sequence[str] = ()) -> list[SiteStatus]:
+    world = await engine.observe(limit)
+    sites = engine.sites(limit)
+    return list(await asyncio.gather(
+        *(_status(engine, site, world.sites[site.name], world) for site in sites)
+    ))
+
+
+async def _status(engine: Engine, site: Primary | Region, state: SiteState, world) -> SiteStatus:  # type: ignore[no-untyped-def]
+    release = state.release
+    url = site.access_url.rstrip("/") + "/healthz"
+    registration, detail = "ok", ""
+    if isinstance(site, Primary):
+        # The primary's own API answering is its reachability (its /healthz may need auth).
+        reachable, why = world.records.reachable, "its API does not answer"
+        registration = "ok" if world.records.reachable else "unreachable"
+        detail = f"Coder {world.records.version}" if world.records.reachable else ""
+    else:
+        reachable, why = await probe_url(url)
+    if isinstance(site, Primary):
+        pass
+    elif engine.topology.generation == "v1":
+        registered = world.records.satellites.get(site.name)
+        if registered is None:
+            registration = "unregistered"
+        elif state.satellite_key is None:
+            registration, detail = "unreachable", state.probe_error or "satellite not running"
+        elif state.satellite_key.fingerprint != registered.fingerprint:
+            registration, detail = "unhealthy", "served key differs from the registered one"
+    else:
+        proxy = world.records.proxies.get(site.name)
+        if proxy is None:
+            registration = "unregistered"
+        else:
+            registration = proxy.status.status
+            report = proxy.status.report
+            detail = "; ".join([*report.errors, *report.warnings])
+    if not reachable and not detail:
+        detail = f"{url}: {why}"
+    return SiteStatus(
+        site=site.name,
+        chart=release.chart if release else "-",
+        release_status=release.status if release else "not installed",
+        pods=f"{state.pods_ready}/{state.pods_total}",
+        registration=registration,
+        detail=detail,
+        access_url=site.access_url,
+        reachable=reachable,
+    )

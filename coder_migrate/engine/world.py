@@ -1,0 +1,328 @@
+"""What is there: the primary and every region observed concurrently, before planning.
+
+:class:`Engine` binds an inventory to its adapters (one kube and one helm client per site,
+the Coder client of the primary, the DNS adapter) and resolves secrets once. :meth:`observe`
+reads kube (namespaces, TLS secrets, proxy token secrets, pods), helm (releases and their
+values), the Coder primary (satellites or workspace proxies) and, for v1 regions with a
+running satellite, the satellite's public key. Nothing is changed.
+
+Regions coder-migrate deployed are recorded in a ConfigMap next to the journal
+(``coder-migrate-sites``), so a region removed from the inventory can still be found,
+deregistered and uninstalled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from coder_migrate.errors import CoderAPIError, CoderUnavailable, KubeError, PlanError
+from coder_migrate.inventory import Primary, Region, Topology
+from coder_migrate.providers.coder import (
+    CoderV1Client,
+    CoderV2Client,
+    Satellite,
+    SatelliteKey,
+    WorkspaceProxy,
+)
+from coder_migrate.providers.helm import HelmClient, ReleaseState
+from coder_migrate.providers.kube import KubeCluster
+
+__all__ = [
+    "SITES_CONFIG_MAP",
+    "Engine",
+    "ManagedSite",
+    "PrimaryRecords",
+    "SiteState",
+    "World",
+]
+
+T = TypeVar("T")
+
+SITES_CONFIG_MAP = "coder-migrate-sites"
+_SITES_KEY = "sites.json"
+CONCURRENCY = 16
+"""Sites observed (and applied) at once; each is a handful of API calls and a helm run."""
+PROBE_TIMEOUT = 5.0
+
+
+class ManagedSite(BaseModel):
+    """Where coder-migrate deployed a region (kept so a removed region can be found)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    generation: str
+    kube_context: str
+    kubeconfig: str | None = None
+    namespace: str
+    release: str
+
+    @classmethod
+    def of(cls, topology: Topology, region: Region) -> ManagedSite:
+        return cls(
+            name=region.name, generation=topology.generation, kube_context=region.kube_context,
+            kubeconfig=region.kubeconfig, namespace=region.namespace, release=region.release,
+        )
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """One site (the primary or a region) as observed."""
+
+    name: str
+    namespace_exists: bool
+    release: ReleaseState | None
+    tls_problems: tuple[str, ...] = ()
+    token_secret: bool = False
+    """v2 regions: the proxy token Secret exists with its key."""
+    pods_ready: int = 0
+    pods_total: int = 0
+    satellite_key: SatelliteKey | None = None
+    """v1 regions: the key the running satellite serves (``None`` when not reachable)."""
+    probe_error: str = ""
+
+
+@dataclass(frozen=True)
+class PrimaryRecords:
+    """What the Coder primary knows about the regions."""
+
+    reachable: bool
+    version: str = ""
+    satellites: dict[str, Satellite] = field(default_factory=dict)
+    proxies: dict[str, WorkspaceProxy] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class World:
+    sites: dict[str, SiteState]
+    records: PrimaryRecords
+    managed: dict[str, ManagedSite]
+    """Regions coder-migrate deployed earlier, by name (also those no longer in the inventory)."""
+
+
+class Engine:
+    """An inventory bound to its adapters; the one place the engine gets clients from."""
+
+    def __init__(self, topology: Topology, *, token_secret_name: str | None = None) -> None:
+        from coder_migrate.engine.values import TokenSecret
+
+        self.topology = topology
+        self.base = Path(topology.source) if topology.source else None
+        self.token_secret = TokenSecret() if token_secret_name is None else TokenSecret(
+            name=token_secret_name
+        )
+        self._token: str | None = None
+        self._kube: dict[tuple[str, str | None], KubeCluster] = {}
+        self._helm: dict[tuple[str, str | None], HelmClient] = {}
+
+    # -- adapters ---------------------------------------------------------------------------
+
+    def path(self, value: str | None) -> str | None:
+        """An inventory path (kubeconfig, chart dir) made absolute from the inventory dir."""
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        if self.base is not None and not path.is_absolute():
+            path = self.base / path
+        return str(path)
+
+    def kube(self, context: str, kubeconfig: str | None) -> KubeCluster:
+        key = (context, self.path(kubeconfig))
+        if key not in self._kube:
+            self._kube[key] = KubeCluster(context, key[1])
+        return self._kube[key]
+
+    def helm(self, context: str, kubeconfig: str | None) -> HelmClient:
+        key = (context, self.path(kubeconfig))
+        if key not in self._helm:
+            self._helm[key] = HelmClient(context, key[1])
+        return self._helm[key]
+
+    def site_kube(self, site: Primary | Region | ManagedSite) -> KubeCluster:
+        return self.kube(site.kube_context, site.kubeconfig)
+
+    def site_helm(self, site: Primary | Region | ManagedSite) -> HelmClient:
+        return self.helm(site.kube_context, site.kubeconfig)
+
+    @property
+    def primary_kube(self) -> KubeCluster:
+        return self.site_kube(self.topology.primary)
+
+    @property
+    def state_namespace(self) -> str:
+        """Namespace of the journal, the lock and the sites record: the primary's."""
+        return self.topology.primary.namespace
+
+    def session_token(self) -> str:
+        if self._token is None:
+            self._token = self.topology.session_token.resolve(self.base)
+        return self._token
+
+    def coder_v1(self) -> CoderV1Client:
+        return CoderV1Client(self.topology.primary.access_url, self.session_token())
+
+    def coder_v2(self) -> CoderV2Client:
+        return CoderV2Client(self.topology.primary.access_url, self.session_token())
+
+    def sites(self, limit: Iterable[str] = ()) -> list[Primary | Region]:
+        wanted = set(limit)
+        everything: list[Primary | Region] = [self.topology.primary, *self.topology.regions]
+        return [s for s in everything if not wanted or s.name in wanted]
+
+    # -- the sites record -------------------------------------------------------------------
+
+    async def managed_sites(self) -> dict[str, ManagedSite]:
+        found = await self.primary_kube.read_config_map(self.state_namespace, SITES_CONFIG_MAP)
+        if found is None:
+            return {}
+        try:
+            raw = json.loads(found[0].get(_SITES_KEY, "{}"))
+            return {name: ManagedSite.model_validate(item) for name, item in raw.items()}
+        except (ValueError, TypeError) as error:
+            raise PlanError(
+                f"ConfigMap {self.state_namespace}/{SITES_CONFIG_MAP} in "
+                f"{self.primary_kube.context} is not readable ({type(error).__name__}); "
+                "fix or delete it"
+            ) from None
+
+    async def record_site(self, site: ManagedSite | None, *, remove: str = "") -> None:
+        """Add (or with *remove*, drop) a region in the sites record."""
+        cluster = self.primary_kube
+        for _ in range(8):
+            found = await cluster.read_config_map(self.state_namespace, SITES_CONFIG_MAP)
+            data, version = found if found is not None else ({}, None)
+            raw = json.loads(data.get(_SITES_KEY, "{}"))
+            if site is not None:
+                raw[site.name] = site.model_dump(mode="json")
+            if remove:
+                raw.pop(remove, None)
+            text = json.dumps(raw, sort_keys=True, indent=1)
+            if await cluster.write_config_map(
+                self.state_namespace, SITES_CONFIG_MAP, {_SITES_KEY: text}, version
+            ):
+                return
+        raise KubeError(f"{cluster.context}: sites record kept changing under us; try again")
+
+    # -- observation ------------------------------------------------------------------------
+
+    async def observe(self, limit: Iterable[str] = ()) -> World:
+        """Everything the deploy plan compares with the inventory, read concurrently."""
+        sites = self.sites(limit)
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def bounded(awaitable: Awaitable[T]) -> T:
+            async with gate:
+                return await awaitable
+
+        managed_task = asyncio.ensure_future(bounded(self._managed_or_empty()))
+        states = await asyncio.gather(*(bounded(self.observe_site(s)) for s in sites))
+        primary_state = next((s for s in states if s.name == "primary"), None)
+        records = await self.primary_records(primary_state)
+        return World(
+            sites={s.name: s for s in states}, records=records, managed=await managed_task
+        )
+
+    async def _managed_or_empty(self) -> dict[str, ManagedSite]:
+        if not await self.primary_kube.namespace_exists(self.state_namespace):
+            return {}
+        return await self.managed_sites()
+
+    async def observe_site(self, site: Primary | Region) -> SiteState:
+        kube = self.site_kube(site)
+        namespace = site.namespace
+        exists = await kube.namespace_exists(namespace)
+        if not exists:
+            return SiteState(
+                name=site.name, namespace_exists=False, release=None,
+                tls_problems=_tls_missing(site, "its namespace does not exist"),
+            )
+        release_task = asyncio.ensure_future(self.site_helm(site).release(namespace, site.release))
+        tls_problems = await self._tls_problems(kube, site)
+        token_secret = False
+        if isinstance(site, Region) and self.topology.generation == "v2":
+            keys = await kube.secret_keys(namespace, self.token_secret.name)
+            token_secret = keys is not None and self.token_secret.key in keys
+        pods = await kube.pods(namespace)
+        release = await release_task
+        key: SatelliteKey | None = None
+        probe_error = ""
+        if (
+            isinstance(site, Region) and self.topology.generation == "v1"
+            and release is not None and release.status == "deployed"
+        ):
+            key, probe_error = await self._satellite_key(site)
+        return SiteState(
+            name=site.name, namespace_exists=True, release=release, tls_problems=tls_problems,
+            token_secret=token_secret, pods_ready=sum(p.ready for p in pods),
+            pods_total=len(pods), satellite_key=key, probe_error=probe_error,
+        )
+
+    async def _tls_problems(self, kube: KubeCluster, site: Primary | Region) -> tuple[str, ...]:
+        if site.tls is None:
+            return ()
+        problems = []
+        names = dict.fromkeys(n for n in (site.tls.host_secret, site.tls.wildcard_secret) if n)
+        for name in names:
+            keys = await kube.secret_keys(site.namespace, name)
+            where = f"{kube.context} ns {site.namespace}"
+            if keys is None:
+                problems.append(f"TLS secret {name} does not exist in {where}")
+            elif not {"tls.crt", "tls.key"} <= keys:
+                missing = sorted({"tls.crt", "tls.key"} - keys)
+                problems.append(f"TLS secret {name} in {where} lacks {', '.join(missing)}")
+        return tuple(problems)
+
+    async def _satellite_key(self, region: Region) -> tuple[SatelliteKey | None, str]:
+        client = self.coder_v1()
+        try:
+            async with client:
+                return await client.fetch_satellite_key(region.access_url), ""
+        except CoderAPIError as error:
+            return None, str(error)
+
+    async def primary_records(self, primary_state: SiteState | None) -> PrimaryRecords:
+        """Satellites or proxies the primary has; an unreachable *deployed* primary is an error.
+
+        A primary whose release coder-migrate is about to install for the first time cannot
+        answer yet; then nothing is registered and the plan says so.
+        """
+        first_install = primary_state is not None and primary_state.release is None
+        try:
+            if self.topology.generation == "v1":
+                async with self.coder_v1() as v1:
+                    version = (await v1.version()).raw
+                    satellites = {s.name: s for s in await v1.list_satellites()}
+                return PrimaryRecords(reachable=True, version=version, satellites=satellites)
+            async with self.coder_v2() as v2:
+                version = (await v2.buildinfo()).version
+                proxies = {p.name: p for p in await v2.list_proxies() if p.name != "primary"}
+            return PrimaryRecords(reachable=True, version=version, proxies=proxies)
+        except CoderUnavailable:
+            if first_install:
+                return PrimaryRecords(reachable=False)
+            raise
+
+
+def _tls_missing(site: Primary | Region, why: str) -> tuple[str, ...]:
+    if site.tls is None:
+        return ()
+    names = dict.fromkeys(n for n in (site.tls.host_secret, site.tls.wildcard_secret) if n)
+    return tuple(f"TLS secret {name} cannot exist in ns {site.namespace}: {why}" for name in names)
+
+
+async def probe_url(url: str, *, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+    """GET *url*; (answered 2xx, short reason)."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            response = await client.get(url)
+    except httpx.HTTPError as error:
+        return False, type(error).__name__
+    return response.is_success, f"HTTP {response.status_code}"

@@ -1,0 +1,364 @@
+"""plan / apply / status on the lab: v1 satellites and v2 workspace proxies, three regions.
+
+Each test deploys a copy of inventories/lab with its own namespaces, releases, loopback
+addresses and a private Coder emulator as its primary, so tests never share registrations.
+The satellites and proxies are the bundled proxy server, run by the lab for each release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client as kube_client
+
+from coder_migrate.engine.lock import apply_lock
+from coder_migrate.providers.kube import KubeCluster
+from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
+from tests.fixtures.lab import LabHandle
+from tests.helpers import REPO, edit_yaml, lab_inventory
+
+pytestmark = pytest.mark.integration
+
+CLI = [sys.executable, "-m", "coder_migrate"]
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+V2_EMULATOR = {"health_interval_seconds": 1, "regions": list(REGIONS)}
+
+
+def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+        env={**os.environ, "COLUMNS": "200"}, check=False,
+    )
+
+
+def plan_json(inventory: Path, *extra: str) -> dict[str, Any]:
+    result = run_cli("plan", "-i", str(inventory), "--no-dns", "--output", "json", *extra)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def effective(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for w in plan["waves"] for c in w["changes"] if c["action"] != "keep"]
+
+
+def world_snapshot(lab: LabHandle, tag: str) -> dict[str, Any]:
+    """Namespaces with the tag and the Secrets in them, per cluster (to prove nothing changed)."""
+    snapshot: dict[str, Any] = {}
+    for name, context in lab.contexts.items():
+        with lab.api(context) as api:
+            core = kube_client.CoreV1Api(api)
+            namespaces = sorted(
+                n.metadata.name for n in core.list_namespace().items if tag in n.metadata.name
+            )
+            snapshot[name] = {
+                ns: sorted(s.metadata.name for s in core.list_namespaced_secret(ns).items)
+                for ns in namespaces
+            }
+    return snapshot
+
+
+def delete_tagged_namespaces(lab: LabHandle, tag: str) -> None:
+    for context in lab.contexts.values():
+        with lab.api(context) as api:
+            core = kube_client.CoreV1Api(api)
+            for namespace in core.list_namespace().items:
+                if tag in namespace.metadata.name:
+                    core.delete_namespace(namespace.metadata.name)
+
+
+def port_open(url: str) -> bool:
+    try:
+        httpx.get(url.rstrip("/") + "/healthz", timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.25)
+    return bool(predicate())
+
+
+@pytest.fixture
+def v1_world(lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path) -> Iterator[
+    tuple[Path, CoderEmulator]
+]:
+    emulator = coderd_factory("v1.21")
+    tag = f"d1{os.getpid() % 1000}"
+    inventory = lab_inventory(
+        tmp_path, tag=tag, address_block=11, primary_url=emulator.url,
+        token_file=emulator.token_file,
+    )
+    yield inventory, emulator
+    delete_tagged_namespaces(lab, tag)
+
+
+@pytest.fixture
+def v2_world(lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path) -> Iterator[
+    tuple[Path, CoderEmulator]
+]:
+    emulator = coderd_factory("v2", config=V2_EMULATOR)
+    tag = f"d2{os.getpid() % 1000}"
+    inventory = lab_inventory(
+        tmp_path, tag=tag, address_block=12, generation="v2", primary_url=emulator.url,
+        token_file=emulator.token_file,
+    )
+    yield inventory, emulator
+    delete_tagged_namespaces(lab, tag)
+
+
+def registered_satellites(emulator: CoderEmulator) -> list[str]:
+    token = emulator.token_file.read_text().strip()
+    response = httpx.get(f"{emulator.url}/api/private/satellites",
+                         headers={"Session-Token": token}, timeout=10)
+    response.raise_for_status()
+    return sorted(s["name"] for s in response.json()["data"])
+
+
+def live_proxies(emulator: CoderEmulator) -> list[dict[str, Any]]:
+    token = emulator.token_file.read_text().strip()
+    response = httpx.get(f"{emulator.url}/api/v2/workspaceproxies",
+                         headers={"Coder-Session-Token": token}, timeout=10)
+    response.raise_for_status()
+    return [p for p in response.json()["regions"] if p["name"] != "primary"]
+
+
+def remove_region(inventory: Path, region: str) -> None:
+    def drop(data: dict[str, Any]) -> None:
+        del data["all"]["children"]["coder_regions"]["hosts"][region]
+
+    edit_yaml(inventory / "hosts.yml", drop)
+    (inventory / "host_vars" / f"{region}.yml").unlink()
+
+
+def test_v1_plan_apply_status_replan_and_remove(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, emulator = v1_world
+    plan = run_cli("plan", "-i", str(inventory), "--no-dns", "--detailed-exitcode")
+    assert plan.returncode == 2, plan.stderr
+    assert "wave canary us-east" in plan.stdout and "wave regions" in plan.stdout
+    assert "satellite:" in plan.stdout and "enable: true" in plan.stdout  # values diff shown
+
+    applied = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    assert registered_satellites(emulator) == sorted(REGIONS)
+
+    status = run_cli("status", "-i", str(inventory), "--output", "json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    rows = {r["site"]: r for r in json.loads(status.stdout)}
+    assert all(rows[r]["registration"] == "ok" and rows[r]["reachable"] for r in REGIONS)
+    assert rows["us-east"]["chart"] == "coder-1.21.0"
+
+    again = run_cli("plan", "-i", str(inventory), "--no-dns", "--detailed-exitcode")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "No changes" in again.stdout
+
+    # A region removed from the inventory: deregistered then uninstalled, only with --force.
+    remove_region(inventory, "ap-southeast")
+    refused = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert refused.returncode == 6
+    assert "need --force" in refused.stderr and "ap-southeast" in refused.stderr
+    assert registered_satellites(emulator) == sorted(REGIONS)
+
+    removed = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve", "--force")
+    assert removed.returncode == 0, removed.stderr
+    assert registered_satellites(emulator) == ["eu-west", "us-east"]
+    assert wait_for(lambda: not port_open("http://127.0.11.3:17083"))
+    final = run_cli("plan", "-i", str(inventory), "--no-dns", "--detailed-exitcode")
+    assert final.returncode == 0, final.stdout + final.stderr
+
+
+def test_v2_proxies_tokens_in_secrets_and_lost_token_regenerated(
+    lab: LabHandle, v2_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, emulator = v2_world
+    applied = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    proxies = {p["name"]: p for p in live_proxies(emulator)}
+    assert sorted(proxies) == sorted(REGIONS)
+    assert all(p["status"]["status"] == "ok" for p in proxies.values())
+
+    status = run_cli("status", "-i", str(inventory), "--output", "json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    token_file = emulator.token_file.read_text().strip()
+    assert token_file not in applied.stdout + applied.stderr + status.stdout
+
+    # The token lives only in the region's Secret; the values reference it.
+    namespace = f"coder-sat-{inventory.name.removeprefix('lab-')}"
+    cluster = KubeCluster("lab-eu-west", str(lab.kubeconfig))
+    assert asyncio.run(cluster.secret_keys(namespace, "coder-workspace-proxy-token")) == {"token"}
+
+    # Lose the token: the plan regenerates it into the Secret; no second proxy.
+    with lab.api("lab-eu-west") as api:
+        kube_client.CoreV1Api(api).delete_namespaced_secret(
+            "coder-workspace-proxy-token", namespace
+        )
+    plan = plan_json(inventory)
+    kinds = [(c["region"], c["kind"], c["action"]) for c in effective(plan)]
+    assert kinds == [("eu-west", "ProxyToken", "act")]
+    again = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p["name"] for p in live_proxies(emulator)) == sorted(REGIONS)
+    assert plan_json(inventory, "--detailed-exitcode")["waves"] == []
+
+    # Removal: uninstall, delete the proxy, delete its token Secret.
+    remove_region(inventory, "ap-southeast")
+    removed = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve", "--force")
+    assert removed.returncode == 0, removed.stderr
+    assert sorted(p["name"] for p in live_proxies(emulator)) == ["eu-west", "us-east"]
+    southeast = KubeCluster("lab-ap-southeast", str(lab.kubeconfig))
+    assert asyncio.run(southeast.secret_keys(namespace, "coder-workspace-proxy-token")) is None
+
+
+def test_stale_and_edited_plan_files_are_refused(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator], tmp_path: Path
+) -> None:
+    inventory, _ = v1_world
+    saved = tmp_path / "plan.json"
+    made = run_cli("plan", "-i", str(inventory), "--no-dns", "--out", str(saved),
+                   "--limit", "primary")
+    assert made.returncode == 0, made.stderr
+    before = world_snapshot(lab, inventory.name.removeprefix("lab-"))
+
+    edited = json.loads(saved.read_text())
+    edited["waves"][0]["changes"][0]["reason"] = "edited"
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(edited))
+    result = run_cli("apply", "-i", str(inventory), str(tampered), "--auto-approve")
+    assert result.returncode == 6 and "checksum does not match" in result.stderr
+
+    edit_yaml(inventory / "host_vars" / "primary.yml",
+              lambda d: d.update(coder_values={"coderd": {"replicas": 2}}))
+    result = run_cli("apply", "-i", str(inventory), str(saved), "--auto-approve")
+    assert result.returncode == 6, result.stderr
+    assert "is stale" in result.stderr
+    assert world_snapshot(lab, inventory.name.removeprefix("lab-")) == before
+
+
+def test_concurrent_apply_is_refused_by_the_lock(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, _ = v1_world
+    tag = inventory.name.removeprefix("lab-")
+    primary = KubeCluster("lab-primary", str(lab.kubeconfig))
+
+    async def hold_and_apply() -> subprocess.CompletedProcess[str]:
+        async with apply_lock(primary, f"coder-{tag}", "deploy", identity="operator-b@host"):
+            return await asyncio.to_thread(
+                run_cli, "apply", "-i", str(inventory), "--no-dns", "--auto-approve"
+            )
+
+    result = asyncio.run(hold_and_apply())
+    assert result.returncode == 6, result.stderr
+    assert "holds the lock" in result.stderr and "operator-b@host" in result.stderr
+    # Nothing but the lock's namespace was touched: no region namespace exists.
+    assert world_snapshot(lab, tag)["us-east"] == {}
+
+
+def test_apply_killed_mid_way_converges_on_rerun(
+    lab: LabHandle, v2_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, emulator = v2_world
+    namespace = f"coder-sat-{inventory.name.removeprefix('lab-')}"
+    for kill_at in ("create workspace proxy us-east", "create helm release"):
+        process = subprocess.Popen(
+            [*CLI, "apply", "-i", str(inventory), "--no-dns", "--auto-approve"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "started" in line and kill_at in line:
+                break
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        # The killed holder's lease expires on its own; the re-run waits for it.
+        rerun = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
+                        "--lock-wait", "60")
+        assert rerun.returncode == 0, rerun.stderr
+        names = sorted(p["name"] for p in live_proxies(emulator))
+        assert names == sorted(REGIONS)  # no duplicate proxy
+        assert plan_json(inventory, "--detailed-exitcode")["waves"] == []
+        for context in ("lab-us-east", "lab-eu-west", "lab-ap-southeast"):
+            cluster = KubeCluster(context, str(lab.kubeconfig))
+            keys = asyncio.run(cluster.secret_keys(namespace, "coder-workspace-proxy-token"))
+            assert keys == {"token"}
+        delete_tagged_namespaces(lab, inventory.name.removeprefix("lab-"))
+        for proxy in live_proxies(emulator):
+            emulator_delete_proxy(emulator, proxy["id"])
+        wait_for(lambda: not world_snapshot(lab, namespace)["us-east"], timeout=60)
+
+
+def emulator_delete_proxy(emulator: CoderEmulator, proxy_id: str) -> None:
+    token = emulator.token_file.read_text().strip()
+    httpx.delete(f"{emulator.url}/api/v2/workspaceproxies/{proxy_id}",
+                 headers={"Coder-Session-Token": token}, timeout=10).raise_for_status()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("unknown-context", "kube context 'lab-nowhere' cannot be used"),
+        ("missing-tls", "TLS secret coder-eu-west-tls does not exist"),
+        ("wrong-token", "401"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_changes_nothing(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator], tmp_path: Path, case: str,
+    expected: str,
+) -> None:
+    inventory, _ = v1_world
+    tag = inventory.name.removeprefix("lab-")
+    if case == "unknown-context":
+        edit_yaml(inventory / "host_vars" / "eu-west.yml",
+                  lambda d: d.update(coder_kube_context="lab-nowhere"))
+    elif case == "missing-tls":
+        edit_yaml(inventory / "host_vars" / "eu-west.yml",
+                  lambda d: d.update(coder_tls={"host_secret": "coder-eu-west-tls"}))
+        with lab.api("lab-eu-west") as api:
+            kube_client.CoreV1Api(api).create_namespace(
+                kube_client.V1Namespace(metadata=kube_client.V1ObjectMeta(name=f"coder-sat-{tag}"))
+            )
+    else:
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("0123456789-abcdefghij0123456789abcdef\n")
+        edit_yaml(inventory / "group_vars" / "all" / "coder.yml",
+                  lambda d: d.update(coder_session_token={"file": str(wrong)}))
+    before = world_snapshot(lab, tag)
+    result = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert result.returncode in (5, 6), result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "0123456789-abcdefghij" not in result.stderr + result.stdout
+    assert world_snapshot(lab, tag) == before
+
+
+def test_unreachable_primary_after_deploy_is_a_clear_error(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, emulator = v1_world
+    applied = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
+                      "--limit", "primary")
+    assert applied.returncode == 0, applied.stderr
+    emulator.stop()
+    before = world_snapshot(lab, inventory.name.removeprefix("lab-"))
+    result = run_cli("plan", "-i", str(inventory), "--no-dns")
+    assert result.returncode == 5
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "GET /api" in lines[0], result.stderr
+    assert world_snapshot(lab, inventory.name.removeprefix("lab-")) == before
