@@ -43,10 +43,30 @@ from coder_migrate.inventory import Primary, Region
 from coder_migrate.providers.coder import satellite_key as keys
 from coder_migrate.providers.helm import chart_source
 
-__all__ = ["ApplyOptions", "ApplyReport", "Progress", "apply_plan", "health_gate"]
+__all__ = [
+    "ApplyOptions",
+    "ApplyReport",
+    "Executor",
+    "Progress",
+    "apply_plan",
+    "health_gate",
+    "register_executor",
+]
 
 Progress = Callable[[str, str, str], None]
 """``(region, phase, text)``: phase is started, done, failed, gate or gate-ok."""
+
+Executor = Callable[["Engine", Change], Awaitable[str]]
+"""Carries out one change of a kind other modules plan (e.g. the migration's steps); returns
+a one-line result for the journal. Must be idempotent against what is there now."""
+
+EXECUTORS: dict[str, Executor] = {}
+
+
+def register_executor(kind: str, executor: Executor) -> None:
+    """Let a planner outside the deploy engine (a migration) add the kinds it plans."""
+    EXECUTORS[kind] = executor
+
 
 GATE_TIMEOUT = 120.0
 GATE_POLL = 1.0
@@ -247,6 +267,9 @@ class _Runner:
             return await self._satellite(change)
         if change.kind in (KIND_PROXY, KIND_PROXY_TOKEN):
             return await self._proxy(change)
+        executor = EXECUTORS.get(change.kind)
+        if executor is not None:
+            return await executor(self.engine, change)
         raise ApplyError(f"{change.id}: no executor for kind {change.kind}")
 
     async def _release(self, change: Change) -> str:
