@@ -254,8 +254,8 @@ class _Runner:
 
     async def _act(self, change: Change) -> str:
         if change.kind == KIND_DNS:
-            adapter = open_adapter(self.topology)
-            acted = await apply_dns_changes(adapter, [change])
+            async with open_adapter(self.topology) as adapter:
+                acted = await apply_dns_changes(adapter, [change])
             return f"{change.target}: {'applied' if acted else 'already in place'}"
         if change.kind == KIND_NAMESPACE:
             site = self._site(change.region)

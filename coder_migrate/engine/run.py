@@ -37,7 +37,8 @@ async def compute_plan(engine: Engine, scope: PlanScope) -> Plan:
     waves, notes = deploy_waves(topology, world, limit=scope.limit,
                                 token_secret=engine.token_secret)
     if scope.dns:
-        dns = await plan_dns(topology, open_adapter(topology))
+        async with open_adapter(topology) as adapter:
+            dns = await plan_dns(topology, adapter)
         wanted = set(scope.limit)
         changes = [
             c for c in dns.changes

@@ -13,6 +13,7 @@ setting, where it came from and what was expected. Secrets are never echoed.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Mapping
@@ -323,8 +324,7 @@ def load_settings(
     env_file: Path | None = None,
 ) -> ProxySettings:
     """Read and check every setting. ``env_file`` given explicitly must exist; otherwise
-    :data:`DEFAULT_ENV_FILE` is read when present."""
-    import os
+    :data:`DEFAULT_ENV_FILE` is read when present and readable."""
 
     flags = flags or {}
     environ = os.environ if environ is None else environ
@@ -334,7 +334,9 @@ def load_settings(
         if not env_file.is_file():
             raise ConfigError(f"{env_file}: env file not found")
         file_values = parse_env_file(env_file)
-    elif DEFAULT_ENV_FILE.is_file():
+    elif DEFAULT_ENV_FILE.is_file() and os.access(DEFAULT_ENV_FILE, os.R_OK):
+        # Under systemd the unit's EnvironmentFile= already passed these settings; the file
+        # itself is root's (0600), and the service user need not read it.
         file_values = parse_env_file(DEFAULT_ENV_FILE)
     reader = _Reader(flags, environ, file_values, file_name)
 

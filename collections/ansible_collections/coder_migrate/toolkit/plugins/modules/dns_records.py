@@ -1,0 +1,160 @@
+#!/usr/bin/python
+"""Ansible module: plan and apply an inventory's GeoDNS records with the coder-migrate engine."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: dns_records
+short_description: Plan and apply the GeoDNS records of a coder-migrate inventory
+description:
+  - Runs the same engine as the C(coder-migrate) CLI (C(plan_dns) then C(apply_dns_changes)) for
+    the zone, provider and shared hostname in the inventory's C(coder_dns), that is each site's
+    hostname and wildcard, the shared hostname (a PowerDNS LUA record routing to the nearest healthy
+    region, or a plain record set on providers without geo routing) and the ownership markers.
+  - Records without a coder-migrate ownership marker are never changed or deleted.
+  - The provider's secret (PowerDNS API key, TSIG secret) is read from the environment variable or
+    file the inventory names; it is never a module argument and never returned.
+  - In check mode only the plan is made; C(changed) says whether it is not empty. With C(--diff)
+    the before and after of each changed rrset are shown as zone-file lines.
+options:
+  inventory:
+    description: Inventory directory (hosts.yml + group_vars/).
+    type: path
+    required: true
+  force:
+    description:
+      - Apply changes the plan marks as needing C(--force) (updating or deleting more than 30% of
+        the owned rrsets, or touching NS or SOA).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - coder-migrate
+"""
+
+EXAMPLES = r"""
+- name: Plan and apply the GeoDNS records
+  coder_migrate.toolkit.dns_records:
+    inventory: "{{ ansible_inventory_sources | first }}"
+  register: result
+"""
+
+RETURN = r"""
+zone:
+  description: The zone the records live in.
+  type: str
+  returned: always
+provider:
+  description: The DNS provider (powerdns, rfc2136, zonefile).
+  type: str
+  returned: always
+changes:
+  description: Every change of the plan that acts (create, update, delete), in apply order.
+  type: list
+  elements: dict
+  returned: always
+kept:
+  description: rrsets the plan considered and left as they are, with the reason.
+  type: list
+  elements: dict
+  returned: always
+applied:
+  description: Ids of the changes that acted (empty in check mode and when nothing changed).
+  type: list
+  elements: str
+  returned: always
+notes:
+  description:
+    - What the reader must know about the plan, for example that geo routing is not available.
+  type: list
+  elements: str
+  returned: always
+"""
+
+import asyncio
+import sys
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+
+def _lines(snapshot: dict[str, Any] | None) -> str:
+    if not snapshot:
+        return ""
+    name, rtype, ttl = snapshot["name"], snapshot["type"], snapshot["ttl"]
+    return "".join(f"{name}. {ttl} {rtype} {content}\n" for content in snapshot["records"])
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "inventory": {"type": "path", "required": True},
+            "force": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        from coder_migrate.dns import apply_dns_changes, open_adapter, plan_dns
+        from coder_migrate.dns.plan import DnsPlan
+        from coder_migrate.engine.plan import Action
+        from coder_migrate.errors import CoderMigrateError
+        from coder_migrate.inventory import load_topology
+    except ImportError:
+        module.fail_json(
+            msg=f"coder_migrate cannot be imported by {sys.executable}: set "
+            "ansible_python_interpreter to the interpreter coder-migrate is installed in"
+        )
+        return
+
+    async def run() -> tuple[DnsPlan, list[str]]:
+        topology = load_topology(module.params["inventory"])
+        async with open_adapter(topology) as adapter:
+            plan = await plan_dns(topology, adapter)
+            plan.raise_if_unsafe(force=module.params["force"])
+            if module.check_mode or plan.is_empty:
+                return plan, []
+            return plan, await apply_dns_changes(adapter, plan.changes)
+
+    try:
+        plan, applied = asyncio.run(run())
+    except CoderMigrateError as error:
+        module.fail_json(msg=str(error))
+        return
+
+    effective = plan.effective
+    result: dict[str, Any] = {
+        "changed": bool(effective) if module.check_mode else bool(applied),
+        "zone": plan.zone,
+        "provider": plan.provider,
+        "changes": [
+            {"id": c.id, "action": c.action.value, "target": c.target, "reason": c.reason}
+            for c in effective
+        ],
+        "kept": [
+            {"target": c.target, "reason": c.reason}
+            for c in plan.changes if c.action is Action.KEEP
+        ],
+        "applied": applied,
+        "notes": list(plan.notes),
+    }
+    if module._diff:
+        shown = effective if module.check_mode else [c for c in effective if c.id in applied]
+        result["diff"] = [
+            {
+                "before_header": f"{c.target} (observed)",
+                "after_header": f"{c.target} (planned)",
+                "before": _lines(c.before),
+                "after": _lines(c.after),
+            }
+            for c in shown
+        ]
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
