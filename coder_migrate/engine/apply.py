@@ -70,7 +70,6 @@ def register_executor(kind: str, executor: Executor) -> None:
 
 GATE_TIMEOUT = 120.0
 GATE_POLL = 1.0
-KEY_FETCH_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +136,7 @@ async def apply_plan(
             )
         journal = Journal(engine.primary_kube, engine.state_namespace)
         runner = _Runner(engine, fresh, journal, report, identity, progress)
+        runner.key_timeout = options.gate_timeout
         for index, wave in enumerate(fresh.waves):
             try:
                 await runner.run_wave(wave)
@@ -188,6 +188,8 @@ class _Runner:
         self.report = report
         self.identity = identity or holder_identity()
         self.progress = progress
+        self.key_timeout = GATE_TIMEOUT
+        """How long a new satellite may take to serve its key (the wave's gate timeout)."""
         self.gate_sem = asyncio.Semaphore(CONCURRENCY)
 
     async def run_wave(self, wave: Wave) -> None:
@@ -301,7 +303,7 @@ class _Runner:
                 await coder.delete_satellite(registered.id)
                 return f"satellite {change.region}: deregistered"
             region = self.topology.region(change.region)
-            served = await _wait_for_key(coder, region.access_url, KEY_FETCH_TIMEOUT)
+            served = await _wait_for_key(coder, region.access_url, self.key_timeout)
             computed = keys.fingerprint(served.key)
             if computed != served.fingerprint:
                 raise ApplyError(

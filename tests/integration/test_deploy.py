@@ -8,6 +8,7 @@ The satellites and proxies are the bundled proxy server, run by the lab for each
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -33,6 +34,12 @@ pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "coder_migrate"]
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 V2_EMULATOR = {"health_interval_seconds": 1, "regions": list(REGIONS)}
+_TAGS = itertools.count()
+
+
+def unique_tag(prefix: str) -> str:
+    """Names no earlier test used (their namespaces may still be terminating)."""
+    return f"{prefix}{os.getpid() % 1000}x{next(_TAGS)}"
 
 
 def run_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -99,7 +106,7 @@ def v1_world(lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path) ->
     tuple[Path, CoderEmulator]
 ]:
     emulator = coderd_factory("v1.21")
-    tag = f"d1{os.getpid() % 1000}"
+    tag = unique_tag("d1")
     inventory = lab_inventory(
         tmp_path, tag=tag, address_block=11, primary_url=emulator.url,
         token_file=emulator.token_file,
@@ -113,7 +120,7 @@ def v2_world(lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path) ->
     tuple[Path, CoderEmulator]
 ]:
     emulator = coderd_factory("v2", config=V2_EMULATOR)
-    tag = f"d2{os.getpid() % 1000}"
+    tag = unique_tag("d2")
     inventory = lab_inventory(
         tmp_path, tag=tag, address_block=12, generation="v2", primary_url=emulator.url,
         token_file=emulator.token_file,
@@ -362,3 +369,41 @@ def test_unreachable_primary_after_deploy_is_a_clear_error(
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "GET /api" in lines[0], result.stderr
     assert world_snapshot(lab, inventory.name.removeprefix("lab-")) == before
+
+
+def test_failed_canary_gate_stops_the_apply_before_other_regions(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, emulator = v1_world
+    tag = inventory.name.removeprefix("lab-")
+    # The canary's satellite never runs (no replicas), so it never serves its key.
+    edit_yaml(inventory / "host_vars" / "us-east.yml",
+              lambda d: d.update(coder_values={"coderd": {"replicas": 0}}))
+    result = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
+                     "--gate-timeout", "4")
+    assert result.returncode == 7, result.stderr
+    assert "wave 'canary us-east' stopped" in result.stderr
+    assert "not done: eu-west/HelmRelease" in result.stderr
+    snapshot = world_snapshot(lab, tag)
+    assert snapshot["eu-west"] == {} and snapshot["ap-southeast"] == {}
+    assert registered_satellites(emulator) == []
+
+
+def test_status_reports_a_stopped_satellite_unreachable(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator]
+) -> None:
+    inventory, _ = v1_world
+    tag = inventory.name.removeprefix("lab-")
+    applied = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    with lab.api("lab-eu-west") as api:
+        kube_client.AppsV1Api(api).patch_namespaced_deployment_scale(
+            "coderd", f"coder-sat-{tag}", {"spec": {"replicas": 0}}
+        )
+    assert wait_for(lambda: not port_open("http://127.0.11.2:17082"))
+    status = run_cli("status", "-i", str(inventory), "--output", "json")
+    assert status.returncode == 1
+    rows = {r["site"]: r for r in json.loads(status.stdout)}
+    assert rows["eu-west"]["registration"] == "unreachable"
+    assert not rows["eu-west"]["reachable"]
+    assert rows["us-east"]["registration"] == "ok"

@@ -16,7 +16,7 @@ import pytest
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import LabHandle
 from tests.helpers import REPO, edit_yaml, lab_inventory
-from tests.integration.test_deploy import delete_tagged_namespaces, run_cli
+from tests.integration.test_deploy import delete_tagged_namespaces, run_cli, unique_tag
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def world(
     lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path
 ) -> Iterator[tuple[Path, CoderEmulator]]:
     emulator = coderd_factory("v1.21")
-    tag = f"dd{os.getpid() % 1000}"
+    tag = unique_tag("dd")
     inventory = lab_inventory(
         tmp_path, tag=tag, address_block=15, primary_url=emulator.url,
         token_file=emulator.token_file,
