@@ -22,7 +22,10 @@ __all__ = ["JOURNAL_NAME", "Journal", "JournalEntry"]
 
 JOURNAL_NAME = "coder-migrate-journal"
 _KEY = "entries.jsonl"
+_ARCHIVES = "archives"
 _WRITE_ATTEMPTS = 8
+MAX_BYTES = 512 * 1024
+"""Entries kept in the main ConfigMap before the oldest half is archived (limit: 1 MiB)."""
 
 Phase = Literal["started", "done", "failed", "rolled-back"]
 
@@ -42,33 +45,81 @@ class JournalEntry(BaseModel):
 
 
 class Journal:
-    """Append-only entries in one ConfigMap, written with optimistic concurrency."""
+    """Append-only entries in one ConfigMap, written with optimistic concurrency.
 
-    def __init__(self, cluster: KubeCluster, namespace: str, name: str = JOURNAL_NAME) -> None:
+    A ConfigMap holds at most 1 MiB, so when the entries pass *max_bytes* the oldest half moves
+    to an archive ConfigMap (``<name>-archive-<n>``) before the write: nothing is dropped, and
+    :meth:`history` reads the archives back in order.
+    """
+
+    def __init__(
+        self, cluster: KubeCluster, namespace: str, name: str = JOURNAL_NAME,
+        *, max_bytes: int = MAX_BYTES,
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
         self.name = name
+        self.max_bytes = max_bytes
+
+    def archive_name(self, number: int) -> str:
+        return f"{self.name}-archive-{number}"
 
     async def entries(self) -> list[JournalEntry]:
+        """The current entries (recent runs; see :meth:`history` for everything)."""
         found = await self.cluster.read_config_map(self.namespace, self.name)
         if found is None:
             return []
         return [JournalEntry.model_validate_json(line) for line in _lines(found[0])]
+
+    async def history(self) -> list[JournalEntry]:
+        """Every entry ever written, oldest first, archives included."""
+        found = await self.cluster.read_config_map(self.namespace, self.name)
+        if found is None:
+            return []
+        lines: list[str] = []
+        for number in range(int(found[0].get(_ARCHIVES, "0"))):
+            archived = await self.cluster.read_config_map(
+                self.namespace, self.archive_name(number)
+            )
+            if archived is None:
+                raise KubeError(
+                    f"{self.cluster.context}: journal archive {self.namespace}/"
+                    f"{self.archive_name(number)} is missing"
+                )
+            lines.extend(_lines(archived[0]))
+        lines.extend(_lines(found[0]))
+        return [JournalEntry.model_validate_json(line) for line in lines]
 
     async def append(self, entries: Iterable[JournalEntry]) -> None:
         new = [entry.model_dump_json() for entry in entries]
         for _ in range(_WRITE_ATTEMPTS):
             found = await self.cluster.read_config_map(self.namespace, self.name)
             data, version = found if found is not None else ({}, None)
-            text = "\n".join([*_lines(data), *new]) + "\n"
-            if await self.cluster.write_config_map(
-                self.namespace, self.name, {_KEY: text}, version
-            ):
+            lines = [*_lines(data), *new]
+            archives = int(data.get(_ARCHIVES, "0"))
+            if _size(lines) > self.max_bytes and len(lines) > 1:
+                keep = _tail_within(lines, self.max_bytes // 2)
+                await self._write_archive(archives, lines[: len(lines) - keep])
+                lines = lines[len(lines) - keep:]
+                archives += 1
+            written = {_KEY: "\n".join(lines) + "\n", _ARCHIVES: str(archives)}
+            if await self.cluster.write_config_map(self.namespace, self.name, written, version):
                 return
         raise KubeError(
             f"{self.cluster.context}: journal {self.namespace}/{self.name} kept changing under "
             f"us; {len(new)} entr(ies) not written"
         )
+
+    async def _write_archive(self, number: int, lines: list[str]) -> None:
+        # An archive left by an attempt that lost the race for the main ConfigMap is
+        # overwritten: the next attempt archives the same oldest entries again.
+        name = self.archive_name(number)
+        existing = await self.cluster.read_config_map(self.namespace, name)
+        version = existing[1] if existing is not None else None
+        if not await self.cluster.write_config_map(
+            self.namespace, name, {_KEY: "\n".join(lines) + "\n"}, version
+        ):
+            raise KubeError(f"{self.cluster.context}: journal archive {name} changed under us")
 
     async def record(
         self,
@@ -97,6 +148,21 @@ class Journal:
         for entry in entries:
             newest[entry.change_id] = entry
         return newest
+
+
+def _size(lines: list[str]) -> int:
+    return sum(len(line.encode()) + 1 for line in lines)
+
+
+def _tail_within(lines: list[str], budget: int) -> int:
+    """How many of the newest lines fit in *budget* bytes (at least one)."""
+    total, count = 0, 0
+    for line in reversed(lines):
+        total += len(line.encode()) + 1
+        if total > budget and count:
+            break
+        count += 1
+    return count
 
 
 def _lines(data: dict[str, str]) -> list[str]:

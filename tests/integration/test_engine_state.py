@@ -72,6 +72,27 @@ def test_journal_appends_from_concurrent_writers(lab: LabHandle) -> None:
     asyncio.run(scenario())
 
 
+def test_journal_archives_old_entries_instead_of_outgrowing_its_config_map(
+    lab: LabHandle,
+) -> None:
+    async def scenario() -> None:
+        cluster, namespace = _cluster(lab), _namespace()
+        await cluster.ensure_namespace(namespace)
+        journal = Journal(cluster, namespace, max_bytes=4096)
+        for i in range(60):
+            await journal.record(run=f"r{i // 10}", operation="deploy", change_id=f"x/Y/{i}",
+                                 region="x", phase="done", by="test", detail="d" * 40)
+        main = await cluster.read_config_map(namespace, journal.name)
+        assert main is not None and len(main[0]["entries.jsonl"].encode()) <= 4096
+        assert int(main[0]["archives"]) >= 2
+        history = await journal.history()
+        assert [e.change_id for e in history] == [f"x/Y/{i}" for i in range(60)]
+        recent = await journal.entries()
+        assert recent and recent[-1].change_id == "x/Y/59" and len(recent) < 60
+
+    asyncio.run(scenario())
+
+
 def test_lock_refuses_a_second_holder_and_expires_after_a_crash(
     lab: LabHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
