@@ -14,7 +14,7 @@ import contextlib
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from coder_migrate.dns.plan import KIND as KIND_DNS
@@ -40,6 +40,7 @@ from coder_migrate.errors import (
     redact,
 )
 from coder_migrate.inventory import Primary, Region
+from coder_migrate.providers.coder import CoderV1Client, SatelliteKey
 from coder_migrate.providers.coder import satellite_key as keys
 from coder_migrate.providers.helm import chart_source
 
@@ -97,7 +98,7 @@ def _noop(region: str, phase: str, text: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def locked(engine: Engine, operation: str, wait: float):  # type: ignore[no-untyped-def]
+async def locked(engine: Engine, operation: str, wait: float) -> AsyncIterator[str]:
     """The apply lock, waiting up to *wait* seconds for another holder to finish."""
     deadline = time.monotonic() + wait
     while True:
@@ -205,10 +206,7 @@ class _Runner:
         )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
-            first = failures[0]
-            if isinstance(first, CoderMigrateError):
-                raise first
-            raise first
+            raise failures[0]
         if wave.name == "removals":
             for region in by_region:
                 await self.engine.record_site(None, remove=region)
@@ -369,7 +367,7 @@ class _Runner:
         self.progress(name, "gate-ok", "healthy")
 
 
-async def _wait_for_key(coder, access_url: str, timeout: float):  # type: ignore[no-untyped-def]
+async def _wait_for_key(coder: CoderV1Client, access_url: str, timeout: float) -> SatelliteKey:
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -330,9 +331,7 @@ def _removal_changes(site: ManagedSite, world: World, token_secret: TokenSecret)
     return changes
 
 
-def _base(topology: Topology) -> Any:
-    from pathlib import Path
-
+def _base(topology: Topology) -> Path | None:
     return Path(topology.source) if topology.source else None
 
 

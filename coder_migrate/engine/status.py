@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from coder_migrate.engine.world import Engine, SiteState, probe_url
+from coder_migrate.engine.world import Engine, SiteState, World, probe_url
 from coder_migrate.inventory import Primary, Region
 
 __all__ = ["SiteStatus", "site_statuses"]
@@ -40,7 +40,9 @@ async def site_statuses(engine: Engine, limit: Sequence[str] = ()) -> list[SiteS
     ))
 
 
-async def _status(engine: Engine, site: Primary | Region, state: SiteState, world) -> SiteStatus:  # type: ignore[no-untyped-def]
+async def _status(
+    engine: Engine, site: Primary | Region, state: SiteState, world: World
+) -> SiteStatus:
     release = state.release
     url = site.access_url.rstrip("/") + "/healthz"
     registration, detail = "ok", ""
