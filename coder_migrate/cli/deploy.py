@@ -120,6 +120,14 @@ def apply(
     scope = scope_for(limit, dns=not no_dns)
     if plan_file is not None:
         saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), source=str(plan_file))
+        if (limit and tuple(dict.fromkeys(limit)) != saved.limit) or (
+            no_dns and saved.operation == DEPLOY
+        ):
+            raise ConfigError(
+                f"{plan_file} was made with --limit {' '.join(saved.limit) or '(none)'} and "
+                f"{'without' if saved.operation != DEPLOY else 'with'} DNS; apply it without "
+                "--limit/--no-dns, or make a new plan"
+            )
         scope = scope_for(saved.limit, dns=saved.operation == DEPLOY)
     if not auto_approve:
         preview = asyncio.run(compute_plan(engine, scope))
@@ -132,6 +140,8 @@ def apply(
         if not sys.stdin.isatty():
             raise ConfigError("apply needs --auto-approve when stdin is not a terminal")
         click.confirm("Apply these changes?", abort=True)
+        if saved is None:
+            saved = preview  # apply exactly what was confirmed, or refuse
 
     def progress(region: str, phase: str, text: str) -> None:
         colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
@@ -143,7 +153,8 @@ def apply(
     )
     try:
         result, report = asyncio.run(
-            apply_deploy(engine, scope, options, saved, source=str(plan_file or "plan file"))
+            apply_deploy(engine, scope, options, saved,
+                         source=str(plan_file) if plan_file else "the plan you confirmed")
         )
     except ApplyError as error:
         err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "

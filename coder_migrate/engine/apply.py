@@ -348,7 +348,13 @@ class _Runner:
             region.namespace, token_secret.name, {token_secret.key: token},
             annotations={"coder-migrate/proxy": region.name},
         )
-        return f"workspace proxy {region.name}: {what}, token stored in Secret {token_secret.name}"
+        # Running proxy pods read the token at start: roll them so the new one is used.
+        restarted = await kube.restart_deployments(
+            region.namespace, f"app.kubernetes.io/instance={region.release}"
+        )
+        rolled = f"; restarted {', '.join(restarted)}" if restarted else ""
+        return (f"workspace proxy {region.name}: {what}, token stored in Secret "
+                f"{token_secret.name}{rolled}")
 
     # -- health gates -----------------------------------------------------------------------
 

@@ -52,7 +52,7 @@ KIND_PROXY = "WorkspaceProxy"
 KIND_PROXY_TOKEN = "ProxyToken"  # noqa: S105 - a change kind, not a token
 
 _SENSITIVE_WORDS = ("token", "password", "secret", "privatekey", "private_key", "apikey")
-_SAFE_KEYS = ("name", "key", "secretname", "hostsecretname", "devurlshostsecretname")
+_SAFE_KEYS = ("name", "secretname", "hostsecretname", "devurlshostsecretname")
 
 
 def mask_sensitive(value: Any, key: str = "") -> Any:
@@ -69,7 +69,7 @@ def mask_sensitive(value: Any, key: str = "") -> Any:
     if (
         isinstance(value, str) and value
         and any(w.replace("_", "") in lowered for w in _SENSITIVE_WORDS)
-        and not lowered.endswith(_SAFE_KEYS)
+        and not (lowered.endswith(_SAFE_KEYS) or lowered == "key")
     ):
         return SENSITIVE
     return value
@@ -95,9 +95,13 @@ def _env_masked(values: dict[str, Any]) -> dict[str, Any]:
     return masked
 
 
-def shown_values(values: dict[str, Any]) -> dict[str, Any]:
+def _normalised(values: dict[str, Any]) -> dict[str, Any]:
     normalised: dict[str, Any] = json.loads(json.dumps(values, sort_keys=True, default=str))
-    return _env_masked(normalised)
+    return normalised
+
+
+def shown_values(values: dict[str, Any]) -> dict[str, Any]:
+    return _env_masked(_normalised(values))
 
 
 def _release_doc(chart: str, values: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -151,7 +155,8 @@ def _release_change(
     token_secret: TokenSecret, depends_on: tuple[str, ...],
 ) -> Change | None:
     desired_chart = f"{source.name}-{source.version}"
-    desired = shown_values(release_values(topology, site, token_secret=token_secret))
+    raw_desired = _normalised(release_values(topology, site, token_secret=token_secret))
+    desired = shown_values(raw_desired)
     after = _release_doc(desired_chart, desired)
     target = f"helm release {site.release} ({source.describe()}) in {_where(site)}"
     change_id = f"{site.name}/{KIND_RELEASE}/{site.release}"
@@ -174,6 +179,9 @@ def _release_change(
         reasons.append(f"chart {release.chart} -> {desired_chart}")
     if before is not None and before["values"] != desired:
         reasons.append("values differ")
+    elif _normalised(release.values) != raw_desired:
+        # Only values shown as (sensitive) changed: the plan says so without showing them.
+        reasons.append("sensitive values differ")
     if not reasons:
         return None
     return Change(

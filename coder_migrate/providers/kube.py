@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -199,6 +200,23 @@ class KubeCluster:
                 self.core().replace_namespaced_secret(name, namespace, body)
 
         await self._call(f"write secret {namespace}/{name}", write)
+
+    async def restart_deployments(self, namespace: str, selector: str) -> list[str]:
+        """Roll the pods of matching Deployments (as ``kubectl rollout restart`` does), so they
+        read Secrets again; return the names restarted."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": stamp}}}}}
+
+        def restart() -> list[str]:
+            apps = self.apps()
+            listed = apps.list_namespaced_deployment(namespace, label_selector=selector).items
+            names = [str(d.metadata.name) for d in listed if d.metadata is not None]
+            for name in names:
+                apps.patch_namespaced_deployment(name, namespace, patch)
+            return names
+
+        return await self._call(f"restart deployments {selector} in {namespace}", restart)
 
     async def delete_secret(self, namespace: str, name: str) -> bool:
         def delete() -> bool:

@@ -222,6 +222,11 @@ def test_v2_proxies_tokens_in_secrets_and_lost_token_regenerated(
     again = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
     assert again.returncode == 0, again.stderr
     assert sorted(p["name"] for p in live_proxies(emulator)) == sorted(REGIONS)
+    # Its pods were rolled so they read the new token.
+    with lab.api("lab-eu-west") as api:
+        deployment = kube_client.AppsV1Api(api).read_namespaced_deployment("coder", namespace)
+    assert "kubectl.kubernetes.io/restartedAt" in (deployment.spec.template.metadata.annotations
+                                                  or {})
     assert plan_json(inventory, "--detailed-exitcode")["waves"] == []
 
     # Removal: uninstall, delete the proxy, delete its token Secret.
