@@ -40,6 +40,7 @@ def _register() -> None:
     from coder_migrate.cli.dns import dns
     from coder_migrate.cli.inventory import inventory
     from coder_migrate.cli.lab import lab
+    from coder_migrate.cli.migrate import migrate
     from coder_migrate.cli.proxy import proxy
 
     main.add_command(plan)
@@ -48,6 +49,7 @@ def _register() -> None:
     main.add_command(dns)
     main.add_command(inventory)
     main.add_command(lab)
+    main.add_command(migrate)
     main.add_command(proxy)
 
 

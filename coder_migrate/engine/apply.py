@@ -25,6 +25,7 @@ from coder_migrate.engine.deploy import (
     KIND_PROXY_TOKEN,
     KIND_RELEASE,
     KIND_SATELLITE,
+    protected_releases,
 )
 from coder_migrate.engine.journal import Journal, Phase
 from coder_migrate.engine.lock import apply_lock, holder_identity
@@ -275,6 +276,13 @@ class _Runner:
     async def _release(self, change: Change) -> str:
         if change.action is Action.DELETE:
             managed = self._managed(change)
+            if (managed.kube_context, managed.namespace, managed.release) in protected_releases(
+                self.topology
+            ):
+                raise ApplyError(
+                    f"{change.target}: a workspace-provider release kept for rollback; "
+                    "not uninstalled"
+                )
             helm = self.engine.site_helm(managed)
             removed = await helm.uninstall(managed.namespace, managed.release)
             return f"{change.target}: {'uninstalled' if removed else 'already gone'}"

@@ -43,6 +43,7 @@ __all__ = [
     "deploy_waves",
     "mask_sensitive",
     "plan_deploy",
+    "protected_releases",
 ]
 
 KIND_NAMESPACE = "Namespace"
@@ -301,6 +302,16 @@ def _site_changes(
     return changes
 
 
+def protected_releases(topology: Topology) -> set[tuple[str, str, str]]:
+    """(kube context, namespace, release) of every old workspace-provider release: never
+    uninstalled by any code path."""
+    return {
+        (region.kube_context, provider.namespace, provider.release)
+        for region in topology.regions
+        for provider in region.workspace_providers
+    }
+
+
 def _removal_changes(site: ManagedSite, world: World, token_secret: TokenSecret) -> list[Change]:
     where = _where(site)
     release = Change(
@@ -389,6 +400,14 @@ def deploy_waves(
 
     in_inventory = {r.name for r in topology.regions}
     removed = [m for name, m in sorted(world.managed.items()) if name not in in_inventory]
+    kept = protected_releases(topology)
+    for site in removed:
+        if (site.kube_context, site.namespace, site.release) in kept:
+            raise PlanError(
+                f"{site.name}: the sites record names helm release {site.release} in "
+                f"{_where(site)}, which is a workspace-provider release kept for rollback; "
+                "it is never uninstalled (fix the coder-migrate-sites ConfigMap)"
+            )
     removals = [
         change for site in removed if included(site.name)
         for change in _removal_changes(site, world, token_secret)

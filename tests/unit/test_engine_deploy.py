@@ -513,3 +513,18 @@ class _TerminalInput:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def test_a_sites_record_naming_a_provider_release_is_refused_not_uninstalled(
+    v1: Topology,
+) -> None:
+    region = v1.regions[0]
+    provider = region.workspace_providers[0]
+    forged = ManagedSite(
+        name="gone", generation="v1", kube_context=region.kube_context,
+        namespace=provider.namespace, release=provider.release,
+    )
+    world = empty_world(v1)
+    world = World(sites=world.sites, records=world.records, managed={"gone": forged})
+    with pytest.raises(PlanError, match="workspace-provider release kept for rollback"):
+        deploy_waves(v1, world)
