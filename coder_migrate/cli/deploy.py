@@ -20,6 +20,7 @@ from coder_migrate.engine.status import site_statuses
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import ApplyError, ConfigError
 from coder_migrate.inventory import load_topology
+from coder_migrate.migrations import MIGRATIONS
 
 __all__ = ["apply", "plan", "render_plan", "status"]
 
@@ -29,6 +30,11 @@ _STYLE = {
 }
 _SIGN = {Action.CREATE: "+", Action.UPDATE: "~", Action.DELETE: "-", Action.ACT: ">",
          Action.KEEP: "="}
+
+deploy_migration_option = click.option(
+    "--migration", "migration", type=click.Choice(MIGRATIONS), default=None,
+    help="Plan or apply a migration instead of the deployment (same as `migrate plan|apply`).",
+)
 
 no_dns_option = click.option(
     "--no-dns", is_flag=True, help="Leave DNS out of this plan (the geodns role does DNS)."
@@ -78,11 +84,17 @@ def render_plan(plan: Plan, *, show_keep: bool = False) -> None:
               help="Write the plan (JSON with its checksum) for `apply PLAN`.")
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 0 when there is nothing to do, 2 when there are changes.")
+@deploy_migration_option
 def plan(
     inventory_dir: Path, limit: tuple[str, ...], output: str, no_dns: bool, out: Path | None,
-    detailed_exitcode: bool,
+    detailed_exitcode: bool, migration: str | None,
 ) -> None:
     """Show what apply would change, in waves; change nothing."""
+    if migration is not None:
+        from coder_migrate.cli.migrate import run_migration_plan
+
+        run_migration_plan(inventory_dir, limit, output, out, detailed_exitcode, migration)
+        return
     engine = _engine(inventory_dir)
     result = asyncio.run(compute_plan(engine, scope_for(limit, dns=not no_dns)))
     if out is not None:
@@ -110,11 +122,19 @@ def plan(
               help="Seconds each region may take to become healthy after its changes.")
 @click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds to wait for another apply's lock instead of stopping at once.")
+@deploy_migration_option
 def apply(
     inventory_dir: Path, limit: tuple[str, ...], no_dns: bool, plan_file: Path | None,
     auto_approve: bool, force: bool, gate_timeout: float, lock_wait: float,
+    migration: str | None,
 ) -> None:
     """Carry out the plan: lock, journal, waves with health gates."""
+    if migration is not None:
+        from coder_migrate.cli.migrate import run_migration_apply
+
+        run_migration_apply(inventory_dir, limit, plan_file, auto_approve, force, gate_timeout,
+                            lock_wait, migration)
+        return
     engine = _engine(inventory_dir)
     saved = None
     scope = scope_for(limit, dns=not no_dns)

@@ -160,7 +160,9 @@ def test_migration_end_to_end_keeps_the_old_releases_and_replans_empty(
         "Namespace", "HelmRelease", "SatelliteRegistration", "ProviderNetworkingV2",
         "WorkspaceRebuild", "RetainRelease")]
 
-    applied = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve")
+    # The spelling: `apply --migration`, the same as `migrate apply`.
+    applied = run_cli("apply", "--migration", "v1.20-to-v1.21", "-i", str(world.inventory),
+                      "--auto-approve")
     assert applied.returncode == 0, applied.stdout + applied.stderr
     assert "reached app" in applied.stderr  # the workspace answered through its satellite
     token = world.emulator.token_file.read_text().strip()
@@ -186,7 +188,8 @@ def test_migration_end_to_end_keeps_the_old_releases_and_replans_empty(
         f"{r}/{world.provider_namespace}/{PROVIDER_RELEASE}" for r in REGIONS
     )
 
-    again = run_cli("migrate", "plan", "-i", str(world.inventory), "--detailed-exitcode")
+    again = run_cli("plan", "--migration", "v1.20-to-v1.21", "-i", str(world.inventory),
+                    "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "No changes" in again.stdout
     rerun = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve")
