@@ -9,7 +9,9 @@ which are already redacted, or from public state (DNS records, flags).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import random
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -60,6 +62,9 @@ class Journal:
         self.namespace = namespace
         self.name = name
         self.max_bytes = max_bytes
+        # The regions of a wave write concurrently; in one process they take turns, so the
+        # optimistic retries are only for writers in other processes.
+        self._writing = asyncio.Lock()
 
     def archive_name(self, number: int) -> str:
         return f"{self.name}-archive-{number}"
@@ -92,7 +97,13 @@ class Journal:
 
     async def append(self, entries: Iterable[JournalEntry]) -> None:
         new = [entry.model_dump_json() for entry in entries]
-        for _ in range(_WRITE_ATTEMPTS):
+        async with self._writing:
+            await self._append(new)
+
+    async def _append(self, new: list[str]) -> None:
+        for attempt in range(_WRITE_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(random.uniform(0.05, 0.2) * attempt)  # noqa: S311
             found = await self.cluster.read_config_map(self.namespace, self.name)
             data, version = found if found is not None else ({}, None)
             lines = [*_lines(data), *new]

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -48,6 +49,7 @@ T = TypeVar("T")
 
 SITES_CONFIG_MAP = "coder-migrate-sites"
 _SITES_KEY = "sites.json"
+Listing = dict[tuple[str, str], dict[str, Any]]
 CONCURRENCY = 16
 """Sites observed (and applied) at once; each is a handful of API calls and a helm run."""
 PROBE_TIMEOUT = 5.0
@@ -122,6 +124,10 @@ class Engine:
         self._token: str | None = None
         self._kube: dict[tuple[str, str | None], KubeCluster] = {}
         self._helm: dict[tuple[str, str | None], HelmClient] = {}
+        self._recording = asyncio.Lock()
+        self._listings: dict[tuple[str, str | None], asyncio.Future[Listing]] = {}
+        # helm runs as subprocesses: more at once than cores only queues them in the kernel.
+        self.helm_slots = max(2, os.cpu_count() or 2)
 
     # -- adapters ---------------------------------------------------------------------------
 
@@ -143,7 +149,7 @@ class Engine:
     def helm(self, context: str, kubeconfig: str | None) -> HelmClient:
         key = (context, self.path(kubeconfig))
         if key not in self._helm:
-            self._helm[key] = HelmClient(context, key[1])
+            self._helm[key] = HelmClient(context, key[1], slots=self.helm_slots)
         return self._helm[key]
 
     def site_kube(self, site: Primary | Region | ManagedSite) -> KubeCluster:
@@ -195,6 +201,10 @@ class Engine:
 
     async def record_site(self, site: ManagedSite | None, *, remove: str = "") -> None:
         """Add (or with *remove*, drop) a region in the sites record."""
+        async with self._recording:
+            await self._record_site(site, remove)
+
+    async def _record_site(self, site: ManagedSite | None, remove: str) -> None:
         cluster = self.primary_kube
         for _ in range(8):
             found = await cluster.read_config_map(self.state_namespace, SITES_CONFIG_MAP)
@@ -222,20 +232,36 @@ class Engine:
             async with gate:
                 return await awaitable
 
+        self._listings = {}
         managed_task = asyncio.ensure_future(bounded(self._managed_or_empty()))
-        states = await asyncio.gather(*(bounded(self.observe_site(s)) for s in sites))
+        # One client for every satellite key fetch: a client per region costs a TLS context.
+        async with self.coder_v1() as prober:
+            states = await asyncio.gather(
+                *(bounded(self.observe_site(s, prober=prober)) for s in sites)
+            )
         primary_state = next((s for s in states if s.name == "primary"), None)
         records = await self.primary_records(primary_state)
         return World(
             sites={s.name: s for s in states}, records=records, managed=await managed_task
         )
 
+    async def _release(self, site: Primary | Region) -> ReleaseState | None:
+        """The site's release, from one ``helm list -A`` per cluster per observation."""
+        helm = self.site_helm(site)
+        key = (helm.context, helm.kubeconfig)
+        if key not in self._listings:
+            self._listings[key] = asyncio.ensure_future(helm.list_all())
+        listed = await self._listings[key]
+        return await helm.release(site.namespace, site.release, listed=listed)
+
     async def _managed_or_empty(self) -> dict[str, ManagedSite]:
         if not await self.primary_kube.namespace_exists(self.state_namespace):
             return {}
         return await self.managed_sites()
 
-    async def observe_site(self, site: Primary | Region) -> SiteState:
+    async def observe_site(
+        self, site: Primary | Region, *, prober: CoderV1Client | None = None
+    ) -> SiteState:
         kube = self.site_kube(site)
         namespace = site.namespace
         exists = await kube.namespace_exists(namespace)
@@ -244,7 +270,7 @@ class Engine:
                 name=site.name, namespace_exists=False, release=None,
                 tls_problems=_tls_missing(site, "its namespace does not exist"),
             )
-        release_task = asyncio.ensure_future(self.site_helm(site).release(namespace, site.release))
+        release_task = asyncio.ensure_future(self._release(site))
         tls_problems = await self._tls_problems(kube, site)
         token_secret = False
         if isinstance(site, Region) and self.topology.generation == "v2":
@@ -258,7 +284,7 @@ class Engine:
             isinstance(site, Region) and self.topology.generation == "v1"
             and release is not None and release.status == "deployed"
         ):
-            key, probe_error = await self._satellite_key(site)
+            key, probe_error = await self._satellite_key(site, prober)
         return SiteState(
             name=site.name, namespace_exists=True, release=release, tls_problems=tls_problems,
             token_secret=token_secret, pods_ready=sum(p.ready for p in pods),
@@ -280,10 +306,13 @@ class Engine:
                 problems.append(f"TLS secret {name} in {where} lacks {', '.join(missing)}")
         return tuple(problems)
 
-    async def _satellite_key(self, region: Region) -> tuple[SatelliteKey | None, str]:
-        client = self.coder_v1()
+    async def _satellite_key(
+        self, region: Region, prober: CoderV1Client | None
+    ) -> tuple[SatelliteKey | None, str]:
         try:
-            async with client:
+            if prober is not None:
+                return await prober.fetch_satellite_key(region.access_url), ""
+            async with self.coder_v1() as client:
                 return await client.fetch_satellite_key(region.access_url), ""
         except CoderAPIError as error:
             return None, str(error)

@@ -8,6 +8,7 @@ line of complaint (redacted), never the values sent.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
@@ -138,9 +139,12 @@ class HelmClient:
         *,
         executable: str | None = None,
         timeout: str = DEFAULT_TIMEOUT,
+        slots: int = 0,
     ) -> None:
         self.context = context
         self.kubeconfig = kubeconfig
+        self._slots_size = slots
+        self._slots: asyncio.Semaphore | None = None
         self._command = Command(
             executable=executable or helm_executable(),
             kubeconfig=Path(kubeconfig) if kubeconfig else None,
@@ -149,21 +153,40 @@ class HelmClient:
         )
 
     async def _run(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
+        if self._slots_size and self._slots is None:
+            self._slots = asyncio.Semaphore(self._slots_size)
         try:
-            return await action()
+            if self._slots is None:
+                return await action()
+            async with self._slots:
+                return await action()
         except helm_errors.Error as error:
             raise HelmError(f"{self.context}: {what}: {_complaint(error)}") from None
         except (OSError, ValueError) as error:
             raise HelmError(f"{self.context}: {what}: {type(error).__name__}") from None
 
-    async def release(self, namespace: str, name: str) -> ReleaseState | None:
-        """The release in any state but uninstalled, or ``None``."""
+    async def list_all(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """Every release of the cluster in any state, by (namespace, name): one helm call."""
+
+        async def read() -> dict[tuple[str, str], dict[str, Any]]:
+            listed = await self._command.list(all=True, all_namespaces=True, max_releases=0)
+            return {(str(r.get("namespace")), str(r.get("name"))): dict(r) for r in listed}
+
+        return await self._run("list releases", read)
+
+    async def release(
+        self, namespace: str, name: str, *, listed: dict[tuple[str, str], dict[str, Any]] | None
+        = None,
+    ) -> ReleaseState | None:
+        """The release in any state but uninstalled, or ``None``; *listed* from :meth:`list_all`
+        saves the per-namespace list call."""
 
         async def read() -> ReleaseState | None:
-            listed = await self._command.list(
-                namespace=namespace, all=True, include_deployed=True,
-            )
-            row = next((r for r in listed if r.get("name") == name), None)
+            if listed is not None:
+                row = listed.get((namespace, name))
+            else:
+                rows = await self._command.list(namespace=namespace, all=True)
+                row = next((r for r in rows if r.get("name") == name), None)
             if row is None:
                 return None
             values = await self._command.get_values(name, namespace=namespace)
