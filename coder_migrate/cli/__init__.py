@@ -42,6 +42,7 @@ def _register() -> None:
     from coder_migrate.cli.lab import lab
     from coder_migrate.cli.migrate import migrate
     from coder_migrate.cli.proxy import proxy
+    from coder_migrate.cli.runbook import runbook
 
     main.add_command(plan)
     main.add_command(apply)
@@ -51,6 +52,7 @@ def _register() -> None:
     main.add_command(lab)
     main.add_command(migrate)
     main.add_command(proxy)
+    main.add_command(runbook)
 
 
 _register()
