@@ -36,7 +36,7 @@ def main() -> None:
 
 def _register() -> None:
     # Imported here so each command module can import `main`-free helpers without cycles.
-    from coder_migrate.cli.deploy import apply, plan, status
+    from coder_migrate.cli.deploy import apply, plan, rollback, status
     from coder_migrate.cli.dns import dns
     from coder_migrate.cli.inventory import inventory
     from coder_migrate.cli.lab import lab
@@ -47,6 +47,7 @@ def _register() -> None:
     main.add_command(plan)
     main.add_command(apply)
     main.add_command(status)
+    main.add_command(rollback)
     main.add_command(dns)
     main.add_command(inventory)
     main.add_command(lab)

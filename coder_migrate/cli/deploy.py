@@ -22,7 +22,7 @@ from coder_migrate.errors import ApplyError, ConfigError
 from coder_migrate.inventory import load_topology
 from coder_migrate.migrations import MIGRATIONS
 
-__all__ = ["apply", "plan", "render_plan", "status"]
+__all__ = ["apply", "plan", "render_plan", "rollback", "status"]
 
 _STYLE = {
     Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red",
@@ -213,3 +213,21 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
         console.print(table)
     if not all(r.healthy for r in rows):
         sys.exit(1)
+
+
+@click.command()
+@inventory_option
+@limit_option
+@click.option("--migration", "migration", type=click.Choice(MIGRATIONS), required=True,
+              help="The migration to undo.")
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait for another apply's lock instead of stopping at once.")
+def rollback(
+    inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
+    lock_wait: float,
+) -> None:
+    """Undo a migration from its journal, newest step first (same as `migrate rollback`)."""
+    from coder_migrate.cli.migrate import run_migration_rollback
+
+    run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration)

@@ -1,17 +1,20 @@
-"""``migrate plan`` and ``migrate apply``: thin commands over :mod:`coder_migrate.migrations`.
+"""``migrate plan|apply|rollback|status``: thin commands over :mod:`coder_migrate.migrations`.
 
-``run_migration_plan`` and ``run_migration_apply`` do the work, so ``plan --migration NAME``
-and ``apply --migration NAME`` can call them with the same arguments.
+``run_migration_plan``, ``run_migration_apply`` and ``run_migration_rollback`` do the work, so
+``plan --migration NAME``, ``apply --migration NAME`` and ``rollback --migration NAME`` can
+call them with the same arguments.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
 import click
 from rich.markup import escape
+from rich.table import Table
 
 from coder_migrate.cli.console import console, err_console
 from coder_migrate.cli.deploy import render_plan
@@ -27,9 +30,18 @@ from coder_migrate.migrations.v1_20_to_v1_21 import (
     MIGRATION,
     apply_migration,
     compute_migration_plan,
+    compute_rollback_plan,
+    migration_status,
+    rollback_migration,
 )
 
-__all__ = ["migrate", "run_migration_apply", "run_migration_plan"]
+__all__ = [
+    "migrate",
+    "run_migration_apply",
+    "run_migration_plan",
+    "run_migration_rollback",
+    "run_migration_status",
+]
 
 migration_option = click.option(
     "--migration", "migration", type=click.Choice(MIGRATIONS), default=MIGRATION,
@@ -89,12 +101,8 @@ def run_migration_apply(
             raise ConfigError("migrate apply needs --auto-approve when stdin is not a terminal")
         click.confirm("Apply these changes?", abort=True)
 
-    def progress(region: str, phase: str, text: str) -> None:
-        colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
-        err_console.print(f"[{colour}]{phase:>8}[/] [bold]{escape(region)}[/] {escape(text)}")
-
     options = ApplyOptions(
-        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
+        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=_progress,
         reviewed=saved is not None or not auto_approve,
     )
     try:
@@ -102,15 +110,77 @@ def run_migration_apply(
             apply_migration(engine, scope, options, saved, source=str(plan_file or "plan file"))
         )
     except ApplyError as error:
-        err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "
-                          f"{len(error.not_done)}")
-        for change_id in error.not_done:
-            err_console.print(f"  not done: {escape(change_id)}")
+        _stopped(error)
         raise
     if result.is_empty:
         console.print("No changes. The regions are migrated.")
         return
     console.print(f"Migration applied: {len(report.done)} change(s) in run {report.run}.")
+
+
+def _progress(region: str, phase: str, text: str) -> None:
+    colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
+    err_console.print(f"[{colour}]{phase:>8}[/] [bold]{escape(region)}[/] {escape(text)}",
+                      soft_wrap=True)
+
+
+def _stopped(error: ApplyError) -> None:
+    err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "
+                      f"{len(error.not_done)}")
+    for change_id in error.not_done:
+        err_console.print(f"  not done: {escape(change_id)}")
+
+
+def run_migration_rollback(
+    inventory_dir: Path, limit: tuple[str, ...], auto_approve: bool, lock_wait: float,
+    migration: str = MIGRATION,
+) -> None:
+    """Undo the migration of the regions in *limit* (all when empty) from the journal."""
+    _check(migration)
+    engine = Engine(load_topology(inventory_dir))
+    regions = tuple(dict.fromkeys(limit))
+    if not auto_approve:
+        preview = asyncio.run(compute_rollback_plan(engine, regions))
+        render_plan(preview)
+        if preview.is_empty:
+            console.print("Nothing to roll back.")
+            return
+        if not sys.stdin.isatty():
+            raise ConfigError("migrate rollback needs --auto-approve when stdin is not a terminal")
+        click.confirm("Roll back these changes?", abort=True)
+    options = ApplyOptions(lock_wait=lock_wait, progress=_progress)
+    try:
+        result, report = asyncio.run(rollback_migration(engine, regions, options))
+    except ApplyError as error:
+        _stopped(error)
+        raise
+    if result.is_empty:
+        console.print("Nothing to roll back.")
+        return
+    console.print(f"Rollback applied: {len(report.done)} change(s) in run {report.run}. The "
+                  "old workspace-provider releases serve the region(s) again.")
+
+
+def run_migration_status(inventory_dir: Path, output: str, migration: str = MIGRATION) -> None:
+    """Per region: the last finished step, when, by whom, and what comes next."""
+    _check(migration)
+    engine = Engine(load_topology(inventory_dir))
+    rows, problem = asyncio.run(migration_status(engine))
+    if output == "json":
+        sys.stdout.write(json.dumps({"migration": migration, "plan_problem": problem or None,
+                                     "regions": [r.to_json() for r in rows]}, indent=2) + "\n")
+        return
+    table = Table(title=f"migration {migration}: {engine.topology.source}")
+    for column in ("region", "step", "change", "at", "by", "next"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.region, row.step, escape(row.change_id), row.at, escape(row.by),
+                      escape(row.next) + (" (from the journal)" if row.next_source == "journal"
+                                          else ""))
+    console.print(table)
+    if problem:
+        err_console.print(f"[yellow]next steps from the journal:[/] the plan could not be "
+                          f"computed: {escape(problem)}")
 
 
 @click.group()
@@ -154,3 +224,27 @@ def apply_command(
     """Carry out the migration region by region (canary first); resumable."""
     run_migration_apply(inventory_dir, limit, plan_file, auto_approve, force, gate_timeout,
                         lock_wait, migration)
+
+
+@migrate.command("rollback")
+@inventory_option
+@limit_option
+@migration_option
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds to wait for another apply's lock instead of stopping at once.")
+def rollback_command(
+    inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
+    lock_wait: float,
+) -> None:
+    """Undo the migration from the journal, region by region in reverse; resumable."""
+    run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration)
+
+
+@migrate.command("status")
+@inventory_option
+@output_option
+@migration_option
+def status_command(inventory_dir: Path, output: str, migration: str) -> None:
+    """Per region: the step it is at, when, by whom, and what is next."""
+    run_migration_status(inventory_dir, output, migration)

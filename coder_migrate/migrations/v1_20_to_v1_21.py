@@ -11,62 +11,109 @@ Per region (design.md, "The migration"), after a preflight of every region in sc
    through the satellite. It is planned when this plan switches one of the region's
    providers, or when the journal has no successful rebuild of it by this migration (a
    failed or interrupted rebuild is planned again; a finished migration re-plans empty);
-6. DNS: TODO(lead) the DNS wave of the region is wired by the lead (see ``dns_wave_hook``);
+6. DNS: the region's own rrsets (``DnsRRSet``, from :func:`coder_migrate.dns.plan.plan_dns`)
+   point at the satellite, then ``DnsCheck`` asks the authoritative servers as the region's
+   clients would (its own names; the shared name is checked once it is written). The
+   shared and primary names (region ``primary``) follow in a final ``dns`` wave, closed by a
+   ``DnsCheck`` of every region in scope. ``DnsCheck`` is planned with DNS changes, or until
+   the journal holds a finished check of the region by this migration;
 7. ``RetainRelease``: the old ``coder/workspace-provider`` release must still be deployed; it
    is recorded as retained for rollback in the ConfigMap ``coder-migrate-retained`` next to
    the journal. Planned until recorded. Nothing here uninstalls anything.
 
-Waves are the deploy's: the canary region alone, then the other regions.
+Waves are the deploy's: the canary region alone, then the other regions, then ``dns``.
+
+Rollback (:func:`rollback_migration`) reads the journal and undoes, region by region and in
+reverse, what this migration did: DNS snapshots restored, Networking v2 switched off,
+the satellite deregistered and uninstalled. The old release was never touched. Each step is
+journalled (operation ``v1.20-to-v1.21-rollback``, and a ``rolled-back`` entry of the
+migration's change), so a re-run resumes and a finished rollback does nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
-from coder_migrate.engine.apply import ApplyOptions, ApplyReport, apply_plan, register_executor
-from coder_migrate.engine.deploy import KIND_SATELLITE, deploy_waves, protected_releases
-from coder_migrate.engine.journal import Journal
+from coder_migrate.dns.check import check_dns, check_servers, ecs_query, expectations
+from coder_migrate.dns.desired import PRIMARY
+from coder_migrate.dns.plan import KIND as KIND_DNS
+from coder_migrate.dns.plan import open_adapter, plan_dns
+from coder_migrate.engine.apply import (
+    ApplyOptions,
+    ApplyReport,
+    apply_plan,
+    register_executor,
+)
+from coder_migrate.engine.deploy import (
+    KIND_NAMESPACE,
+    KIND_RELEASE,
+    KIND_SATELLITE,
+    deploy_waves,
+    protected_releases,
+)
+from coder_migrate.engine.journal import Journal, JournalEntry
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
 from coder_migrate.engine.run import PlanScope
-from coder_migrate.engine.world import Engine, SiteState, World, probe_url
+from coder_migrate.engine.world import Engine, ManagedSite, SiteState, World, probe_url
 from coder_migrate.errors import (
     ApplyError,
     CoderAPIError,
+    CoderMigrateError,
+    ConfigError,
+    DnsError,
     KubeError,
     PlanError,
     redact,
 )
 from coder_migrate.inventory import Region, Topology
 from coder_migrate.providers.coder import CoderV1SatelliteClient, Workspace
+from coder_migrate.providers.dns.base import RRSet
 
 __all__ = [
+    "KIND_DNS_CHECK",
     "KIND_NETWORKING_V2",
     "KIND_REBUILD",
     "KIND_RETAIN",
     "MIGRATION",
     "RETAINED_CONFIG_MAP",
+    "ROLLBACK",
+    "STEP_ORDER",
     "MigrationState",
     "ProviderState",
+    "RegionStep",
     "WorkspaceState",
     "apply_migration",
     "compute_migration_plan",
+    "compute_rollback_plan",
+    "migration_status",
     "migration_waves",
     "observe_migration",
     "preflight",
     "preflight_problems",
     "protected_releases",
+    "rollback_migration",
 ]
 
 MIGRATION = "v1.20-to-v1.21"
 KIND_NETWORKING_V2 = "ProviderNetworkingV2"
 KIND_REBUILD = "WorkspaceRebuild"
 KIND_RETAIN = "RetainRelease"
+KIND_DNS_CHECK = "DnsCheck"
+ROLLBACK = f"{MIGRATION}-rollback"
+STEP_ORDER = (KIND_NAMESPACE, KIND_RELEASE, KIND_SATELLITE, KIND_NETWORKING_V2, KIND_REBUILD,
+              KIND_DNS, KIND_DNS_CHECK, KIND_RETAIN)
+"""A region's migration steps in the order they are planned (``migrate status`` uses it)."""
+DNS_CHECK_WAIT = 30.0
+"""Seconds a DNS check may wait for right answers: PowerDNS LUA health checks run every 5 s
+and start at a record's first query."""
 RETAINED_CONFIG_MAP = "coder-migrate-retained"
 _RETAINED_KEY = "retained.json"
 SATELLITE_KEY_SECRET = "coder-replica-private-key"  # noqa: S105 - a Secret's name
@@ -155,14 +202,27 @@ async def _retained(engine: Engine) -> set[str]:
         ) from None
 
 
-async def _rebuilt(engine: Engine) -> set[str]:
-    """Change ids of rebuilds this migration finished (their latest journal entry is done)."""
+async def _migration_history(engine: Engine) -> list[JournalEntry]:
     kube = engine.primary_kube
     if not await kube.namespace_exists(engine.state_namespace):
-        return set()
+        return []
     history = await Journal(kube, engine.state_namespace).history()
-    latest = Journal.latest(e for e in history if e.operation == MIGRATION)
-    return {i for i, e in latest.items() if e.phase == "done" and f"/{KIND_REBUILD}/" in i}
+    return [e for e in history if e.operation == MIGRATION]
+
+
+async def _finished(engine: Engine, kind: str) -> set[str]:
+    """Change ids of *kind* this migration finished (their latest journal entry is done)."""
+    latest = Journal.latest(await _migration_history(engine))
+    return {i for i, e in latest.items() if e.phase == "done" and f"/{kind}/" in i}
+
+
+async def _rebuilt(engine: Engine) -> set[str]:
+    return await _finished(engine, KIND_REBUILD)
+
+
+async def _dns_checked(engine: Engine) -> set[str]:
+    """Regions (or ``primary``) whose DNS check this migration finished."""
+    return {i.split("/", 1)[0] for i in await _finished(engine, KIND_DNS_CHECK)}
 
 
 async def observe_migration(engine: Engine, limit: Sequence[str] = ()) -> MigrationState:
@@ -340,9 +400,22 @@ def _networking_changes(
     ]
 
 
+def _dns_check_change(site: str, regions: Sequence[str], *, shared: bool,
+                      after: tuple[str, ...], why: str) -> Change:
+    what = "every region's names and the shared name" if shared else "its own names"
+    return Change(
+        id=change_id(site, KIND_DNS_CHECK, "answers"), region=site, kind=KIND_DNS_CHECK,
+        action=Action.ACT, target=f"DNS answers for {', '.join(regions)}",
+        reason=f"ask the authoritative servers as the region's test clients would ({what}; "
+               f"{why})",
+        after={"regions": list(regions), "shared": shared}, depends_on=after,
+    )
+
+
 def _region_migration_changes(
     region: Region, providers: Sequence[ProviderState], workspace: WorkspaceState | None,
-    deploy_ids: Sequence[str],
+    deploy_ids: Sequence[str], dns_changes: Sequence[Change] = (),
+    dns_checked: Collection[str] | None = None,
 ) -> list[Change]:
     registration = change_id(region.name, KIND_SATELLITE, region.name)
     after = (registration,) if registration in deploy_ids else ()
@@ -358,8 +431,14 @@ def _region_migration_changes(
                    "satellite": region.access_url},
             depends_on=tuple(c.id for c in changes) or after,
         ))
-    # TODO(lead): step 6, the region's DNS changes, go here (see dns_wave_hook).
-    previous = tuple(c.id for c in changes[-1:])
+    changes += dns_changes
+    effective_dns = [c for c in dns_changes if c.action is not Action.KEEP]
+    if dns_checked is not None and (effective_dns or region.name not in dns_checked):
+        why = ("its records change in this plan" if effective_dns
+               else "not yet checked by this migration")
+        changes.append(_dns_check_change(region.name, [region.name], shared=False,
+                                         after=tuple(c.id for c in effective_dns[-1:]), why=why))
+    previous = tuple(c.id for c in changes if c.action is not Action.KEEP)[-1:]
     for wanted, seen in zip(region.workspace_providers, providers, strict=False):
         if seen.retained:
             continue
@@ -380,9 +459,16 @@ def _region_migration_changes(
 def migration_waves(
     topology: Topology, world: World, provider_states: dict[str, list[ProviderState]],
     workspace_states: dict[str, WorkspaceState], *, limit: Sequence[str] = (),
-    token_secret_name: str | None = None,
+    token_secret_name: str | None = None, dns_changes: Sequence[Change] = (),
+    dns_checked: Collection[str] | None = None,
 ) -> tuple[list[Wave], list[str]]:
-    """The migration's waves (canary, then regions) and the notes the reader must see."""
+    """The migration's waves (canary, then regions, then ``dns``) and the notes to read.
+
+    *dns_changes* are the zone's changes (:func:`plan_dns`); each region's go after its
+    rebuild, those of the primary's and the shared names in the final ``dns`` wave (only
+    without *limit*: they serve every region). *dns_checked* names the sites whose DNS check
+    this migration finished; ``None`` leaves DNS out of the plan.
+    """
     from coder_migrate.engine.values import TokenSecret
 
     secret = TokenSecret() if token_secret_name is None else TokenSecret(name=token_secret_name)
@@ -418,9 +504,22 @@ def migration_waves(
             changes += _region_migration_changes(
                 region, provider_states.get(region.name, []), workspace_states.get(region.name),
                 [c.id for c in deploy_changes],
+                [c for c in dns_changes if c.region == region.name], dns_checked,
             )
         waves.append(Wave(name=name, regions=tuple(r.name for r in regions),
                           changes=tuple(changes)))
+    if dns_checked is not None and not wanted:
+        shared = [c for c in dns_changes if c.region == PRIMARY]
+        effective = [c for c in shared if c.action is not Action.KEEP]
+        final = list(shared)
+        if effective or PRIMARY not in dns_checked:
+            final.append(_dns_check_change(
+                PRIMARY, [r.name for r in topology.regions], shared=True,
+                after=tuple(c.id for c in effective[-1:]),
+                why="the shared name changes in this plan" if effective
+                else "not yet checked by this migration",
+            ))
+        waves.append(Wave(name="dns", regions=(PRIMARY,), changes=tuple(final)))
     return [w for w in waves if w.changes], notes
 
 
@@ -429,14 +528,14 @@ async def compute_migration_plan(engine: Engine, scope: PlanScope) -> Plan:
     problems, state = await _preflight(engine, scope.limit)
     raise_preflight(problems)
     world = await engine.observe(scope.limit)
+    async with open_adapter(engine.topology) as adapter:
+        dns = await plan_dns(engine.topology, adapter)
     waves, notes = migration_waves(
         engine.topology, world, state.providers, state.workspaces, limit=scope.limit,
-        token_secret_name=engine.token_secret.name,
+        token_secret_name=engine.token_secret.name, dns_changes=dns.changes,
+        dns_checked=await _dns_checked(engine),
     )
-    notes.append(
-        "DNS (step 6) is not part of this plan yet: point the regions' GeoDNS records at the "
-        "satellites with `coder-migrate apply` (deploy) and check them with `dns check`"
-    )
+    notes.extend(dns.notes)
     return Plan.build(inventory=engine.topology.source, waves=waves, limit=scope.limit,
                       notes=notes, operation=MIGRATION)
 
@@ -459,11 +558,6 @@ async def apply_migration(
     return plan, await apply_plan(engine, plan, replan, options)
 
 
-def dns_wave_hook(engine: Engine, scope: PlanScope) -> None:
-    """TODO(lead): plan step 6 per region (the deploy's DNS changes filtered to the region,
-    after its WorkspaceRebuild and before its RetainRelease) and drop the note above."""
-
-
 # -- executors (idempotent against what is there now) ----------------------------------------
 
 
@@ -475,15 +569,19 @@ def _region(engine: Engine, change: Change) -> Region:
 
 
 async def apply_networking_v2(engine: Engine, change: Change) -> str:
-    name = str((change.after or {}).get("provider", ""))
+    """Switch Networking v2 to ``after.networking_v2`` (on when migrating, off on rollback)."""
+    after = change.after or {}
+    name = str(after.get("provider", ""))
+    wanted = bool(after.get("networking_v2", True))
+    state = "on" if wanted else "off"
     async with engine.coder_v1() as coder:
         provider = next((p for p in await coder.list_providers() if p.name == name), None)
         if provider is None:
             raise ApplyError(f"{change.region}: workspace provider {name!r} no longer exists")
-        if provider.enable_net_v2:
-            return f"workspace provider {name}: Networking v2 already on"
-        await coder.set_networking_v2(provider.id, True)
-    return f"workspace provider {name}: Networking v2 switched on"
+        if provider.enable_net_v2 == wanted:
+            return f"workspace provider {name}: Networking v2 already {state}"
+        await coder.set_networking_v2(provider.id, wanted)
+    return f"workspace provider {name}: Networking v2 switched {state}"
 
 
 async def apply_rebuild(engine: Engine, change: Change) -> str:
@@ -596,6 +694,300 @@ async def apply_retain(engine: Engine, change: Change) -> str:
     raise ApplyError(f"{region.name}: the retained record kept changing under us; try again")
 
 
+async def apply_dns_check(engine: Engine, change: Change) -> str:
+    """Ask every authoritative server as the regions' test clients; wrong answers after a
+    bounded wait stop the wave."""
+    after = change.after or {}
+    regions = [str(r) for r in after.get("regions", [])]
+    topology = engine.topology
+    try:
+        if after.get("shared"):
+            report = await check_dns(topology, limit=regions, wait=DNS_CHECK_WAIT)
+            report.raise_if_failed()
+            return (f"dns check: {len(report.results)} answer(s) right for "
+                    f"{', '.join(regions)} in {report.seconds:.1f} s")
+        asked = await _check_own_names(engine, regions)
+    except DnsError as error:
+        where = ", ".join(regions)
+        raise ApplyError(
+            f"{change.region}: DNS does not answer as planned after pointing the records at "
+            f"the satellite ({error}); look at `coder-migrate dns check -i INVENTORY` for "
+            f"{where}, fix the zone, then run `migrate apply` again (or roll the region back)"
+        ) from None
+    return f"dns check: {asked} answer(s) right for the own names of {', '.join(regions)}"
+
+
+async def _check_own_names(engine: Engine, regions: Sequence[str]) -> int:
+    """The regions' own and wildcard names (not the shared one, written in the last wave)."""
+    topology = engine.topology
+    servers = check_servers(topology)
+    async with open_adapter(topology) as adapter:
+        capabilities = await adapter.capabilities()
+    wanted = [e for e in expectations(topology, capabilities, regions=set(regions))
+              if e.name != topology.dns.shared_hostname]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DNS_CHECK_WAIT
+    while True:
+        wrong = []
+        for expectation in wanted:
+            for server in servers:
+                got = await ecs_query(server, expectation.name, expectation.client_subnet,
+                                      expectation.rdtype)
+                if got != expectation.expected:
+                    wrong.append(f"{server} answered {expectation.rdtype} {expectation.name} "
+                                 f"to {expectation.client_subnet} with "
+                                 f"{', '.join(got) or 'nothing'}, expected "
+                                 f"{', '.join(expectation.expected)}")
+        if not wrong:
+            return len(wanted) * len(servers)
+        if loop.time() >= deadline:
+            raise DnsError(f"{len(wrong)} answer(s) wrong within {DNS_CHECK_WAIT:.0f} s "
+                           f"(first: {wrong[0]})")
+        await asyncio.sleep(_POLL)
+
+
+# -- rollback ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A change this migration journalled since the last rollback of it."""
+
+    change_id: str
+    region: str
+    kind: str
+    snapshot: dict[str, Any] | None
+    """``before`` of the first entry of this episode: the state the migration found."""
+
+
+def _rollback_candidates(history: Sequence[JournalEntry]) -> list[_Done]:
+    """Changes the migration started since their last finished rollback, in journal order."""
+    found: dict[str, _Done] = {}
+    for entry in history:
+        if entry.operation == ROLLBACK and entry.phase == "done":
+            found.pop(entry.change_id, None)
+        elif entry.operation == MIGRATION and entry.change_id not in found:
+            kind = entry.change_id.split("/")[1] if entry.change_id.count("/") >= 2 else ""
+            found[entry.change_id] = _Done(entry.change_id, entry.region, kind, entry.snapshot)
+    return list(found.values())
+
+
+def _check_regions(topology: Topology, limit: Sequence[str]) -> None:
+    known = [r.name for r in topology.regions]
+    for name in limit:
+        if name not in known:
+            raise ConfigError(f"--limit {name}: expected one of the inventory's regions "
+                              f"({', '.join(known)})")
+
+
+def _rrset_key(done: _Done) -> tuple[str, str]:
+    if done.snapshot is not None:
+        return RRSet.model_validate(done.snapshot).key
+    _, _, rtype, name = done.change_id.split("/", 3)
+    return name, rtype
+
+
+async def compute_rollback_plan(engine: Engine, limit: Sequence[str] = ()) -> Plan:
+    """What undoing the migration of the regions in *limit* (all when empty) still takes.
+
+    The journal says what the migration did; what is there now says what is left to undo,
+    so a re-run after a crash plans only the rest and a finished rollback plans nothing.
+    The shared and primary DNS names are restored only when every region is rolled back.
+    """
+    topology = engine.topology
+    _check_regions(topology, limit)
+    wanted = set(limit) or {r.name for r in topology.regions}
+    candidates = [
+        d for d in _rollback_candidates(await _full_history(engine))
+        if d.region in wanted or (d.region == PRIMARY and not limit)
+    ]
+    dns = [d for d in candidates if d.kind == KIND_DNS]
+    current: dict[tuple[str, str], RRSet] = {}
+    if dns:
+        async with open_adapter(topology) as adapter:
+            current = {r.key: r for r in await adapter.observe()}
+    providers: dict[str, bool] = {}
+    satellites: set[str] = set()
+    if any(d.kind in (KIND_NETWORKING_V2, KIND_SATELLITE) for d in candidates):
+        async with engine.coder_v1() as coder:
+            providers = {p.name: bool(p.enable_net_v2) for p in await coder.list_providers()}
+            satellites = {s.name for s in await coder.list_satellites()}
+
+    async def undo(done: _Done) -> Change | None:
+        if done.kind == KIND_DNS:
+            have = current.get(_rrset_key(done))
+            before = RRSet.model_validate(done.snapshot) if done.snapshot else None
+            if have == before:
+                return None
+            rrset = have or before
+            assert rrset is not None
+            action = (Action.CREATE if have is None else
+                      Action.DELETE if before is None else Action.UPDATE)
+            return Change(
+                id=done.change_id, region=done.region, kind=KIND_DNS, action=action,
+                target=f"{rrset.type} {rrset.name}",
+                reason="restore the rrset as it was before the migration",
+                before=have.model_dump(mode="json") if have else None,
+                after=done.snapshot,
+            )
+        if done.kind == KIND_NETWORKING_V2:
+            name = done.change_id.split("/", 2)[2]
+            was_on = bool((done.snapshot or {}).get("networking_v2", False))
+            if was_on or not providers.get(name, False):
+                return None
+            return Change(
+                id=done.change_id, region=done.region, kind=KIND_NETWORKING_V2,
+                action=Action.UPDATE, target=f"workspace provider {name} on the primary",
+                reason="switch Networking v2 off again, as it was before the migration",
+                before={"provider": name, "networking_v2": True},
+                after={"provider": name, "networking_v2": False},
+            )
+        if done.kind == KIND_SATELLITE:
+            if done.region not in satellites:
+                return None
+            return Change(
+                id=done.change_id, region=done.region, kind=KIND_SATELLITE,
+                action=Action.DELETE, target=f"satellite registration {done.region} on the primary",
+                reason="deregister the satellite the migration registered", needs_force=True,
+                before={"name": done.region},
+            )
+        if done.kind == KIND_RELEASE and done.snapshot is None:
+            region = topology.region(done.region)
+            release = await engine.site_helm(region).release(region.namespace, region.release)
+            if release is None:
+                return None
+            return Change(
+                id=done.change_id, region=done.region, kind=KIND_RELEASE,
+                action=Action.DELETE,
+                target=f"helm release {region.release} in ns {region.namespace} of "
+                       f"{region.kube_context}",
+                reason="uninstall the satellite the migration installed (the old "
+                       "workspace-provider release stays)", needs_force=True,
+                before=ManagedSite.of(topology, region).model_dump(mode="json"),
+            )
+        return None  # namespaces, rebuilds, checks and retained records: nothing to undo
+
+    primary = [c for d in reversed(candidates) if d.region == PRIMARY
+               if (c := await undo(d)) is not None]
+    regional: list[Change] = []
+    order = list(dict.fromkeys(d.region for d in reversed(candidates) if d.region != PRIMARY))
+    for name in order:
+        changes = [c for d in reversed(candidates) if d.region == name
+                   if (c := await undo(d)) is not None]
+        # The region's DNS first (reverse journal order), the rest as journalled in reverse:
+        # its clients leave the satellite before it goes.
+        regional += [c for c in changes if c.kind == KIND_DNS]
+        regional += [c for c in changes if c.kind != KIND_DNS]
+    waves = [Wave(name="dns", regions=(PRIMARY,), changes=tuple(primary)),
+             Wave(name="removals", regions=tuple(order), changes=tuple(regional))]
+    return Plan.build(inventory=topology.source, waves=waves, limit=tuple(limit),
+                      operation=ROLLBACK)
+
+
+async def rollback_migration(
+    engine: Engine, limit: Sequence[str], options: ApplyOptions
+) -> tuple[Plan, ApplyReport]:
+    """Undo the migration of the regions in *limit* under the apply lock; resumable."""
+    plan = await compute_rollback_plan(engine, limit)
+    if plan.is_empty:
+        return plan, ApplyReport(run="")
+
+    async def replan() -> Plan:
+        return await compute_rollback_plan(engine, limit)
+
+    force = dataclasses.replace(options, force=True, reviewed=False)
+    return plan, await apply_plan(engine, plan, replan, force)
+
+
+async def _full_history(engine: Engine) -> list[JournalEntry]:
+    kube = engine.primary_kube
+    if not await kube.namespace_exists(engine.state_namespace):
+        return []
+    history = await Journal(kube, engine.state_namespace).history()
+    return [e for e in history if e.operation in (MIGRATION, ROLLBACK)]
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegionStep:
+    """Where one region is in the migration."""
+
+    region: str
+    step: str
+    """Kind of the last finished change, ``rolled back``, or ``not started``."""
+    change_id: str = ""
+    at: str = ""
+    by: str = ""
+    next: str = ""
+    next_source: str = ""
+    """``plan`` (computed now) or ``journal`` (the primary did not answer)."""
+
+    def to_json(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+def _next_from_journal(last_kind: str) -> str:
+    if last_kind not in STEP_ORDER:
+        return STEP_ORDER[0]
+    index = STEP_ORDER.index(last_kind)
+    return STEP_ORDER[index + 1] if index + 1 < len(STEP_ORDER) else "nothing (migrated)"
+
+
+async def migration_status(engine: Engine) -> tuple[list[RegionStep], str]:
+    """Per region: the last finished step, when, by whom, and what comes next.
+
+    Returns the rows and, when the plan could not be computed, why (then *next* comes from
+    the journal).
+    """
+    topology = engine.topology
+    history = await _full_history(engine)
+    problem = ""
+    planned: dict[str, str] | None = None
+    try:
+        plan = await compute_migration_plan(engine, PlanScope(dns=True))
+    except CoderMigrateError as error:
+        problem = redact(str(error)).replace(":\n", ": ").replace("\n", "; ")
+    else:
+        planned = {}
+        for change in plan.effective_changes:
+            planned.setdefault(change.region, f"{change.kind}: {change.target}")
+        shared = planned.get(PRIMARY)
+        if shared:
+            for region in topology.regions:
+                planned.setdefault(region.name, f"(shared DNS) {shared}")
+    rows = []
+    for region in topology.regions:
+        mine = [e for e in history if e.region == region.name]
+        last_done = next((e for e in reversed(mine)
+                          if e.operation == MIGRATION and e.phase == "done"), None)
+        last = mine[-1] if mine else None
+        if last is not None and last.operation == ROLLBACK:
+            step = "rolled back" if last.phase == "done" else f"rollback {last.phase}"
+            entry: JournalEntry | None = last
+        elif last_done is not None:
+            step = last_done.change_id.split("/")[1]
+            entry = last_done
+            if last is not None and last.phase != "done":
+                step = f"{step} (then {last.change_id.split('/')[1]} {last.phase})"
+                entry = last
+        else:
+            step, entry = "not started", None
+        if planned is not None:
+            following, source = planned.get(region.name, "nothing (migrated)"), "plan"
+        else:
+            kind = last_done.change_id.split("/")[1] if last_done else ""
+            following, source = _next_from_journal(kind), "journal"
+        rows.append(RegionStep(
+            region=region.name, step=step, change_id=entry.change_id if entry else "",
+            at=entry.at if entry else "", by=entry.by if entry else "",
+            next=following, next_source=source,
+        ))
+    return rows, problem
+
+
+register_executor(KIND_DNS_CHECK, apply_dns_check)
 register_executor(KIND_NETWORKING_V2, apply_networking_v2)
 register_executor(KIND_REBUILD, apply_rebuild)
 register_executor(KIND_RETAIN, apply_retain)

@@ -29,6 +29,7 @@ from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import Helm, LabHandle
 from tests.helpers import REPO, edit_yaml, lab_inventory
+from tests.integration.test_deploy_two_doors import delete_tagged_records
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,7 @@ def migration_world(
         yield world
     finally:
         _cleanup(lab, helm, world)
+        delete_tagged_records(lab, tag)
 
 
 def _release_status(helm: Helm, region: str, namespace: str) -> str:
@@ -154,11 +156,13 @@ def test_migration_end_to_end_keeps_the_old_releases_and_replans_empty(
     assert plan.returncode == 2, plan.stderr
     planned = json.loads(plan.stdout)
     assert planned["operation"] == "v1.20-to-v1.21"
-    assert [w["name"] for w in planned["waves"]] == ["canary us-east", "regions"]
-    kinds = [(c["region"], c["kind"]) for w in planned["waves"] for c in w["changes"]]
-    assert kinds[:6] == [("us-east", k) for k in (
+    assert [w["name"] for w in planned["waves"]] == ["canary us-east", "regions", "dns"]
+    kinds = [c["kind"] for c in planned["waves"][0]["changes"]]
+    assert list(dict.fromkeys(kinds)) == [
         "Namespace", "HelmRelease", "SatelliteRegistration", "ProviderNetworkingV2",
-        "WorkspaceRebuild", "RetainRelease")]
+        "WorkspaceRebuild", "DnsRRSet", "DnsCheck", "RetainRelease"]
+    assert {c["region"] for c in planned["waves"][0]["changes"]} == {"us-east"}
+    assert {c["kind"] for c in planned["waves"][2]["changes"]} == {"DnsRRSet", "DnsCheck"}
 
     # The spelling: `apply --migration`, the same as `migrate apply`.
     applied = run_cli("apply", "--migration", "v1.20-to-v1.21", "-i", str(world.inventory),
@@ -274,7 +278,8 @@ def test_a_failed_canary_rebuild_stops_the_wave_and_a_rerun_finishes(
     replanned = run_cli("migrate", "plan", "-i", str(world.inventory), "--output", "json")
     assert replanned.returncode == 0, replanned.stderr
     canary = json.loads(replanned.stdout)["waves"][0]
-    assert [c["kind"] for c in canary["changes"]] == ["WorkspaceRebuild", "RetainRelease"]
+    assert list(dict.fromkeys(c["kind"] for c in canary["changes"])) == [
+        "WorkspaceRebuild", "DnsRRSet", "DnsCheck", "RetainRelease"]
     finished = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve")
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert world.satellites() == sorted(REGIONS)

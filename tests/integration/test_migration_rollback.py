@@ -1,0 +1,221 @@
+"""Rollback, status and crash recovery of the v1.20 -> v1.21 migration on the lab.
+
+The world is test_migration.py's (a v1.21 emulator as the primary, the old workspace-provider
+release in each region, no satellites), on its own address block and tag. DNS records the
+tests write carry the tag and are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coder_migrate.dns.plan import apply_dns_changes, open_adapter, plan_dns
+from coder_migrate.inventory import load_topology
+from tests.fixtures.coderd import EmulatorFactory
+from tests.fixtures.lab import Helm, LabHandle
+from tests.helpers import REPO, edit_yaml, lab_inventory
+from tests.integration.test_deploy import unique_tag
+from tests.integration.test_deploy_dns import tagged_rrsets
+from tests.integration.test_deploy_two_doors import delete_tagged_records
+from tests.integration.test_migration import (
+    CLI,
+    OWNER,
+    REGIONS,
+    MigrationWorld,
+    _cleanup,
+    _install_old_provider,
+    _release_status,
+    run_cli,
+)
+
+pytestmark = pytest.mark.integration
+
+ADDRESS_BLOCK = 16
+ROLLED_BACK = "eu-west"
+OLD_TARGET = f"127.0.{ADDRESS_BLOCK}.102"
+"""Where eu-west's names pointed before the migration (its envproxy ingress)."""
+
+
+@pytest.fixture
+def world(
+    lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path
+) -> Iterator[MigrationWorld]:
+    emulator = coderd_factory("v1.21", config={"build_step_seconds": 0.05})
+    tag = unique_tag("rb")
+    inventory = lab_inventory(tmp_path, tag=tag, address_block=ADDRESS_BLOCK,
+                              primary_url=emulator.url, token_file=emulator.token_file)
+    migration_world = MigrationWorld(inventory=inventory, emulator=emulator, tag=tag)
+    for region in REGIONS:
+        def tagged(data: dict[str, Any]) -> None:
+            data["coder_workspace_providers"][0]["namespace"] = migration_world.provider_namespace
+            data["coder_test_workspace"]["owner"] = OWNER
+
+        edit_yaml(inventory / "host_vars" / f"{region}.yml", tagged)
+    try:
+        for region in REGIONS:
+            _install_old_provider(helm, migration_world, region)
+        yield migration_world
+    finally:
+        _cleanup(lab, helm, migration_world)
+        delete_tagged_records(lab, tag)
+
+
+def _point_region_at(inventory: Path, region: str, target: str) -> None:
+    """Write *region*'s own records (with our markers) at *target*, as a deploy did before."""
+    host_vars = inventory / "host_vars" / f"{region}.yml"
+    saved = host_vars.read_text()
+    edit_yaml(host_vars, lambda d: d.update(coder_dns_targets=[target]))
+    try:
+        topology = load_topology(inventory)
+
+        async def write() -> None:
+            async with open_adapter(topology) as adapter:
+                dns = await plan_dns(topology, adapter)
+                await apply_dns_changes(adapter, [c for c in dns.changes if c.region == region])
+
+        asyncio.run(write())
+    finally:
+        host_vars.write_text(saved)
+
+
+def _region_rrsets(lab: LabHandle, world: MigrationWorld, region: str) -> dict[Any, list[str]]:
+    return {k: v for k, v in tagged_rrsets(lab, world.tag).items()
+            if f"{region}-{world.tag}" in k[0]}
+
+
+def _satellite_release(helm: Helm, world: MigrationWorld, region: str) -> str:
+    listed = helm.run(f"lab-{region}", "list", "-n", world.satellite_namespace, "-a",
+                      "-o", "json")
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    name = f"coder-sat-{world.tag}"
+    return str(rows[name]["status"]) if name in rows else "absent"
+
+
+def _status(world: MigrationWorld) -> dict[str, dict[str, str]]:
+    shown = run_cli("migrate", "status", "-i", str(world.inventory), "--output", "json")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    return {r["region"]: r for r in json.loads(shown.stdout)["regions"]}
+
+
+def test_rollback_of_one_region_restores_it_exactly_and_leaves_the_others(
+    lab: LabHandle, helm: Helm, world: MigrationWorld
+) -> None:
+    _point_region_at(world.inventory, ROLLED_BACK, OLD_TARGET)
+    before = _region_rrsets(lab, world, ROLLED_BACK)
+    assert before and all(OLD_TARGET in v for (_, t), v in before.items() if t == "A")
+    assert {r["step"] for r in _status(world).values()} == {"not started"}
+
+    refused = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve")
+    assert refused.returncode != 0  # every owned rrset of the zone changes: DNS safety rule
+    assert "need --force" in refused.stderr
+    applied = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve",
+                      "--force")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "dns check:" in applied.stderr  # the DnsCheck step ran and passed
+    migrated = _region_rrsets(lab, world, ROLLED_BACK)
+    assert migrated != before
+    assert all(OLD_TARGET not in v for v in migrated.values())
+    others = {r: _region_rrsets(lab, world, r) for r in REGIONS if r != ROLLED_BACK}
+    status = _status(world)
+    assert {r: s["step"] for r, s in status.items()} == dict.fromkeys(REGIONS, "RetainRelease")
+    assert all(s["next"] == "nothing (migrated)" and s["by"] and s["at"]
+               for s in status.values()), status
+
+    # Killed after its DNS restore, the rollback is finished by a re-run.
+    assert _killed_at(world, 5, "rollback", "--limit", ROLLED_BACK) == 5
+    rolled = run_cli("migrate", "rollback", "-i", str(world.inventory), "--limit", ROLLED_BACK,
+                     "--auto-approve", "--lock-wait", "60")
+    assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+    # The killed run's helm uninstall may still have finished on its own.
+    assert "Rollback applied" in rolled.stdout or "Nothing to roll back" in rolled.stdout
+    token = world.emulator.token_file.read_text().strip()
+    assert token not in rolled.stdout + rolled.stderr
+
+    # The region: DNS answers as before, providers as before, satellite gone, old release on.
+    assert _region_rrsets(lab, world, ROLLED_BACK) == before
+    assert world.satellites() == sorted(r for r in REGIONS if r != ROLLED_BACK)
+    assert {n: p["enable_net_v2"] for n, p in world.providers().items()} == {
+        r: r != ROLLED_BACK for r in REGIONS}
+    assert _satellite_release(helm, world, ROLLED_BACK) == "absent"
+    # The other regions: untouched.
+    for region in REGIONS:
+        assert _release_status(helm, region, world.provider_namespace) == "deployed"
+        if region != ROLLED_BACK:
+            assert _satellite_release(helm, world, region) == "deployed"
+            assert _region_rrsets(lab, world, region) == others[region]
+
+    status = _status(world)
+    assert status[ROLLED_BACK]["step"] == "rolled back"
+    assert status[ROLLED_BACK]["next"].startswith("HelmRelease"), status[ROLLED_BACK]
+    assert status["us-east"]["step"] == "RetainRelease"
+
+    # The issue's spelling, `rollback --migration`, is the same command.
+    again = run_cli("rollback", "--migration", "v1.20-to-v1.21", "-i", str(world.inventory),
+                    "--limit", ROLLED_BACK, "--auto-approve")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Nothing to roll back" in again.stdout
+    assert _region_rrsets(lab, world, ROLLED_BACK) == before
+
+    unknown = run_cli("migrate", "rollback", "-i", str(world.inventory), "--limit", "mars",
+                      "--auto-approve")
+    assert unknown.returncode != 0
+    assert "--limit mars: expected one of the inventory's regions" in unknown.stderr
+
+
+def _killed_at(world: MigrationWorld, nth_start: int, *args: str) -> int:
+    """Run `migrate ARGS`, SIGKILL it when its *nth_start* change starts; return how many
+    changes it had started (fewer when it finished first)."""
+    process = subprocess.Popen(
+        [*CLI, "migrate", *args, "-i", str(world.inventory), "--auto-approve",
+         "--lock-wait", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert process.stderr is not None
+    started = 0
+    try:
+        for line in process.stderr:
+            if line.strip().startswith("started "):
+                started += 1
+                if started == nth_start:
+                    os.kill(process.pid, signal.SIGKILL)
+                    break
+    finally:
+        process.wait(timeout=600)
+    return started
+
+
+def test_sigkill_at_step_boundaries_then_rerun_reaches_the_same_end_state(
+    lab: LabHandle, helm: Helm, world: MigrationWorld
+) -> None:
+    # Kill points counted per run: mid helm install of the canary, at its registration
+    # (the re-run's second change), then inside the second wave (both regions in flight).
+    for nth in (2, 2, 13):
+        assert _killed_at(world, nth, "apply", "--force") == nth
+
+    finished = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve",
+                       "--force", "--lock-wait", "60")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    satellites = world.get("/api/private/satellites")["data"]
+    assert sorted(s["name"] for s in satellites) == sorted(REGIONS)  # no duplicates
+    assert {n: p["enable_net_v2"] for n, p in world.providers().items()} == dict.fromkeys(
+        REGIONS, True)
+    for region in REGIONS:
+        assert _release_status(helm, region, world.provider_namespace) == "deployed"
+        assert _satellite_release(helm, world, region) == "deployed"
+        assert world.workspaces()[f"migration-check-{region}"]["latest_stat"][
+            "container_status"] == "ON"
+    replan = run_cli("migrate", "plan", "-i", str(world.inventory), "--detailed-exitcode")
+    assert replan.returncode == 0, replan.stdout + replan.stderr
+    check = run_cli("dns", "check", "-i", str(world.inventory), "--wait", "15")
+    assert check.returncode == 0, check.stdout + check.stderr

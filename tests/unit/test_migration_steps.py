@@ -1,0 +1,113 @@
+"""Step 6 (DNS) of the migration's plan, the journal reading of rollback and status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coder_migrate.dns.plan import KIND as KIND_DNS
+from coder_migrate.engine.journal import JournalEntry, Phase
+from coder_migrate.engine.plan import Action, Change
+from coder_migrate.inventory import Topology
+from coder_migrate.migrations import v1_20_to_v1_21 as migration
+from coder_migrate.migrations.v1_20_to_v1_21 import (
+    KIND_DNS_CHECK,
+    KIND_REBUILD,
+    KIND_RETAIN,
+    MIGRATION,
+    ROLLBACK,
+    migration_waves,
+)
+from tests.unit.test_engine_deploy import deployed_world, empty_world
+from tests.unit.test_migration_plan import changes_of, kinds, providers, v1, workspaces
+
+__all__ = ["v1"]  # the fixture, shared with test_migration_plan
+
+
+def dns_change(region: str, name: str, action: Action = Action.UPDATE) -> Change:
+    return Change(id=f"{region}/{KIND_DNS}/A/{name}", region=region, kind=KIND_DNS,
+                  action=action, target=f"A {name}", reason="test")
+
+
+def test_region_dns_goes_between_rebuild_and_retain_and_shared_names_last(v1: Topology) -> None:
+    dns = [dns_change(r.name, f"coder-{r.name}.example.test") for r in v1.regions]
+    dns.append(dns_change("primary", "coder.example.test"))
+    dns.append(dns_change("eu-west", "kept.example.test", Action.KEEP))
+    waves, _ = migration_waves(v1, empty_world(v1), providers(v1), workspaces(v1),
+                               dns_changes=dns, dns_checked=set())
+
+    assert [w.name for w in waves] == ["canary us-east", "regions", "dns"]
+    changes = changes_of(waves)
+    for region in v1.regions:
+        tail = [c.kind for c in changes
+                if c.region == region.name and c.action is not Action.KEEP][-4:]
+        assert tail[0] == KIND_REBUILD and tail[-1] == KIND_RETAIN, region.name
+        assert KIND_DNS in tail and tail[-2] == KIND_DNS_CHECK
+    by_id = {c.id: c for c in changes}
+    check = by_id["eu-west/DnsCheck/answers"]
+    assert check.depends_on == ("eu-west/DnsRRSet/A/coder-eu-west.example.test",)
+    assert check.after == {"regions": ["eu-west"], "shared": False}
+    retain = next(c for c in changes if c.region == "eu-west" and c.kind == KIND_RETAIN)
+    assert retain.depends_on == (check.id,), "a kept rrset is never a dependency"
+    assert kinds(changes, "eu-west").count(KIND_DNS) == 2  # the kept one is shown
+    final = waves[-1]
+    assert [c.kind for c in final.changes] == [KIND_DNS, KIND_DNS_CHECK]
+    assert final.changes[1].after == {"regions": [r.name for r in v1.regions], "shared": True}
+
+
+def test_dns_check_is_planned_until_the_journal_has_one(v1: Topology) -> None:
+    everywhere = {r.name for r in v1.regions} | {"primary"}
+    waves, _ = migration_waves(
+        v1, deployed_world(v1), providers(v1, net_v2=True, retained=True),
+        workspaces(v1, rebuilt=True), dns_checked=everywhere - {"us-west"},
+    )
+    assert [(c.region, c.kind) for c in changes_of(waves)] == [("us-west", KIND_DNS_CHECK)]
+    done, _ = migration_waves(
+        v1, deployed_world(v1), providers(v1, net_v2=True, retained=True),
+        workspaces(v1, rebuilt=True), dns_checked=everywhere,
+    )
+    assert done == []
+
+
+def test_limit_leaves_the_shared_names_alone(v1: Topology) -> None:
+    dns = [dns_change("eu-west", "coder-eu-west.example.test"),
+           dns_change("primary", "coder.example.test")]
+    waves, _ = migration_waves(v1, empty_world(v1), providers(v1), workspaces(v1),
+                               limit=["eu-west"], dns_changes=dns, dns_checked=set())
+    assert [w.name for w in waves] == ["regions"]
+    assert {c.region for c in changes_of(waves)} == {"eu-west"}
+
+
+def entry(operation: str, change_id: str, phase: Phase,
+          snapshot: dict[str, Any] | None = None) -> JournalEntry:
+    return JournalEntry(run="r", operation=operation, change_id=change_id,
+                        region=change_id.split("/")[0], phase=phase, at="t", by="me",
+                        snapshot=snapshot)
+
+
+def test_rollback_undoes_what_the_migration_found_since_the_last_rollback() -> None:
+    dns_id = "eu-west/DnsRRSet/A/coder-eu-west.example.test"
+    history = [
+        entry(MIGRATION, dns_id, "started", {"first": 1}),
+        entry(MIGRATION, dns_id, "failed", {"first": 1}),
+        entry(MIGRATION, dns_id, "started", {"second": 2}),
+        entry(MIGRATION, dns_id, "done", {"second": 2}),
+        entry(MIGRATION, "eu-west/WorkspaceRebuild/ws", "done"),
+    ]
+    found = migration._rollback_candidates(history)
+    assert [(d.change_id, d.kind, d.snapshot) for d in found] == [
+        (dns_id, KIND_DNS, {"first": 1}),  # what was there before the migration touched it
+        ("eu-west/WorkspaceRebuild/ws", KIND_REBUILD, None),
+    ]
+    rolled = [*history, entry(ROLLBACK, dns_id, "started"), entry(ROLLBACK, dns_id, "done")]
+    assert [d.change_id for d in migration._rollback_candidates(rolled)] == [
+        "eu-west/WorkspaceRebuild/ws"]
+    # A later migration of it is a new episode with its own snapshot.
+    again = [*rolled, entry(MIGRATION, dns_id, "done", {"third": 3})]
+    assert migration._rollback_candidates(again)[-1].snapshot == {"third": 3}
+
+
+def test_status_next_step_from_the_journal_follows_the_step_order() -> None:
+    assert migration._next_from_journal("") == "Namespace"
+    assert migration._next_from_journal("WorkspaceRebuild") == KIND_DNS
+    assert migration._next_from_journal(KIND_DNS_CHECK) == KIND_RETAIN
+    assert migration._next_from_journal(KIND_RETAIN) == "nothing (migrated)"
