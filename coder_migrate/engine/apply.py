@@ -255,7 +255,9 @@ class _Runner:
 
     async def _act(self, change: Change) -> str:
         if change.kind == KIND_DNS:
-            async with open_adapter(self.topology) as adapter:
+            # One zone, one writer: PowerDNS's SQLite backend refuses concurrent writes, and
+            # no DNS server gains from regions racing on one zone.
+            async with self.engine.dns_writes, open_adapter(self.topology) as adapter:
                 acted = await apply_dns_changes(adapter, [change])
             return f"{change.target}: {'applied' if acted else 'already in place'}"
         if change.kind == KIND_NAMESPACE:

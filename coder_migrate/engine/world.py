@@ -125,6 +125,7 @@ class Engine:
         self._kube: dict[tuple[str, str | None], KubeCluster] = {}
         self._helm: dict[tuple[str, str | None], HelmClient] = {}
         self._recording = asyncio.Lock()
+        self.dns_writes = asyncio.Lock()
         self._listings: dict[tuple[str, str | None], asyncio.Future[Listing]] = {}
         # helm runs as subprocesses: more at once than cores only queues them in the kernel.
         self.helm_slots = max(2, os.cpu_count() or 2)

@@ -1,0 +1,125 @@
+#!/usr/bin/python
+"""Ansible module: run the Coder v1.20 -> v1.21 migration for one inventory host."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: coder_migration
+short_description: Migrate one region from Coder v1.20 workspace providers to v1.21 satellites
+description:
+  - Plans and applies the v1.20-to-v1.21 migration of one region of a coder-migrate inventory,
+    with the same engine as C(coder-migrate migrate apply --limit REGION) - the satellite in its
+    own namespace, its registration, Networking v2 for the region's workspace providers, the
+    rebuild of its test workspace, its GeoDNS records and their check, and the old
+    workspace-provider release recorded as retained (never uninstalled).
+  - With I(region=primary) it writes the shared and primary DNS names and checks every region's
+    answers; it refuses while a region still has migration steps, so run it after the regions.
+  - A preflight of the region runs first; when it finds a problem nothing is changed.
+  - In check mode the plan is computed and reported, and nothing is changed.
+  - C(changed) is true only when the plan was not empty.
+  - The engine takes the apply lock (a Lease in the primary cluster); regions migrated at once
+    wait for it in turn, up to I(lock_wait) seconds.
+  - Session tokens and DNS keys are read by the engine from the environment variables or files the
+    inventory names; they are never arguments of this module, and never part of its result.
+options:
+  inventory:
+    description: Inventory directory (hosts.yml + group_vars/), usually C({{ inventory_dir }}).
+    type: path
+    required: true
+  region:
+    description:
+      - A region name (the inventory host name), usually C({{ inventory_hostname }}), or
+        C(primary) for the shared DNS names.
+    type: str
+    required: true
+  force:
+    description: Allow the deletions the plan contains (as C(coder-migrate migrate apply --force)).
+    type: bool
+    default: false
+  lock_wait:
+    description: Seconds to wait for the apply lock held by another run before failing.
+    type: float
+    default: 120.0
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+author:
+  - coder-migrate
+"""
+
+EXAMPLES = r"""
+- name: Migrate this region to a satellite
+  coder_migrate.toolkit.coder_migration:
+    inventory: "{{ inventory_dir }}"
+    region: "{{ inventory_hostname }}"
+"""
+
+RETURN = r"""
+changes:
+  description: One line per change of the region's migration plan, with its reason; no secrets.
+  type: list
+  elements: str
+  returned: always
+  sample:
+    - "update workspace provider us-east on the primary: switch on Networking v2"
+"""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "inventory": {"type": "path", "required": True},
+    "region": {"type": "str", "required": True},
+    "force": {"type": "bool", "default": False},
+    "lock_wait": {"type": "float", "default": 120.0},
+}
+
+
+def outcome_result(outcome: Any, *, want_diff: bool) -> dict[str, Any]:
+    """The module result for an engine ``SiteOutcome``."""
+    result: dict[str, Any] = {"changed": bool(outcome.changed), "changes": list(outcome.changes)}
+    if want_diff:
+        result["diff"] = {"prepared": outcome.diff}
+    return result
+
+
+def one_line(message: str) -> str:
+    """A preflight lists one problem a line; Ansible shows msg best as one line."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        from coder_migrate.errors import CoderMigrateError
+        from coder_migrate.migrations.site import migrate_site
+    except ImportError as error:
+        module.fail_json(
+            msg=f"coder_migrate.migrations.site cannot be imported by {sys.executable} ({error}): "
+            "set ansible_python_interpreter to the interpreter coder-migrate is installed in"
+        )
+        return
+    params = module.params
+    try:
+        outcome = migrate_site(
+            Path(params["inventory"]),
+            params["region"],
+            check=module.check_mode,
+            force=params["force"],
+            lock_wait=params["lock_wait"],
+        )
+    except CoderMigrateError as error:
+        # Fit for the user: the error tree redacts its messages when they are made.
+        module.fail_json(msg=one_line(str(error)))
+        return
+    module.exit_json(**outcome_result(outcome, want_diff=module._diff))
+
+
+if __name__ == "__main__":
+    main()
