@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.markup import escape
@@ -13,16 +15,27 @@ from rich.table import Table
 
 from coder_migrate.cli.console import console, err_console
 from coder_migrate.cli.options import inventory_option, limit_option, output_option
-from coder_migrate.engine.apply import ApplyOptions
+from coder_migrate.engine.apply import ApplyOptions, ApplyReport
 from coder_migrate.engine.plan import Action, Plan
-from coder_migrate.engine.run import DEPLOY, apply_deploy, compute_plan, scope_for
+from coder_migrate.engine.run import DEPLOY, PlanScope, apply_deploy, compute_plan, scope_for
 from coder_migrate.engine.status import site_statuses
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import ApplyError, ConfigError
 from coder_migrate.inventory import load_topology
 from coder_migrate.migrations import MIGRATIONS
 
-__all__ = ["apply", "plan", "render_plan", "rollback", "status"]
+__all__ = [
+    "apply",
+    "confirm",
+    "plan",
+    "progress",
+    "render_plan",
+    "report_stopped",
+    "rollback",
+    "run_apply",
+    "show_plan",
+    "status",
+]
 
 _STYLE = {
     Action.CREATE: "green", Action.UPDATE: "yellow", Action.DELETE: "red",
@@ -97,6 +110,14 @@ def plan(
         return
     engine = _engine(inventory_dir)
     result = asyncio.run(compute_plan(engine, scope_for(limit, dns=not no_dns)))
+    show_plan(result, output=output, out=out, detailed_exitcode=detailed_exitcode,
+              apply_command=f"coder-migrate apply -i {inventory_dir}")
+
+
+def show_plan(
+    result: Plan, *, output: str, out: Path | None, detailed_exitcode: bool, apply_command: str
+) -> None:
+    """Print (and with *out* save) a plan; ``--detailed-exitcode`` exits 2 on changes."""
     if out is not None:
         out.write_text(result.to_json(), encoding="utf-8")
     if output == "json":
@@ -104,8 +125,7 @@ def plan(
     else:
         render_plan(result)
         if out is not None:
-            console.print(f"Saved to {out}; apply it with `coder-migrate apply -i "
-                          f"{inventory_dir} {out}`.")
+            console.print(f"Saved to {out}; apply it with `{apply_command} {out}`.")
     if detailed_exitcode and not result.is_empty:
         sys.exit(2)
 
@@ -149,43 +169,72 @@ def apply(
                 "--limit/--no-dns, or make a new plan"
             )
         scope = scope_for(saved.limit, dns=saved.operation == DEPLOY)
-    if not auto_approve:
-        preview = asyncio.run(compute_plan(engine, scope))
-        if saved is not None:
-            saved.ensure_matches(preview, source=str(plan_file))
-        render_plan(preview)
-        if preview.is_empty:
-            return
-        preview.raise_if_unsafe(force=force)
-        if not sys.stdin.isatty():
-            raise ConfigError("apply needs --auto-approve when stdin is not a terminal")
-        click.confirm("Apply these changes?", abort=True)
-        if saved is None:
-            saved = preview  # apply exactly what was confirmed, or refuse
-
-    def progress(region: str, phase: str, text: str) -> None:
-        colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
-        err_console.print(f"[{colour}]{phase:>8}[/] [bold]{escape(region)}[/] {escape(text)}")
-
-    options = ApplyOptions(
-        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
-        reviewed=saved is not None or not auto_approve,
+    result, report = run_apply(
+        engine, scope, compute=compute_plan, execute=apply_deploy, saved=saved,
+        plan_file=plan_file, auto_approve=auto_approve, force=force,
+        gate_timeout=gate_timeout, lock_wait=lock_wait,
     )
-    try:
-        result, report = asyncio.run(
-            apply_deploy(engine, scope, options, saved,
-                         source=str(plan_file) if plan_file else "the plan you confirmed")
-        )
-    except ApplyError as error:
-        err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "
-                          f"{len(error.not_done)}")
-        for change_id in error.not_done:
-            err_console.print(f"  not done: {escape(change_id)}")
-        raise
     if result.is_empty:
         console.print("No changes. The deployment matches the inventory.")
         return
     console.print(f"Apply complete: {len(report.done)} change(s) in run {report.run}.")
+
+
+def progress(region: str, phase: str, text: str) -> None:
+    """Apply progress, one line per change and gate, on stderr."""
+    colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
+    err_console.print(f"[{colour}]{phase:>8}[/] [bold]{escape(region)}[/] {escape(text)}")
+
+
+def report_stopped(error: ApplyError) -> None:
+    err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "
+                      f"{len(error.not_done)}")
+    for change_id in error.not_done:
+        err_console.print(f"  not done: {escape(change_id)}")
+
+
+def confirm(preview: Plan, *, force: bool, question: str = "Apply these changes?") -> bool:
+    """Show *preview* and ask; ``False`` when there is nothing to do."""
+    render_plan(preview)
+    if preview.is_empty:
+        return False
+    preview.raise_if_unsafe(force=force)
+    if not sys.stdin.isatty():
+        raise ConfigError("without --auto-approve this needs a terminal to ask on")
+    click.confirm(question, abort=True)
+    return True
+
+
+def run_apply(
+    engine: Engine, scope: PlanScope, *,
+    compute: Callable[[Engine, PlanScope], Coroutine[Any, Any, Plan]],
+    execute: Callable[..., Coroutine[Any, Any, tuple[Plan, ApplyReport]]],
+    saved: Plan | None, plan_file: Path | None, auto_approve: bool, force: bool,
+    gate_timeout: float, lock_wait: float,
+) -> tuple[Plan, ApplyReport]:
+    """The one apply flow of every operation: preview and confirm (unless --auto-approve),
+    then apply exactly the saved or confirmed plan, or refuse it as stale."""
+    if not auto_approve:
+        preview = asyncio.run(compute(engine, scope))
+        if saved is not None:
+            saved.ensure_matches(preview, source=str(plan_file))
+        if not confirm(preview, force=force):
+            return preview, ApplyReport(run="")
+        if saved is None:
+            saved = preview  # apply exactly what was confirmed, or refuse
+    options = ApplyOptions(
+        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
+        reviewed=saved is not None,
+    )
+    source = str(plan_file) if plan_file else "the plan you confirmed"
+    try:
+        result: tuple[Plan, ApplyReport] = asyncio.run(
+            execute(engine, scope, options, saved, source=source)
+        )
+    except ApplyError as error:
+        report_stopped(error)
+        raise
+    return result
 
 
 @click.command()

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from coder_migrate.cli.console import console, err_console
-from coder_migrate.cli.deploy import render_plan
+from coder_migrate.cli.deploy import confirm, progress, report_stopped, run_apply, show_plan
 from coder_migrate.cli.options import inventory_option, limit_option, output_option
 from coder_migrate.engine.apply import ApplyOptions
 from coder_migrate.engine.plan import Plan
@@ -62,17 +62,8 @@ def run_migration_plan(
     _check(migration)
     engine = Engine(load_topology(inventory_dir))
     result = asyncio.run(compute_migration_plan(engine, scope_for(limit, dns=False)))
-    if out is not None:
-        out.write_text(result.to_json(), encoding="utf-8")
-    if output == "json":
-        sys.stdout.write(result.to_json())
-    else:
-        render_plan(result)
-        if out is not None:
-            console.print(f"Saved to {out}; apply it with `coder-migrate migrate apply -i "
-                          f"{inventory_dir} {out}`.")
-    if detailed_exitcode and not result.is_empty:
-        sys.exit(2)
+    show_plan(result, output=output, out=out, detailed_exitcode=detailed_exitcode,
+              apply_command=f"coder-migrate migrate apply -i {inventory_dir}")
 
 
 def run_migration_apply(
@@ -89,46 +80,15 @@ def run_migration_apply(
         if saved.operation != migration:
             raise PlanError(f"{plan_file} is a {saved.operation} plan, not {migration}")
         scope = scope_for(saved.limit, dns=False)
-    if not auto_approve:
-        preview = asyncio.run(compute_migration_plan(engine, scope))
-        if saved is not None:
-            saved.ensure_matches(preview, source=str(plan_file))
-        render_plan(preview)
-        if preview.is_empty:
-            return
-        preview.raise_if_unsafe(force=force)
-        if not sys.stdin.isatty():
-            raise ConfigError("migrate apply needs --auto-approve when stdin is not a terminal")
-        click.confirm("Apply these changes?", abort=True)
-
-    options = ApplyOptions(
-        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=_progress,
-        reviewed=saved is not None or not auto_approve,
+    result, report = run_apply(
+        engine, scope, compute=compute_migration_plan, execute=apply_migration, saved=saved,
+        plan_file=plan_file, auto_approve=auto_approve, force=force,
+        gate_timeout=gate_timeout, lock_wait=lock_wait,
     )
-    try:
-        result, report = asyncio.run(
-            apply_migration(engine, scope, options, saved, source=str(plan_file or "plan file"))
-        )
-    except ApplyError as error:
-        _stopped(error)
-        raise
     if result.is_empty:
         console.print("No changes. The regions are migrated.")
         return
     console.print(f"Migration applied: {len(report.done)} change(s) in run {report.run}.")
-
-
-def _progress(region: str, phase: str, text: str) -> None:
-    colour = {"done": "green", "failed": "red", "gate-ok": "green"}.get(phase, "cyan")
-    err_console.print(f"[{colour}]{phase:>8}[/] [bold]{escape(region)}[/] {escape(text)}",
-                      soft_wrap=True)
-
-
-def _stopped(error: ApplyError) -> None:
-    err_console.print(f"[red]stopped.[/] done: {len(error.done)}, not done: "
-                      f"{len(error.not_done)}")
-    for change_id in error.not_done:
-        err_console.print(f"  not done: {escape(change_id)}")
 
 
 def run_migration_rollback(
@@ -141,18 +101,14 @@ def run_migration_rollback(
     regions = tuple(dict.fromkeys(limit))
     if not auto_approve:
         preview = asyncio.run(compute_rollback_plan(engine, regions))
-        render_plan(preview)
-        if preview.is_empty:
+        if not confirm(preview, force=False, question="Roll back these changes?"):
             console.print("Nothing to roll back.")
             return
-        if not sys.stdin.isatty():
-            raise ConfigError("migrate rollback needs --auto-approve when stdin is not a terminal")
-        click.confirm("Roll back these changes?", abort=True)
-    options = ApplyOptions(lock_wait=lock_wait, progress=_progress)
+    options = ApplyOptions(lock_wait=lock_wait, progress=progress)
     try:
         result, report = asyncio.run(rollback_migration(engine, regions, options))
     except ApplyError as error:
-        _stopped(error)
+        report_stopped(error)
         raise
     if result.is_empty:
         console.print("Nothing to roll back.")

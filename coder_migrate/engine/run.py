@@ -6,7 +6,7 @@ so the two front doors compute the same plan from the same inventory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from coder_migrate.dns.desired import PRIMARY
@@ -16,7 +16,14 @@ from coder_migrate.engine.deploy import deploy_waves
 from coder_migrate.engine.plan import Plan, Wave
 from coder_migrate.engine.world import Engine
 
-__all__ = ["DEPLOY", "DEPLOY_WITHOUT_DNS", "PlanScope", "apply_deploy", "compute_plan"]
+__all__ = [
+    "DEPLOY",
+    "DEPLOY_WITHOUT_DNS",
+    "PlanScope",
+    "apply_computed",
+    "apply_deploy",
+    "compute_plan",
+]
 
 DEPLOY = "deploy"
 DEPLOY_WITHOUT_DNS = "deploy-without-dns"
@@ -53,22 +60,30 @@ async def compute_plan(engine: Engine, scope: PlanScope) -> Plan:
     )
 
 
-async def apply_deploy(
-    engine: Engine, scope: PlanScope, options: ApplyOptions, saved: Plan | None = None,
-    *, source: str = "plan file",
+async def apply_computed(
+    engine: Engine, compute: Callable[[], Awaitable[Plan]], options: ApplyOptions,
+    saved: Plan | None = None, *, source: str = "plan file",
 ) -> tuple[Plan, ApplyReport]:
-    """Recompute the plan, refuse a stale *saved* one, then apply under the lock."""
-    plan = await compute_plan(engine, scope)
+    """Recompute the plan with *compute*, refuse a stale *saved* one, apply under the lock.
+
+    Every operation (deploy, a migration) applies through here."""
+    plan = await compute()
     if saved is not None:
         saved.ensure_matches(plan, source=source)
     plan.raise_if_unsafe(force=options.force)
     if plan.is_empty:
         return plan, ApplyReport(run="")
+    return plan, await apply_plan(engine, plan, compute, options)
 
-    async def replan() -> Plan:
-        return await compute_plan(engine, scope)
 
-    return plan, await apply_plan(engine, plan, replan, options)
+async def apply_deploy(
+    engine: Engine, scope: PlanScope, options: ApplyOptions, saved: Plan | None = None,
+    *, source: str = "plan file",
+) -> tuple[Plan, ApplyReport]:
+    """The deployment: :func:`compute_plan` through :func:`apply_computed`."""
+    return await apply_computed(
+        engine, lambda: compute_plan(engine, scope), options, saved, source=source
+    )
 
 
 def scope_for(limit: Sequence[str], *, dns: bool = True) -> PlanScope:

@@ -61,7 +61,7 @@ from coder_migrate.engine.deploy import (
 )
 from coder_migrate.engine.journal import Journal, JournalEntry
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
-from coder_migrate.engine.run import PlanScope
+from coder_migrate.engine.run import PlanScope, apply_computed
 from coder_migrate.engine.world import Engine, ManagedSite, SiteState, World, probe_url
 from coder_migrate.errors import (
     ApplyError,
@@ -544,18 +544,10 @@ async def apply_migration(
     engine: Engine, scope: PlanScope, options: ApplyOptions, saved: Plan | None = None,
     *, source: str = "plan file",
 ) -> tuple[Plan, ApplyReport]:
-    """Recompute the plan (preflight first), refuse a stale *saved* one, apply under the lock."""
-    plan = await compute_migration_plan(engine, scope)
-    if saved is not None:
-        saved.ensure_matches(plan, source=source)
-    plan.raise_if_unsafe(force=options.force)
-    if plan.is_empty:
-        return plan, ApplyReport(run="")
-
-    async def replan() -> Plan:
-        return await compute_migration_plan(engine, scope)
-
-    return plan, await apply_plan(engine, plan, replan, options)
+    """The migration (preflight first) through the one apply path."""
+    return await apply_computed(
+        engine, lambda: compute_migration_plan(engine, scope), options, saved, source=source
+    )
 
 
 # -- executors (idempotent against what is there now) ----------------------------------------
