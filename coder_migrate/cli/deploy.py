@@ -14,7 +14,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from coder_migrate.cli.console import console, err_console
-from coder_migrate.cli.options import inventory_option, limit_option, output_option
+from coder_migrate.cli.options import (
+    auto_approve_option,
+    detailed_exitcode_option,
+    gate_timeout_option,
+    inventory_option,
+    limit_option,
+    lock_wait_option,
+    out_option,
+    output_option,
+    plan_file_argument,
+)
 from coder_migrate.engine.apply import ApplyOptions, ApplyReport
 from coder_migrate.engine.plan import Action, Plan
 from coder_migrate.engine.run import DEPLOY, PlanScope, apply_deploy, compute_plan, scope_for
@@ -93,10 +103,8 @@ def render_plan(plan: Plan, *, show_keep: bool = False) -> None:
 @limit_option
 @output_option
 @no_dns_option
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the plan (JSON with its checksum) for `apply PLAN`.")
-@click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there is nothing to do, 2 when there are changes.")
+@out_option
+@detailed_exitcode_option
 @deploy_migration_option
 def plan(
     inventory_dir: Path, limit: tuple[str, ...], output: str, no_dns: bool, out: Path | None,
@@ -134,14 +142,11 @@ def show_plan(
 @inventory_option
 @limit_option
 @no_dns_option
-@click.argument("plan_file", required=False,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@plan_file_argument
+@auto_approve_option
 @click.option("--force", is_flag=True, help="Allow deletions and large DNS changes.")
-@click.option("--gate-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
-              help="Seconds each region may take to become healthy after its changes.")
-@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to wait for another apply's lock instead of stopping at once.")
+@gate_timeout_option
+@lock_wait_option
 @deploy_migration_option
 def apply(
     inventory_dir: Path, limit: tuple[str, ...], no_dns: bool, plan_file: Path | None,
@@ -269,9 +274,8 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
 @limit_option
 @click.option("--migration", "migration", type=click.Choice(MIGRATIONS), required=True,
               help="The migration to undo.")
-@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to wait for another apply's lock instead of stopping at once.")
+@auto_approve_option
+@lock_wait_option
 def rollback(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
     lock_wait: float,

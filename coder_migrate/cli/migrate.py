@@ -18,7 +18,17 @@ from rich.table import Table
 
 from coder_migrate.cli.console import console, err_console
 from coder_migrate.cli.deploy import confirm, progress, report_stopped, run_apply, show_plan
-from coder_migrate.cli.options import inventory_option, limit_option, output_option
+from coder_migrate.cli.options import (
+    auto_approve_option,
+    detailed_exitcode_option,
+    gate_timeout_option,
+    inventory_option,
+    limit_option,
+    lock_wait_option,
+    out_option,
+    output_option,
+    plan_file_argument,
+)
 from coder_migrate.engine.apply import ApplyOptions
 from coder_migrate.engine.plan import Plan
 from coder_migrate.engine.run import scope_for
@@ -149,10 +159,8 @@ def migrate() -> None:
 @limit_option
 @output_option
 @migration_option
-@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the plan (JSON with its checksum) for `migrate apply PLAN`.")
-@click.option("--detailed-exitcode", is_flag=True,
-              help="Exit 0 when there is nothing to do, 2 when there are changes.")
+@out_option
+@detailed_exitcode_option
 def plan_command(
     inventory_dir: Path, limit: tuple[str, ...], output: str, migration: str, out: Path | None,
     detailed_exitcode: bool,
@@ -165,14 +173,11 @@ def plan_command(
 @inventory_option
 @limit_option
 @migration_option
-@click.argument("plan_file", required=False,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@plan_file_argument
+@auto_approve_option
 @click.option("--force", is_flag=True, help="Allow destructive changes.")
-@click.option("--gate-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
-              help="Seconds each region may take to become healthy after its changes.")
-@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to wait for another apply's lock instead of stopping at once.")
+@gate_timeout_option
+@lock_wait_option
 def apply_command(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, plan_file: Path | None,
     auto_approve: bool, force: bool, gate_timeout: float, lock_wait: float,
@@ -186,9 +191,8 @@ def apply_command(
 @inventory_option
 @limit_option
 @migration_option
-@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to wait for another apply's lock instead of stopping at once.")
+@auto_approve_option
+@lock_wait_option
 def rollback_command(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
     lock_wait: float,
