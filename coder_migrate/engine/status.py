@@ -45,32 +45,12 @@ async def _status(
 ) -> SiteStatus:
     release = state.release
     url = site.access_url.rstrip("/") + "/healthz"
-    registration, detail = "ok", ""
     if isinstance(site, Primary):
         # The primary's own API answering is its reachability (its /healthz may need auth).
         reachable, why = world.records.reachable, "its API does not answer"
-        registration = "ok" if world.records.reachable else "unreachable"
-        detail = f"Coder {world.records.version}" if world.records.reachable else ""
     else:
         reachable, why = await probe_url(url)
-    if isinstance(site, Primary):
-        pass
-    elif engine.topology.generation == "v1":
-        registered = world.records.satellites.get(site.name)
-        if registered is None:
-            registration = "unregistered"
-        elif state.satellite_key is None:
-            registration, detail = "unreachable", state.probe_error or "satellite not running"
-        elif state.satellite_key.fingerprint != registered.fingerprint:
-            registration, detail = "unhealthy", "served key differs from the registered one"
-    else:
-        proxy = world.records.proxies.get(site.name)
-        if proxy is None:
-            registration = "unregistered"
-        else:
-            registration = proxy.status.status
-            report = proxy.status.report
-            detail = "; ".join([*report.errors, *report.warnings])
+    registration, detail = _registration(engine, site, state, world)
     if not reachable and not detail:
         detail = f"{url}: {why}"
     return SiteStatus(
@@ -83,3 +63,28 @@ async def _status(
         access_url=site.access_url,
         reachable=reachable,
     )
+
+
+def _registration(
+    engine: Engine, site: Primary | Region, state: SiteState, world: World
+) -> tuple[str, str]:
+    """(ok | unregistered | unreachable | unhealthy, detail) as the primary sees the site."""
+    records = world.records
+    if isinstance(site, Primary):
+        if not records.reachable:
+            return "unreachable", ""
+        return "ok", f"Coder {records.version}"
+    if engine.topology.generation == "v1":
+        registered = records.satellites.get(site.name)
+        if registered is None:
+            return "unregistered", ""
+        if state.satellite_key is None:
+            return "unreachable", state.probe_error or "satellite not running"
+        if state.satellite_key.fingerprint != registered.fingerprint:
+            return "unhealthy", "served key differs from the registered one"
+        return "ok", ""
+    proxy = records.proxies.get(site.name)
+    if proxy is None:
+        return "unregistered", ""
+    report = proxy.status.report
+    return proxy.status.status, "; ".join([*report.errors, *report.warnings])
