@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client as kube_client
 
 from coder_migrate.engine.lock import apply_lock
+from coder_migrate.inventory import load_topology
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import LabHandle
@@ -35,6 +36,10 @@ CLI = [sys.executable, "-m", "coder_migrate"]
 REGIONS = ("us-east", "eu-west", "ap-southeast")
 V2_EMULATOR = {"health_interval_seconds": 1, "regions": list(REGIONS)}
 _TAGS = itertools.count()
+# Each test's satellites get loopback addresses no earlier test used: the lab stops an earlier
+# test's proxies only when its namespaces are gone, which takes a moment.
+_V1_BLOCKS = itertools.count(60)
+_V2_BLOCKS = itertools.count(80)
 
 
 def unique_tag(prefix: str) -> str:
@@ -84,6 +89,10 @@ def delete_tagged_namespaces(lab: LabHandle, tag: str) -> None:
                     core.delete_namespace(namespace.metadata.name)
 
 
+def access_url(inventory: Path, region: str) -> str:
+    return load_topology(inventory).region(region).access_url
+
+
 def port_open(url: str) -> bool:
     try:
         httpx.get(url.rstrip("/") + "/healthz", timeout=2)
@@ -108,7 +117,7 @@ def v1_world(lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path) ->
     emulator = coderd_factory("v1.21")
     tag = unique_tag("d1")
     inventory = lab_inventory(
-        tmp_path, tag=tag, address_block=11, primary_url=emulator.url,
+        tmp_path, tag=tag, address_block=next(_V1_BLOCKS), primary_url=emulator.url,
         token_file=emulator.token_file,
     )
     yield inventory, emulator
@@ -122,7 +131,8 @@ def v2_world(lab: LabHandle, coderd_factory: EmulatorFactory, tmp_path: Path) ->
     emulator = coderd_factory("v2", config=V2_EMULATOR)
     tag = unique_tag("d2")
     inventory = lab_inventory(
-        tmp_path, tag=tag, address_block=12, generation="v2", primary_url=emulator.url,
+        tmp_path, tag=tag, address_block=next(_V2_BLOCKS), generation="v2",
+        primary_url=emulator.url,
         token_file=emulator.token_file,
     )
     yield inventory, emulator
@@ -177,6 +187,7 @@ def test_v1_plan_apply_status_replan_and_remove(
     assert "No changes" in again.stdout
 
     # A region removed from the inventory: deregistered then uninstalled, only with --force.
+    southeast_url = access_url(inventory, "ap-southeast")
     remove_region(inventory, "ap-southeast")
     refused = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
     assert refused.returncode == 6
@@ -186,7 +197,7 @@ def test_v1_plan_apply_status_replan_and_remove(
     removed = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve", "--force")
     assert removed.returncode == 0, removed.stderr
     assert registered_satellites(emulator) == ["eu-west", "us-east"]
-    assert wait_for(lambda: not port_open("http://127.0.11.3:17083"))
+    assert wait_for(lambda: not port_open(southeast_url))
     final = run_cli("plan", "-i", str(inventory), "--no-dns", "--detailed-exitcode")
     assert final.returncode == 0, final.stdout + final.stderr
 
@@ -405,7 +416,7 @@ def test_status_reports_a_stopped_satellite_unreachable(
         kube_client.AppsV1Api(api).patch_namespaced_deployment_scale(
             "coderd", f"coder-sat-{tag}", {"spec": {"replicas": 0}}
         )
-    assert wait_for(lambda: not port_open("http://127.0.11.2:17082"))
+    assert wait_for(lambda: not port_open(access_url(inventory, "eu-west")))
     status = run_cli("status", "-i", str(inventory), "--output", "json")
     assert status.returncode == 1
     rows = {r["site"]: r for r in json.loads(status.stdout)}
