@@ -304,7 +304,8 @@ class _Child:
     started_at: float  # monotonic, for the backoff
     started_wall: float  # wall clock, for pods.json
     restarts: int
-    stop_deadline: float | None = None
+    stopping: bool = False
+    stop_deadline: float | None = None  # None once SIGKILLed (or never asked to stop)
 
     def record(self) -> dict[str, Any]:
         plan = self.plan
@@ -323,7 +324,7 @@ class _Child:
             "started_at": self.started_wall,
             "restarts": self.restarts,
             "log": str(self.log_file),
-            "stopping": self.stop_deadline is not None,
+            "stopping": self.stopping,
         }
 
 
@@ -543,6 +544,7 @@ class PodSupervisor:
         child = self.children.pop(key)
         with contextlib.suppress(ProcessLookupError):
             child.process.send_signal(signal.SIGTERM)
+        child.stopping = True
         child.stop_deadline = now + self.grace
         self.stopping.append(child)
 

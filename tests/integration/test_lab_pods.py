@@ -77,6 +77,14 @@ def pod_record(lab: LabHandle, namespace: str) -> dict[str, Any] | None:
     return None
 
 
+def any_pod_record(lab: LabHandle, namespace: str) -> bool:
+    """A record for the namespace, running or still stopping."""
+    return any(
+        pod["cluster"] == CLUSTER and pod["namespace"] == namespace
+        for pod in pods_state(lab)["pods"]
+    )
+
+
 def port_closed(url: str) -> bool:
     parts = httpx.URL(url)
     with socket.socket() as sock:
@@ -184,8 +192,9 @@ def test_v1_satellite_pod_serves_the_key_from_its_secret(
     # Uninstall: the process stops and the port closes.
     helm.run(CONTEXT, "uninstall", "region", "-n", namespace, "--wait")
     wait_for(lambda: port_closed(access_url), f"{access_url} closed")
-    wait_for(lambda: pod_record(lab, namespace) is None, "the pod gone from pods.json")
-    assert not ProcessRef(name="p", pid=second["pid"], start_ticks=second["start_ticks"]).alive()
+    process = ProcessRef(name="p", pid=second["pid"], start_ticks=second["start_ticks"])
+    wait_for(lambda: not process.alive(), "the satellite process stopped")
+    wait_for(lambda: not any_pod_record(lab, namespace), "the pod gone from pods.json")
     assert private_pem not in (lab.endpoints.state_dir / "pods.json").read_text()
 
 
@@ -240,8 +249,10 @@ def test_v2_workspace_proxy_pod_registers_and_goes_away(
     assert token not in state_text and regenerated.json()["proxy_token"] not in state_text
 
     helm.run(CONTEXT, "uninstall", "region", "-n", namespace, "--wait")
-    wait_for(lambda: pod_record(lab, namespace) is None, "the pod gone from pods.json")
-    assert not ProcessRef(name="p", pid=second["pid"], start_ticks=second["start_ticks"]).alive()
+    # Stopping is SIGTERM first: the proxy deregisters, then exits (SIGKILL after the grace).
+    process = ProcessRef(name="p", pid=second["pid"], start_ticks=second["start_ticks"])
+    wait_for(lambda: not process.alive(), "the proxy process stopped")
+    wait_for(lambda: not any_pod_record(lab, namespace), "the pod gone from pods.json")
     assert port_closed(access_url)
     # It deregistered on the way out, as a stopped pod does.
     wait_for(lambda: status() in ("unregistered", "unreachable"), "not ok after uninstall")
