@@ -19,7 +19,7 @@ import os
 from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -49,9 +49,8 @@ T = TypeVar("T")
 
 SITES_CONFIG_MAP = "coder-migrate-sites"
 _SITES_KEY = "sites.json"
-Listing = dict[tuple[str, str], dict[str, Any]]
 CONCURRENCY = 16
-"""Sites observed (and applied) at once; each is a handful of API calls and a helm run."""
+"""Sites observed (and applied) at once; each is a handful of API calls."""
 PROBE_TIMEOUT = 5.0
 
 
@@ -126,7 +125,6 @@ class Engine:
         self._helm: dict[tuple[str, str | None], HelmClient] = {}
         self._recording = asyncio.Lock()
         self.dns_writes = asyncio.Lock()
-        self._listings: dict[tuple[str, str | None], asyncio.Future[Listing]] = {}
         # helm runs as subprocesses: more at once than cores only queues them in the kernel.
         self.helm_slots = max(2, os.cpu_count() or 2)
 
@@ -150,7 +148,9 @@ class Engine:
     def helm(self, context: str, kubeconfig: str | None) -> HelmClient:
         key = (context, self.path(kubeconfig))
         if key not in self._helm:
-            self._helm[key] = HelmClient(context, key[1], slots=self.helm_slots)
+            self._helm[key] = HelmClient(
+                context, key[1], slots=self.helm_slots, storage=self.kube(context, kubeconfig)
+            )
         return self._helm[key]
 
     def site_kube(self, site: Primary | Region | ManagedSite) -> KubeCluster:
@@ -233,7 +233,6 @@ class Engine:
             async with gate:
                 return await awaitable
 
-        self._listings = {}
         managed_task = asyncio.ensure_future(bounded(self._managed_or_empty()))
         # One client for every satellite key fetch: a client per region costs a TLS context.
         async with self.coder_v1() as prober:
@@ -245,15 +244,6 @@ class Engine:
         return World(
             sites={s.name: s for s in states}, records=records, managed=await managed_task
         )
-
-    async def _release(self, site: Primary | Region) -> ReleaseState | None:
-        """The site's release, from one ``helm list -A`` per cluster per observation."""
-        helm = self.site_helm(site)
-        key = (helm.context, helm.kubeconfig)
-        if key not in self._listings:
-            self._listings[key] = asyncio.ensure_future(helm.list_all())
-        listed = await self._listings[key]
-        return await helm.release(site.namespace, site.release, listed=listed)
 
     async def _managed_or_empty(self) -> dict[str, ManagedSite]:
         if not await self.primary_kube.namespace_exists(self.state_namespace):
@@ -271,7 +261,7 @@ class Engine:
                 name=site.name, namespace_exists=False, release=None,
                 tls_problems=_tls_missing(site, "its namespace does not exist"),
             )
-        release_task = asyncio.ensure_future(self._release(site))
+        release_task = asyncio.ensure_future(self.site_helm(site).release(namespace, site.release))
         tls_problems = await self._tls_problems(kube, site)
         token_secret = False
         if isinstance(site, Region) and self.topology.generation == "v2":

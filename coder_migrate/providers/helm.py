@@ -4,11 +4,20 @@ Which helm: ``CODER_MIGRATE_HELM`` when set, else ``helm`` on ``PATH``, else the
 lab built (``coder-migrate lab build``). pyhelm3's errors carry helm's stderr; they are
 translated here, once, into :class:`HelmError` with the release, the verb and helm's first
 line of complaint (redacted), never the values sent.
+
+Reads do not start helm: with helm's default storage driver (``secret``) a release is a Secret
+``sh.helm.release.v1.<name>.v<revision>`` labelled ``owner=helm,name=<name>``, its ``release``
+key the release as gzip-compressed JSON, base64-encoded (helm's ``pkg/storage/driver``). One
+kube list per release replaces ``helm list`` plus ``helm get values`` (two processes), which
+dominated a plan of many regions. With another ``HELM_DRIVER`` reads go through helm.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
+import json
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,6 +31,7 @@ from pyhelm3 import errors as helm_errors
 
 from coder_migrate.errors import HelmError, redact
 from coder_migrate.inventory import ChartRef
+from coder_migrate.providers.kube import KubeCluster
 
 __all__ = [
     "ChartSource",
@@ -29,6 +39,8 @@ __all__ = [
     "ReleaseState",
     "chart_source",
     "helm_executable",
+    "latest_release",
+    "release_from_record",
 ]
 
 T = TypeVar("T")
@@ -36,6 +48,8 @@ T = TypeVar("T")
 HELM_ENV = "CODER_MIGRATE_HELM"
 DEFAULT_TIMEOUT = "5m"
 PENDING_STATES = frozenset({"pending-install", "pending-upgrade", "pending-rollback"})
+SECRET_DRIVERS = frozenset({"", "secret", "secrets"})
+GZIP_MAGIC = b"\x1f\x8b\x08"
 
 
 def helm_executable() -> str:
@@ -129,8 +143,55 @@ class ReleaseState:
         return self.status in PENDING_STATES
 
 
+def release_from_record(item: Mapping[str, Any]) -> ReleaseState | None:
+    """The release one helm storage Secret holds (``None`` when it is not readable)."""
+    encoded = (item.get("data") or {}).get("release")
+    if not isinstance(encoded, str):
+        return None
+    try:
+        payload = base64.b64decode(base64.b64decode(encoded))
+        if payload.startswith(GZIP_MAGIC):
+            payload = gzip.decompress(payload)
+        record = json.loads(payload)
+    except (ValueError, OSError, EOFError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    metadata = (record.get("chart") or {}).get("metadata") or {}
+    chart = f"{metadata.get('name', '')}-{metadata.get('version', '')}" if metadata else ""
+    return ReleaseState(
+        name=str(record.get("name", "")),
+        namespace=str(record.get("namespace", "")),
+        chart=chart,
+        status=str((record.get("info") or {}).get("status", "")),
+        revision=int(record.get("version", 0) or 0),
+        app_version=str(metadata.get("appVersion", "") or ""),
+        values=dict(record.get("config") or {}),
+    )
+
+
+def latest_release(items: list[dict[str, Any]]) -> ReleaseState | None:
+    """The newest revision among a release's storage Secrets, as ``helm list --all`` shows
+    it; ``None`` when there is none or it was uninstalled with ``--keep-history``."""
+
+    def revision(item: Mapping[str, Any]) -> int:
+        labels = (item.get("metadata") or {}).get("labels") or {}
+        try:
+            return int(labels.get("version", 0))
+        except (TypeError, ValueError):
+            return 0
+
+    if not items:
+        return None
+    state = release_from_record(max(items, key=revision))
+    if state is None or state.status == "uninstalled":
+        return None
+    return state
+
+
 class HelmClient:
-    """Releases of one cluster."""
+    """Releases of one cluster: writes through helm, reads from helm's storage via *storage*
+    (the cluster's kube client) when helm keeps releases in Secrets."""
 
     def __init__(
         self,
@@ -140,17 +201,28 @@ class HelmClient:
         executable: str | None = None,
         timeout: str = DEFAULT_TIMEOUT,
         slots: int = 0,
+        storage: KubeCluster | None = None,
     ) -> None:
         self.context = context
         self.kubeconfig = kubeconfig
         self._slots_size = slots
         self._slots: asyncio.Semaphore | None = None
-        self._command = Command(
-            executable=executable or helm_executable(),
-            kubeconfig=Path(kubeconfig) if kubeconfig else None,
-            kubecontext=context,
-            default_timeout=timeout,
-        )
+        self._storage = storage if os.environ.get("HELM_DRIVER", "") in SECRET_DRIVERS else None
+        self._executable = executable
+        self._timeout = timeout
+        self._command_instance: Command | None = None
+
+    @property
+    def _command(self) -> Command:
+        # Created on first use: a plan that only reads never needs the helm binary.
+        if self._command_instance is None:
+            self._command_instance = Command(
+                executable=self._executable or helm_executable(),
+                kubeconfig=Path(self.kubeconfig) if self.kubeconfig else None,
+                kubecontext=self.context,
+                default_timeout=self._timeout,
+            )
+        return self._command_instance
 
     async def _run(self, what: str, action: Callable[[], Awaitable[T]]) -> T:
         if self._slots_size and self._slots is None:
@@ -165,28 +237,16 @@ class HelmClient:
         except (OSError, ValueError) as error:
             raise HelmError(f"{self.context}: {what}: {type(error).__name__}") from None
 
-    async def list_all(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """Every release of the cluster in any state, by (namespace, name): one helm call."""
-
-        async def read() -> dict[tuple[str, str], dict[str, Any]]:
-            listed = await self._command.list(all=True, all_namespaces=True, max_releases=0)
-            return {(str(r.get("namespace")), str(r.get("name"))): dict(r) for r in listed}
-
-        return await self._run("list releases", read)
-
-    async def release(
-        self, namespace: str, name: str, *, listed: dict[tuple[str, str], dict[str, Any]] | None
-        = None,
-    ) -> ReleaseState | None:
-        """The release in any state but uninstalled, or ``None``; *listed* from :meth:`list_all`
-        saves the per-namespace list call."""
+    async def release(self, namespace: str, name: str) -> ReleaseState | None:
+        """The release in any state but uninstalled, with its user-supplied values, or
+        ``None``."""
+        if self._storage is not None:
+            items = await self._storage.secrets_data(namespace, f"owner=helm,name={name}")
+            return latest_release(items)
 
         async def read() -> ReleaseState | None:
-            if listed is not None:
-                row = listed.get((namespace, name))
-            else:
-                rows = await self._command.list(namespace=namespace, all=True)
-                row = next((r for r in rows if r.get("name") == name), None)
+            rows = await self._command.list(namespace=namespace, all=True)
+            row = next((r for r in rows if r.get("name") == name), None)
             if row is None:
                 return None
             values = await self._command.get_values(name, namespace=namespace)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -133,6 +134,25 @@ class KubeCluster:
             return base64.b64decode(encoded).decode() if encoded is not None else None
 
         return await self._call(f"read secret {namespace}/{name}", read)
+
+    async def secrets_data(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Raw items (metadata and base64 ``data``) of the Secrets matching a label selector.
+
+        The JSON is read as it comes: building client models for large Secrets (helm's
+        release records) costs more than the request.
+        """
+
+        def read() -> list[dict[str, Any]]:
+            response: Any = self.core().list_namespaced_secret(
+                namespace, label_selector=selector, _preload_content=False
+            )
+            try:
+                items = json.loads(response.data).get("items") or []
+            finally:
+                response.release_conn()
+            return [item for item in items if isinstance(item, dict)]
+
+        return await self._call(f"list secrets {selector} in {namespace}", read)
 
     async def pods(self, namespace: str, selector: str = "") -> list[PodStatus]:
         def read() -> list[PodStatus]:

@@ -1,0 +1,135 @@
+"""Reading releases from helm's storage gives what helm itself reports.
+
+The engine reads a release (chart, status, revision, user values) from its storage Secret
+through the kube client instead of starting ``helm list`` and ``helm get values``. These
+tests install real releases with the lab's helm into a namespace of their own and compare
+the two readings through each stage of a release's life: first install, upgrade with other
+values, an install interrupted by SIGKILL (``pending-install``), and uninstall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as kube_client
+
+from coder_migrate.providers.helm import HelmClient, ReleaseState
+from coder_migrate.providers.kube import KubeCluster
+from tests.fixtures.lab import Helm, LabHandle
+
+pytestmark = pytest.mark.integration
+
+CONTEXT = "lab-us-east"
+CHART = Path(__file__).resolve().parents[2] / "coder_migrate" / "lab" / "charts" / (
+    "workspace-provider"
+)
+RELEASE = "provider"
+
+
+@pytest.fixture
+def namespace(lab: LabHandle, helm: Helm) -> Iterator[str]:
+    name = f"helm-storage-{uuid.uuid4().hex[:8]}"
+    with lab.api(CONTEXT) as api:
+        kube_client.CoreV1Api(api).create_namespace(
+            kube_client.V1Namespace(metadata=kube_client.V1ObjectMeta(name=name))
+        )
+    yield name
+    helm.run(CONTEXT, "uninstall", RELEASE, "-n", name, "--wait", check=False)
+    with lab.api(CONTEXT) as api:
+        kube_client.CoreV1Api(api).delete_namespace(name)
+
+
+def both_readings(lab: LabHandle, namespace: str) -> tuple[ReleaseState | None, ...]:
+    kubeconfig = str(lab.kubeconfig)
+    from_storage = HelmClient(
+        CONTEXT, kubeconfig, storage=KubeCluster(CONTEXT, kubeconfig)
+    )
+    from_helm = HelmClient(CONTEXT, kubeconfig)
+
+    async def read() -> tuple[ReleaseState | None, ...]:
+        return tuple(
+            await asyncio.gather(
+                from_storage.release(namespace, RELEASE), from_helm.release(namespace, RELEASE)
+            )
+        )
+
+    return asyncio.run(read())
+
+
+def install_command(helm: Helm, namespace: str, values_file: Path) -> list[str]:
+    return [
+        str(helm.binary), "--kubeconfig", str(helm.kubeconfig), "--kube-context", CONTEXT,
+        "upgrade", "--install", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file),
+        "--wait", "--timeout", "60s",
+    ]
+
+
+def test_storage_reading_matches_helm_through_install_upgrade_and_uninstall(
+    lab: LabHandle, helm: Helm, namespace: str, tmp_path: Path
+) -> None:
+    assert both_readings(lab, namespace) == (None, None)
+
+    first = {"provider": {"name": "first"}, "replicas": 1, "nested": {"list": [1, "two"]}}
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(first))
+    subprocess.run(install_command(helm, namespace, values_file), check=True,
+                   capture_output=True)
+    storage, cli = both_readings(lab, namespace)
+    assert storage is not None and storage == cli
+    assert (storage.status, storage.revision, storage.values) == ("deployed", 1, first)
+    assert storage.chart_name == "workspace-provider"
+
+    second = {"provider": {"name": "second"}}
+    values_file.write_text(yaml.safe_dump(second))
+    subprocess.run(install_command(helm, namespace, values_file), check=True,
+                   capture_output=True)
+    storage, cli = both_readings(lab, namespace)
+    assert storage is not None and storage == cli
+    assert (storage.status, storage.revision, storage.values) == ("deployed", 2, second)
+
+    helm.run(CONTEXT, "uninstall", RELEASE, "-n", namespace, "--wait")
+    assert both_readings(lab, namespace) == (None, None)
+
+
+def test_an_install_killed_midway_reads_as_pending_install_both_ways(
+    lab: LabHandle, helm: Helm, namespace: str, tmp_path: Path
+) -> None:
+    # No pod may start in the namespace, so helm's --wait never ends: the release stays
+    # pending-install until helm is killed, as after a killed apply.
+    with lab.api(CONTEXT) as api:
+        kube_client.CoreV1Api(api).create_namespaced_resource_quota(
+            namespace,
+            kube_client.V1ResourceQuota(
+                metadata=kube_client.V1ObjectMeta(name="no-pods"),
+                spec=kube_client.V1ResourceQuotaSpec(hard={"pods": "0"}),
+            ),
+        )
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump({"provider": {"name": "slow"}}))
+    command = install_command(helm, namespace, values_file)
+    command[command.index("--timeout") + 1] = "300s"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            storage, cli = both_readings(lab, namespace)
+            if storage is not None:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("helm never recorded the release")
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    storage, cli = both_readings(lab, namespace)
+    assert storage is not None and storage == cli
+    assert storage.status == "pending-install" and storage.pending
