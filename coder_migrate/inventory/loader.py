@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from coder_migrate import inventory_listing
 from coder_migrate.errors import InventoryError, InventoryProblem
 from coder_migrate.inventory.model import Primary, Region, Topology
 from coder_migrate.inventory.rules import cross_field_findings
@@ -83,16 +80,7 @@ def read_inventory_json(directory: Path) -> dict[str, Any]:
             [_problem(label, "-", "hosts.yml", "a hosts.yml in the inventory directory", "none")]
         )
     _check_yaml_syntax(directory)
-    command = [_ansible_inventory(), "-i", str(directory), "--list"]
-    env = {
-        **os.environ,
-        # A file Ansible cannot parse must be an error, not a warning and an empty inventory.
-        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-    }
-    result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    result = inventory_listing.result(directory, _ansible_inventory())
     if result.returncode != 0:
         raise InventoryError(
             [
@@ -154,10 +142,7 @@ class _StrictLoader(_SafeLoaderBase):  # type: ignore[valid-type,misc]
 
 
 def _ansible_inventory() -> str:
-    beside = Path(sys.executable).parent / "ansible-inventory"
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which("ansible-inventory")
+    found = inventory_listing.ansible_inventory_executable()
     if found is None:
         raise InventoryError(
             [_problem("-", "-", "-", "ansible-inventory on PATH (from ansible-core)", "none")]

@@ -207,7 +207,17 @@ def test_the_command_check_refuses_what_the_cli_does_not_have() -> None:
 
 
 def test_the_runbook_command_is_registered() -> None:
-    assert main.commands.get("runbook") is runbook
+    with click.Context(main) as ctx:
+        assert "runbook" in main.list_commands(ctx)
+        assert main.get_command(ctx, "runbook") is runbook
+
+
+def test_every_command_module_loads_its_command() -> None:
+    """The lazy command table names a module and a command that exist, for every command."""
+    with click.Context(main) as ctx:
+        for name in main.list_commands(ctx):
+            command = main.get_command(ctx, name)
+            assert isinstance(command, click.Command) and command.name == name
 
 
 # -- secrets and html -------------------------------------------------------------------------
