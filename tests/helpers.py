@@ -97,3 +97,23 @@ def lab_inventory(
 
         edit_yaml(target / "host_vars" / f"{region}.yml", region_vars)
     return target
+
+
+COLLECTION_PLUGINS = REPO / "collections/ansible_collections/coder_migrate/toolkit/plugins"
+
+
+def load_collection_module(
+    name: str, monkeypatch: Any
+) -> Any:
+    """Import one of the collection's modules from its file, as Ansible runs it; its imports of
+    ``ansible_collections.coder_migrate...module_utils`` resolve through the repository."""
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(REPO / "collections"))
+    spec = importlib.util.spec_from_file_location(
+        f"{name}_module_under_test", COLLECTION_PLUGINS / "modules" / f"{name}.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from coder_migrate.engine.apply import ApplyOptions
 from coder_migrate.engine.plan import Plan
@@ -26,6 +27,13 @@ class SiteOutcome:
     """The site's plan was not empty (in check mode: apply would change something)."""
     changes: list[str] = field(default_factory=list)
     diff: str = ""
+
+    def module_result(self, *, want_diff: bool) -> dict[str, Any]:
+        """The result an Ansible module returns for this outcome (``--diff`` adds the plan)."""
+        result: dict[str, Any] = {"changed": self.changed, "changes": list(self.changes)}
+        if want_diff:
+            result["diff"] = {"prepared": self.diff}
+        return result
 
 
 def plan_text(plan: Plan) -> str:

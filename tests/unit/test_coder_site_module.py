@@ -6,7 +6,6 @@ molecule scenarios run the module against the lab.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -17,41 +16,23 @@ from typing import Any
 import pytest
 from ansible.module_utils.testing import patch_module_args
 
+from coder_migrate.engine.site import SiteOutcome
 from coder_migrate.errors import LockHeld
-
-MODULE_PATH = (
-    Path(__file__).resolve().parents[2]
-    / "collections/ansible_collections/coder_migrate/toolkit/plugins/modules/coder_site.py"
-)
-
-
-@dataclass(frozen=True)
-class FakeOutcome:
-    changed: bool
-    changes: list[str]
-    diff: str
+from tests.helpers import load_collection_module
 
 
 @dataclass
 class FakeEngine:
-    outcome: FakeOutcome | None = None
+    outcome: SiteOutcome | None = None
     error: Exception | None = None
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
 
-    def converge_site(self, *args: Any, **kwargs: Any) -> FakeOutcome:
+    def converge_site(self, *args: Any, **kwargs: Any) -> SiteOutcome:
         self.calls.append((args, kwargs))
         if self.error is not None:
             raise self.error
         assert self.outcome is not None
         return self.outcome
-
-
-def _load_module() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("coder_site_module_under_test", MODULE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(
@@ -63,7 +44,7 @@ def _run(
     fake_site = types.ModuleType("coder_migrate.engine.site")
     fake_site.converge_site = engine.converge_site  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "coder_migrate.engine.site", fake_site)
-    module = _load_module()
+    module = load_collection_module("coder_site", monkeypatch)
     with patch_module_args(args), pytest.raises(SystemExit) as exited:
         module.main()
     return int(exited.value.code or 0), json.loads(capsys.readouterr().out)
@@ -73,7 +54,7 @@ def test_a_planned_change_in_check_mode_is_reported_with_its_diff(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     engine = FakeEngine(
-        outcome=FakeOutcome(
+        outcome=SiteOutcome(
             changed=True,
             changes=["create helm release coder-satellite in ns coder-satellite: not installed"],
             diff="+ coderd.satellite.enable: true\n+ token: (sensitive)\n",
@@ -104,7 +85,7 @@ def test_a_planned_change_in_check_mode_is_reported_with_its_diff(
 def test_an_empty_plan_is_unchanged_and_has_no_diff_unless_asked(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    engine = FakeEngine(outcome=FakeOutcome(changed=False, changes=[], diff=""))
+    engine = FakeEngine(outcome=SiteOutcome(changed=False, changes=[], diff=""))
     code, result = _run(
         monkeypatch,
         capsys,
@@ -139,7 +120,7 @@ def test_an_engine_error_fails_with_its_one_line(
 def test_a_missing_site_argument_is_refused_before_the_engine_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    engine = FakeEngine(outcome=FakeOutcome(changed=False, changes=[], diff=""))
+    engine = FakeEngine(outcome=SiteOutcome(changed=False, changes=[], diff=""))
     code, result = _run(monkeypatch, capsys, engine, {"inventory": str(tmp_path)})
     assert code == 1
     assert "site" in result["msg"]

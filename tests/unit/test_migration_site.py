@@ -7,7 +7,6 @@ molecule scenario runs the module against the lab.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -19,30 +18,19 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
+from coder_migrate.engine.site import SiteOutcome
 from coder_migrate.errors import ConfigError, PlanError
 from coder_migrate.migrations import site
-from tests.helpers import EXAMPLE_INVENTORY
-
-MODULE_PATH = (
-    Path(__file__).resolve().parents[2]
-    / "collections/ansible_collections/coder_migrate/toolkit/plugins/modules/coder_migration.py"
-)
-
-
-@dataclass(frozen=True)
-class FakeOutcome:
-    changed: bool
-    changes: list[str]
-    diff: str
+from tests.helpers import EXAMPLE_INVENTORY, load_collection_module
 
 
 @dataclass
 class FakeSite:
-    outcome: FakeOutcome | None = None
+    outcome: SiteOutcome | None = None
     error: Exception | None = None
     calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
 
-    def migrate_site(self, *args: Any, **kwargs: Any) -> FakeOutcome:
+    def migrate_site(self, *args: Any, **kwargs: Any) -> SiteOutcome:
         self.calls.append((args, kwargs))
         if self.error is not None:
             raise self.error
@@ -57,10 +45,7 @@ def _run(
     stand_in = types.ModuleType("coder_migrate.migrations.site")
     stand_in.migrate_site = fake.migrate_site  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "coder_migrate.migrations.site", stand_in)
-    spec = importlib.util.spec_from_file_location("coder_migration_under_test", MODULE_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_collection_module("coder_migration", monkeypatch)
     with patch_module_args(args), pytest.raises(SystemExit) as exited:
         module.main()
     return int(exited.value.code or 0), json.loads(capsys.readouterr().out)
@@ -69,7 +54,7 @@ def _run(
 def test_check_mode_plans_and_reports_the_plan_as_diff(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    fake = FakeSite(outcome=FakeOutcome(
+    fake = FakeSite(outcome=SiteOutcome(
         changed=True,
         changes=["update workspace provider us-east on the primary: switch on Networking v2"],
         diff="update workspace provider us-east on the primary: switch on Networking v2\n",

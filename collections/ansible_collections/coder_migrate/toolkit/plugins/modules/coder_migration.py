@@ -67,11 +67,14 @@ changes:
     - "update workspace provider us-east on the primary: switch on Networking v2"
 """
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import (
+    engine_missing,
+    one_line,
+)
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "inventory": {"type": "path", "required": True},
@@ -81,29 +84,13 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-def outcome_result(outcome: Any, *, want_diff: bool) -> dict[str, Any]:
-    """The module result for an engine ``SiteOutcome``."""
-    result: dict[str, Any] = {"changed": bool(outcome.changed), "changes": list(outcome.changes)}
-    if want_diff:
-        result["diff"] = {"prepared": outcome.diff}
-    return result
-
-
-def one_line(message: str) -> str:
-    """A preflight lists one problem a line; Ansible shows msg best as one line."""
-    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         from coder_migrate.errors import CoderMigrateError
         from coder_migrate.migrations.site import migrate_site
     except ImportError as error:
-        module.fail_json(
-            msg=f"coder_migrate.migrations.site cannot be imported by {sys.executable} ({error}): "
-            "set ansible_python_interpreter to the interpreter coder-migrate is installed in"
-        )
+        module.fail_json(msg=engine_missing(error))
         return
     params = module.params
     try:
@@ -118,7 +105,7 @@ def main() -> None:
         # Fit for the user: the error tree redacts its messages when they are made.
         module.fail_json(msg=one_line(str(error)))
         return
-    module.exit_json(**outcome_result(outcome, want_diff=module._diff))
+    module.exit_json(**outcome.module_result(want_diff=module._diff))
 
 
 if __name__ == "__main__":

@@ -62,11 +62,11 @@ changes:
     - "create helm release coder-satellite in ns coder-satellite: not installed"
 """
 
-import sys
 from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import engine_missing
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "inventory": {"type": "path", "required": True},
@@ -76,24 +76,13 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-def outcome_result(outcome: Any, *, want_diff: bool) -> dict[str, Any]:
-    """The module result for an engine ``SiteOutcome``."""
-    result: dict[str, Any] = {"changed": bool(outcome.changed), "changes": list(outcome.changes)}
-    if want_diff:
-        result["diff"] = {"prepared": outcome.diff}
-    return result
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         from coder_migrate.engine.site import converge_site
         from coder_migrate.errors import CoderMigrateError
     except ImportError as error:
-        module.fail_json(
-            msg=f"coder_migrate.engine.site cannot be imported by {sys.executable} ({error}): set "
-            "ansible_python_interpreter to the interpreter coder-migrate is installed in"
-        )
+        module.fail_json(msg=engine_missing(error))
         return
     params = module.params
     try:
@@ -108,7 +97,7 @@ def main() -> None:
         # One line fit for the user: the error tree redacts its messages when they are made.
         module.fail_json(msg=str(error))
         return
-    module.exit_json(**outcome_result(outcome, want_diff=module._diff))
+    module.exit_json(**outcome.module_result(want_diff=module._diff))
 
 
 if __name__ == "__main__":

@@ -77,10 +77,10 @@ notes:
 """
 
 import asyncio
-import sys
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import engine_missing
 
 
 def _lines(snapshot: dict[str, Any] | None) -> str:
@@ -104,11 +104,8 @@ def main() -> None:
         from coder_migrate.engine.plan import Action
         from coder_migrate.errors import CoderMigrateError
         from coder_migrate.inventory import load_topology
-    except ImportError:
-        module.fail_json(
-            msg=f"coder_migrate cannot be imported by {sys.executable}: set "
-            "ansible_python_interpreter to the interpreter coder-migrate is installed in"
-        )
+    except ImportError as error:
+        module.fail_json(msg=engine_missing(error))
         return
 
     async def run() -> tuple[DnsPlan, list[str]]:

@@ -44,9 +44,9 @@ summary:
   returned: when valid
 """
 
-import sys
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import engine_missing
 
 
 def main() -> None:
@@ -57,11 +57,8 @@ def main() -> None:
     try:
         from coder_migrate.errors import CoderMigrateError, InventoryError
         from coder_migrate.inventory import load_topology
-    except ImportError:
-        module.fail_json(
-            msg=f"coder_migrate cannot be imported by {sys.executable}: set "
-            "ansible_python_interpreter to the interpreter coder-migrate is installed in"
-        )
+    except ImportError as error:
+        module.fail_json(msg=engine_missing(error))
         return
     try:
         topology = load_topology(module.params["inventory"])
