@@ -9,6 +9,7 @@ satellites. Namespaces carry a tag unique to the test and are deleted afterwards
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -114,14 +115,17 @@ def _install_old_provider(helm: Helm, world: MigrationWorld, region: str) -> Non
     )
 
 
-@pytest.fixture
-def migration_world(
-    lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path
+@contextlib.contextmanager
+def migration_world_at(
+    lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path, *,
+    address_block: int = 14, prefix: str = "m",
 ) -> Iterator[MigrationWorld]:
+    """The v1.20-style world on its own loopback *address_block* (test files that may run at
+    the same time use different blocks), tagged with *prefix*; cleaned up on exit."""
     emulator = coderd_factory("v1.21", config={"build_step_seconds": 0.05})
-    tag = f"m{os.getpid() % 1000}x{next(_TAGS)}"
-    inventory = lab_inventory(tmp_path, tag=tag, address_block=14, primary_url=emulator.url,
-                              token_file=emulator.token_file)
+    tag = f"{prefix}{os.getpid() % 1000}x{next(_TAGS)}"
+    inventory = lab_inventory(tmp_path, tag=tag, address_block=address_block,
+                              primary_url=emulator.url, token_file=emulator.token_file)
     world = MigrationWorld(inventory=inventory, emulator=emulator, tag=tag)
     for region in REGIONS:
         def tagged(data: dict[str, Any]) -> None:
@@ -134,6 +138,14 @@ def migration_world(
     finally:
         _cleanup(lab, helm, world)
         delete_tagged_records(lab, tag)
+
+
+@pytest.fixture
+def migration_world(
+    lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path
+) -> Iterator[MigrationWorld]:
+    with migration_world_at(lab, helm, coderd_factory, tmp_path) as world:
+        yield world
 
 
 def _release_status(helm: Helm, region: str, namespace: str) -> str:

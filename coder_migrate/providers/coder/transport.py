@@ -5,7 +5,8 @@ errors and 502/503/504, with bounded exponential backoff. A non-idempotent call 
 only when the connection could not be opened at all (nothing reached the server).
 Errors are decoded from the documented shapes, v1 ``{"error":{"msg","code","details"}}``
 and v2 ``{"message","detail"}``, into :mod:`coder_migrate.errors`. Messages and log lines
-carry the method and path only: never headers, tokens or the query string.
+carry the method and path (messages also the server's URL): never headers, tokens or the
+query string.
 """
 
 from __future__ import annotations
@@ -79,9 +80,14 @@ def _quote(text: str) -> str:
 
 
 def decode_error(
-    response: httpx.Response, method: str, path: str, style: ErrorStyle
+    response: httpx.Response, method: str, path: str, style: ErrorStyle, *, where: str = "",
+    attempts: int = 1,
 ) -> CoderAPIError:
-    """Turn an error response into the matching exception class."""
+    """Turn an error response into the matching exception class.
+
+    *where* names the server (``the primary at URL``); with it, a 5xx says who answered and
+    how often it was tried, so a stop after retries is clear on its own.
+    """
     status = response.status_code
     message = ""
     code = ""
@@ -117,6 +123,9 @@ def decode_error(
         error_class = CoderConflict
     elif status >= 500:
         error_class = CoderUnavailable
+        if where:
+            tries = f"on all {attempts} attempts" if attempts > 1 else "(not retried)"
+            message = f"{where} answered {status} {tries}: {message}"
     return error_class(message, method=method, path=path, status=status, code=code)
 
 
@@ -192,7 +201,8 @@ class CoderTransport:
                     await self._backoff(method, path, reason, attempt, attempts)
                     continue
                 raise CoderUnavailable(
-                    f"could not reach the primary ({reason}) after {attempt} attempt(s)",
+                    f"could not reach {self._where(target)} ({reason}) after {attempt} "
+                    "attempt(s)",
                     method=method,
                     path=path,
                 ) from error
@@ -207,9 +217,17 @@ class CoderTransport:
                 await self._backoff(method, path, str(response.status_code), attempt, attempts)
                 continue
             if response.status_code > 299 and response.status_code not in expected:
-                raise decode_error(response, method, path, self.error_style)
+                raise decode_error(response, method, path, self.error_style,
+                                   where=self._where(target), attempts=attempt)
             return response
         raise AssertionError("unreachable")  # pragma: no cover - the loop always returns or raises
+
+    def _where(self, target: str) -> str:
+        """Who was asked: the primary (the base URL), or the host of an overriding URL."""
+        if target.startswith(self.base_url):
+            return f"the primary at {self.base_url}"
+        parts = urlsplit(target)
+        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
     async def _backoff(
         self, method: str, path: str, reason: str, attempt: int, attempts: int

@@ -137,6 +137,14 @@ class DnsAdapter(ABC):
     async def apply(self, changes: Sequence[RRSetChange]) -> None:
         """Apply *changes* in order; each one atomically (all records of the rrset or none)."""
 
+    async def check_access(self) -> None:
+        """Prove the credentials work, changing nothing; a refusal is a :class:`DnsError`.
+
+        The default is the read :meth:`observe` does: an authenticated (PowerDNS API key) or
+        TSIG-signed (RFC 2136 zone transfer) request that a wrong secret makes fail.
+        """
+        await self.observe()
+
     async def aclose(self) -> None:  # noqa: B027 - adapters without connections keep it
         """Release connections; the default has none."""
 

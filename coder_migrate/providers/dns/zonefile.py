@@ -145,6 +145,21 @@ class ZoneFileAdapter(DnsAdapter):
     async def observe(self) -> list[RRSet]:
         return await asyncio.to_thread(self._read)
 
+    async def check_access(self) -> None:
+        """The file is readable and valid, and its directory (or the nearest existing parent
+        :meth:`apply` would create it under) takes new files: the file is replaced by a
+        rename, so the directory's permission is what counts."""
+        await self.observe()
+        await asyncio.to_thread(self._check_writable)
+
+    def _check_writable(self) -> None:
+        directory = self.path.parent
+        while not directory.exists() and directory != directory.parent:
+            directory = directory.parent
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise DnsError(f"zone file {self.path} cannot be written: directory {directory} "
+                           "is not writable for this user")
+
     def _write(self, changes: Sequence[RRSetChange]) -> None:
         state: dict[RRSetKey, RRSet] = {rrset.key: rrset for rrset in self._read()}
         for change in changes:
