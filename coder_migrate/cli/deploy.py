@@ -24,6 +24,7 @@ from coder_migrate.cli.options import (
     out_option,
     output_option,
     plan_file_argument,
+    rollback_force_option,
 )
 from coder_migrate.engine.apply import ApplyOptions, ApplyReport
 from coder_migrate.engine.plan import Action, Plan
@@ -275,12 +276,14 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
 @click.option("--migration", "migration", type=click.Choice(MIGRATIONS), required=True,
               help="The migration to undo.")
 @auto_approve_option
+@rollback_force_option
 @lock_wait_option
 def rollback(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
-    lock_wait: float,
+    force: bool, lock_wait: float,
 ) -> None:
     """Undo a migration from its journal, newest step first (same as `migrate rollback`)."""
     from coder_migrate.cli.migrate import run_migration_rollback
 
-    run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration)
+    run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration,
+                           force=force)

@@ -28,6 +28,7 @@ from coder_migrate.cli.options import (
     out_option,
     output_option,
     plan_file_argument,
+    rollback_force_option,
 )
 from coder_migrate.engine.apply import ApplyOptions
 from coder_migrate.engine.plan import Plan
@@ -103,18 +104,19 @@ def run_migration_apply(
 
 def run_migration_rollback(
     inventory_dir: Path, limit: tuple[str, ...], auto_approve: bool, lock_wait: float,
-    migration: str = MIGRATION,
+    migration: str = MIGRATION, *, force: bool = False,
 ) -> None:
-    """Undo the migration of the regions in *limit* (all when empty) from the journal."""
+    """Undo the migration of the regions in *limit* (all when empty) from the journal;
+    *force* restores DNS rrsets someone else changed after the migration wrote them."""
     _check(migration)
     engine = Engine(load_topology(inventory_dir))
     regions = tuple(dict.fromkeys(limit))
     if not auto_approve:
-        preview = asyncio.run(compute_rollback_plan(engine, regions))
+        preview = asyncio.run(compute_rollback_plan(engine, regions, force=force))
         if not confirm(preview, force=False, question="Roll back these changes?"):
             console.print("Nothing to roll back.")
             return
-    options = ApplyOptions(lock_wait=lock_wait, progress=progress)
+    options = ApplyOptions(force=force, lock_wait=lock_wait, progress=progress)
     try:
         result, report = asyncio.run(rollback_migration(engine, regions, options))
     except ApplyError as error:
@@ -192,13 +194,15 @@ def apply_command(
 @limit_option
 @migration_option
 @auto_approve_option
+@rollback_force_option
 @lock_wait_option
 def rollback_command(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
-    lock_wait: float,
+    force: bool, lock_wait: float,
 ) -> None:
     """Undo the migration from the journal, region by region in reverse; resumable."""
-    run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration)
+    run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration,
+                           force=force)
 
 
 @migrate.command("status")

@@ -41,6 +41,11 @@ auto_approve_option = click.option(
     "--auto-approve", is_flag=True, help="Do not ask for confirmation."
 )
 
+rollback_force_option = click.option(
+    "--force", is_flag=True,
+    help="Restore DNS rrsets someone else changed after the migration wrote them.",
+)
+
 gate_timeout_option = click.option(
     "--gate-timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
     help="Seconds each region may take to become healthy after its changes.",

@@ -45,6 +45,7 @@ __all__ = [
     "MAX_SAFE_CHANGE_FRACTION",
     "DnsPlan",
     "apply_dns_changes",
+    "describe_records",
     "diff_rrsets",
     "open_adapter",
     "plan_dns",
@@ -324,14 +325,15 @@ async def _replay(
         if have != expect:
             raise DnsError(
                 f"{rrset.describe()} changed since the plan was made "
-                f"(expected {_short(expect)}, found {_short(have)}); plan again"
+                f"(expected {describe_records(expect)}, found {describe_records(have)}); plan again"
             )
         await adapter.apply([RRSetChange(before=expect, after=target)])
         done.append(change.id)
     return done
 
 
-def _short(rrset: RRSet | None) -> str:
+def describe_records(rrset: RRSet | None) -> str:
+    """An rrset's TTL and records on one short line, for messages."""
     if rrset is None:
         return "nothing"
     text = " ".join(rrset.records)

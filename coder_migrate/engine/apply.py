@@ -27,7 +27,7 @@ from coder_migrate.engine.deploy import (
     KIND_SATELLITE,
     protected_releases,
 )
-from coder_migrate.engine.journal import Journal, Phase
+from coder_migrate.engine.journal import Journal, Phase, Written
 from coder_migrate.engine.lock import apply_lock, holder_identity
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
 from coder_migrate.engine.values import release_values
@@ -63,11 +63,17 @@ Executor = Callable[["Engine", Change], Awaitable[str]]
 a one-line result for the journal. Must be idempotent against what is there now."""
 
 EXECUTORS: dict[str, Executor] = {}
+WRITTEN_JOURNALLED: set[str] = {KIND_DNS}
+"""Kinds whose journal entries carry what they write (:class:`Written`): a rollback
+compares it with what is there then, and leaves alone what someone else changed since."""
 
 
-def register_executor(kind: str, executor: Executor) -> None:
-    """Let a planner outside the deploy engine (a migration) add the kinds it plans."""
+def register_executor(kind: str, executor: Executor, *, journal_written: bool = False) -> None:
+    """Let a planner outside the deploy engine (a migration) add the kinds it plans;
+    *journal_written* journals each change's ``after`` as what it writes."""
     EXECUTORS[kind] = executor
+    if journal_written:
+        WRITTEN_JOURNALLED.add(kind)
 
 
 GATE_TIMEOUT = 120.0
@@ -218,11 +224,13 @@ class _Runner:
                 await self._run_change(change)
 
     async def _run_change(self, change: Change) -> None:
+        written = Written(state=change.after) if change.kind in WRITTEN_JOURNALLED else None
+
         async def journal(phase: Phase, detail: str) -> None:
             await self.journal.record(
                 run=self.report.run, operation=self.plan.operation, change_id=change.id,
                 region=change.region, by=self.identity, phase=phase, detail=detail,
-                snapshot=change.before,
+                snapshot=change.before, written=written,
             )
 
         await journal("started", change.summary())

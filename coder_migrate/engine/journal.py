@@ -2,9 +2,11 @@
 
 Every change is journalled before it acts (``started``) and after (``done`` or ``failed``),
 with the operator's identity and, for changes that can be rolled back, a snapshot of what
-was there before. A re-run after a crash reads it to resume; ``migrate status`` and
-``rollback`` read it too. Entries hold no secrets: snapshots are taken from plan values,
-which are already redacted, or from public state (DNS records, flags).
+was there before. Changes whose rollback must not undo someone else's later edit (DNS
+rrsets) also carry what they write (``written``). A re-run after a crash reads the journal
+to resume; ``migrate status`` and ``rollback`` read it too. Entries hold no secrets:
+snapshots are taken from plan values, which are already redacted, or from public state (DNS
+records, flags).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from coder_migrate.errors import KubeError
 from coder_migrate.providers.kube import KubeCluster
 
-__all__ = ["JOURNAL_NAME", "Journal", "JournalEntry"]
+__all__ = ["JOURNAL_NAME", "Journal", "JournalEntry", "Written"]
 
 JOURNAL_NAME = "coder-migrate-journal"
 _KEY = "entries.jsonl"
@@ -30,6 +32,14 @@ MAX_BYTES = 512 * 1024
 """Entries kept in the main ConfigMap before the oldest half is archived (limit: 1 MiB)."""
 
 Phase = Literal["started", "done", "failed", "rolled-back"]
+
+
+class Written(BaseModel):
+    """The state a change writes: its plan's ``after`` (``None`` when it deletes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state: dict[str, Any] | None
 
 
 class JournalEntry(BaseModel):
@@ -44,6 +54,8 @@ class JournalEntry(BaseModel):
     by: str
     detail: str = ""
     snapshot: dict[str, Any] | None = None
+    written: Written | None = None
+    """What the change writes, for kinds that journal it (``None``: not journalled)."""
 
 
 class Journal:
@@ -143,11 +155,12 @@ class Journal:
         by: str,
         detail: str = "",
         snapshot: dict[str, Any] | None = None,
+        written: Written | None = None,
     ) -> JournalEntry:
         entry = JournalEntry(
             run=run, operation=operation, change_id=change_id, region=region, phase=phase,
             at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), by=by, detail=detail,
-            snapshot=snapshot,
+            snapshot=snapshot, written=written,
         )
         await self.append([entry])
         return entry

@@ -3,7 +3,9 @@
 One apply (or rollback) at a time per environment, across operators and machines. The lease
 is renewed while the holder runs and expires on its own when the holder dies (SIGKILL, lost
 laptop), so a crash never needs a manual unlock; ``LockHeld`` says who holds it and when it
-expires.
+expires. A holder that was a process of this very machine (same user, host, boot and PID
+namespace, from the lease's ``coder-migrate/boot-id`` annotation) and no longer runs is known
+dead: its lease is taken over at once, so a re-run after a crash does not wait for expiry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import getpass
 import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client
@@ -26,10 +29,41 @@ __all__ = ["LEASE_NAME", "apply_lock", "holder_identity"]
 
 LEASE_NAME = "coder-migrate-lock"
 LEASE_SECONDS = 30
+_BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+_BOOT_ID_ANNOTATION = "coder-migrate/boot-id"
 
 
 def holder_identity() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}:{os.getpid()}"
+
+
+def _boot_id() -> str:
+    """This machine's boot and PID namespace (Linux); "" where there is none to read.
+
+    The namespace matters: containers on one kernel share the boot id, but a PID is only
+    meaningful inside its own namespace.
+    """
+    try:
+        return f"{_BOOT_ID_FILE.read_text().strip()}/{Path('/proc/self/ns/pid').readlink()}"
+    except OSError:
+        return ""
+
+
+def _holder_gone(lease: Any) -> bool:
+    """The holder was a process of this machine, user and boot, and it no longer runs."""
+    who, _, pid = (lease.spec.holder_identity or "").rpartition(":")
+    boot = (lease.metadata.annotations or {}).get(_BOOT_ID_ANNOTATION, "")
+    if not boot or boot != _boot_id() or not pid.isdigit():
+        return False
+    if who != f"{getpass.getuser()}@{socket.gethostname()}":
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it runs, as another user
+    return False
 
 
 def _now() -> dt.datetime:
@@ -51,7 +85,8 @@ def _body(identity: str, operation: str, version: str | None, acquired: dt.datet
         metadata=client.V1ObjectMeta(
             name=LEASE_NAME,
             resource_version=version,
-            annotations={"coder-migrate/operation": operation},
+            annotations={"coder-migrate/operation": operation,
+                         _BOOT_ID_ANNOTATION: _boot_id()},
         ),
         spec=client.V1LeaseSpec(
             holder_identity=identity,
@@ -69,7 +104,8 @@ async def _acquire(cluster: KubeCluster, namespace: str, identity: str, operatio
         if await cluster.create_lease(namespace, _body(identity, operation, None, now)):
             return
         lease = await cluster.read_lease(namespace, LEASE_NAME)
-    if lease is not None and lease.spec.holder_identity != identity and not _expired(lease, now):
+    if (lease is not None and lease.spec.holder_identity != identity
+            and not _expired(lease, now) and not _holder_gone(lease)):
         spec = lease.spec
         renewed = spec.renew_time or spec.acquire_time
         expires = renewed + dt.timedelta(seconds=spec.lease_duration_seconds or LEASE_SECONDS)

@@ -27,7 +27,9 @@ Rollback (:func:`rollback_migration`) reads the journal and undoes, region by re
 reverse, what this migration did: DNS snapshots restored, Networking v2 switched off,
 the satellite deregistered and uninstalled. The old release was never touched. Each step is
 journalled (operation ``v1.20-to-v1.21-rollback``, and a ``rolled-back`` entry of the
-migration's change), so a re-run resumes and a finished rollback does nothing.
+migration's change), so a re-run resumes and a finished rollback does nothing. The journal
+holds what the migration wrote to each rrset: one someone else changed since is refused
+(``--force`` restores it anyway); a provider whose Networking v2 is already off is left be.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import httpx
 from coder_migrate.dns.check import check_dns, check_servers, ecs_query, expectations
 from coder_migrate.dns.desired import PRIMARY
 from coder_migrate.dns.plan import KIND as KIND_DNS
-from coder_migrate.dns.plan import open_adapter, plan_dns
+from coder_migrate.dns.plan import describe_records, open_adapter, plan_dns
 from coder_migrate.engine.apply import (
     ApplyOptions,
     ApplyReport,
@@ -62,6 +64,7 @@ from coder_migrate.engine.deploy import (
 from coder_migrate.engine.journal import Journal, JournalEntry
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
 from coder_migrate.engine.run import PlanScope, apply_computed
+from coder_migrate.engine.values import release_values
 from coder_migrate.engine.world import Engine, ManagedSite, SiteState, World, probe_url
 from coder_migrate.errors import (
     ApplyError,
@@ -71,10 +74,16 @@ from coder_migrate.errors import (
     DnsError,
     KubeError,
     PlanError,
+    SecretError,
     redact,
 )
 from coder_migrate.inventory import Region, Topology
-from coder_migrate.providers.coder import CoderV1SatelliteClient, Workspace
+from coder_migrate.providers.coder import (
+    CoderV1Client,
+    CoderV1SatelliteClient,
+    RetryPolicy,
+    Workspace,
+)
 from coder_migrate.providers.dns.base import RRSet
 
 __all__ = [
@@ -93,13 +102,17 @@ __all__ = [
     "apply_migration",
     "compute_migration_plan",
     "compute_rollback_plan",
+    "dns_access_problem",
     "migration_status",
     "migration_waves",
     "observe_migration",
     "preflight",
     "preflight_problems",
+    "primary_url_problems",
+    "probe_primary_url",
     "protected_releases",
     "rollback_migration",
+    "satellite_primary_url",
 ]
 
 MIGRATION = "v1.20-to-v1.21"
@@ -120,6 +133,8 @@ SATELLITE_KEY_SECRET = "coder-replica-private-key"  # noqa: S105 - a Secret's na
 _SATELLITE_KEY_FIELD = "privateKey"
 REBUILD_TIMEOUT = 600.0
 CONNECTIVITY_TIMEOUT = 60.0
+PRIMARY_URL_TIMEOUT = 5.0
+"""Seconds preflight gives each satellite's primaryURL to answer (one try, no retries)."""
 _POLL = 1.0
 
 
@@ -166,6 +181,10 @@ class MigrationState:
     workspaces: dict[str, WorkspaceState] = field(default_factory=dict)
     sites: dict[str, SiteState] = field(default_factory=dict)
     access_problems: dict[str, list[str]] = field(default_factory=dict)
+    primary_url_problems: dict[str, str] = field(default_factory=dict)
+    """Per region: why the primaryURL its satellite is configured with does not answer."""
+    dns_problem: str = ""
+    """Why the DNS provider refuses the inventory's credentials ("" when they work)."""
 
 
 def change_id(region: str, kind: str, name: str) -> str:
@@ -226,7 +245,107 @@ async def _dns_checked(engine: Engine) -> set[str]:
 
 
 async def observe_migration(engine: Engine, limit: Sequence[str] = ()) -> MigrationState:
-    """Read the primary (version, providers, workspaces), helm, kube and the records."""
+    """Read the primary (version, providers, workspaces), helm, kube and the records; at the
+    same time probe each satellite's primaryURL and the DNS provider's credentials."""
+    state, unreachable, dns_problem = await asyncio.gather(
+        _observe_primary_and_sites(engine, limit),
+        primary_url_problems(engine, _regions(engine.topology, limit)),
+        dns_access_problem(engine.topology),
+    )
+    state.primary_url_problems = unreachable
+    state.dns_problem = dns_problem
+    return state
+
+
+def satellite_primary_url(topology: Topology, region: Region) -> str:
+    """The primary URL rendered into *region*'s satellite values (``coder_values`` may
+    override it), i.e. exactly what the satellite will dial."""
+    satellite = release_values(topology, region).get("coderd", {}).get("satellite", {})
+    url = satellite.get("primaryURL") if isinstance(satellite, dict) else None
+    return str(url or topology.primary.access_url)
+
+
+async def probe_primary_url(url: str, token: str | None) -> str:
+    """Why *url* does not answer as a Coder primary, or "" when it does.
+
+    The version call of the v1 client (``GET /api``, whose ``coder-version`` header names a
+    Coder primary), with a short timeout and no retries: preflight must not hang. *token* is
+    ``None`` for a URL on another origin than the inventory's primary: the session token is
+    never sent anywhere but the primary it belongs to, and without it a ``401`` (the route
+    is authenticated) still proves a server answers there.
+    """
+    if token is None:
+        return await _probe_without_token(url)
+    try:
+        async with CoderV1Client(url, token, timeout=PRIMARY_URL_TIMEOUT,
+                                 retry=RetryPolicy(attempts=1)) as coder:
+            version = await coder.version(refresh=True)
+    except CoderAPIError as error:
+        return redact(str(error))
+    except httpx.InvalidURL as error:
+        return f"not a usable URL ({error})"
+    if version.major is None:
+        return "GET /api answered without a coder-version header: not a Coder primary"
+    return ""
+
+
+async def _probe_without_token(url: str) -> str:
+    try:
+        async with httpx.AsyncClient(timeout=PRIMARY_URL_TIMEOUT) as client:
+            response = await client.get(url.rstrip("/") + "/api")
+    except httpx.InvalidURL as error:
+        return f"not a usable URL ({error})"
+    except httpx.HTTPError as error:
+        return f"could not reach {url} ({type(error).__name__})"
+    if "coder-version" in response.headers or response.status_code == 401:
+        return ""
+    return (f"GET /api answered {response.status_code} without a coder-version header: "
+            "not a Coder primary")
+
+
+def _same_origin(first: str, second: str) -> bool:
+    a, b = httpx.URL(first), httpx.URL(second)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+async def primary_url_problems(engine: Engine, regions: Sequence[Region]) -> dict[str, str]:
+    """Per region whose satellite's primaryURL does not answer from here, why; each distinct
+    URL is probed once, all at the same time.
+
+    The probe runs where coder-migrate runs, not inside the region's network: it proves the
+    URL is right and the primary serves it, not that the region's egress allows it.
+    """
+    topology = engine.topology
+    if topology.generation != "v1" or not regions:
+        return {}
+    urls = {r.name: satellite_primary_url(topology, r) for r in regions}
+    distinct = sorted(set(urls.values()))
+    token = engine.session_token()
+    primary = topology.primary.access_url
+    reasons = dict(zip(distinct, await asyncio.gather(
+        *(probe_primary_url(u, token if _same_origin(u, primary) else None) for u in distinct)
+    ), strict=True))
+    return {
+        name: f"the satellite's primaryURL {url} does not answer from here: {reasons[url]}"
+        for name, url in urls.items() if reasons[url]
+    }
+
+
+async def dns_access_problem(topology: Topology) -> str:
+    """Why the inventory's DNS credentials do not work, or "" (nothing is changed)."""
+    dns = topology.dns
+    try:
+        async with open_adapter(topology) as adapter:
+            await adapter.check_access()
+    except (DnsError, SecretError, ConfigError) as error:
+        return (f"the {dns.provider} zone {dns.zone} cannot be used with the inventory's "
+                f"coder_dns settings: {redact(str(error))}")
+    return ""
+
+
+async def _observe_primary_and_sites(
+    engine: Engine, limit: Sequence[str] = ()
+) -> MigrationState:
     topology = engine.topology
     regions = _regions(topology, limit)
     state = MigrationState()
@@ -300,8 +419,9 @@ def preflight_problems(
     if topology.generation != "v1":
         return [f"primary: the {MIGRATION} migration is for coder_generation v1, "
                 f"{topology.source} has {topology.generation}"]
+    dns = [f"dns: {state.dns_problem}"] if state.dns_problem else []
     if state.primary_problem:
-        return [f"primary: {state.primary_problem}"]
+        return [f"primary: {state.primary_problem}", *dns]
     problems = []
     if not state.version_ok:
         problems.append(
@@ -310,7 +430,7 @@ def preflight_problems(
         )
     for region in _regions(topology, limit):
         problems += [f"{region.name}: {p}" for p in _region_problems(region, state)]
-    return problems
+    return problems + dns
 
 
 def _region_problems(region: Region, state: MigrationState) -> list[str]:
@@ -359,6 +479,9 @@ def _region_problems(region: Region, state: MigrationState) -> list[str]:
             f"the operator may not create {', '.join(missing)} in ns {region.namespace} of "
             f"{region.kube_context} (SelfSubjectAccessReview)"
         )
+    unreachable = state.primary_url_problems.get(region.name)
+    if unreachable:
+        problems.append(unreachable)
     return problems
 
 
@@ -750,6 +873,8 @@ class _Done:
     kind: str
     snapshot: dict[str, Any] | None
     """``before`` of the first entry of this episode: the state the migration found."""
+    written: list[dict[str, Any] | None] = field(default_factory=list)
+    """Every state the migration journalled writing in this episode (empty: not journalled)."""
 
 
 def _rollback_candidates(history: Sequence[JournalEntry]) -> list[_Done]:
@@ -758,9 +883,14 @@ def _rollback_candidates(history: Sequence[JournalEntry]) -> list[_Done]:
     for entry in history:
         if entry.operation == ROLLBACK and entry.phase == "done":
             found.pop(entry.change_id, None)
-        elif entry.operation == MIGRATION and entry.change_id not in found:
-            kind = entry.change_id.split("/")[1] if entry.change_id.count("/") >= 2 else ""
-            found[entry.change_id] = _Done(entry.change_id, entry.region, kind, entry.snapshot)
+        elif entry.operation == MIGRATION:
+            done = found.get(entry.change_id)
+            if done is None:
+                kind = entry.change_id.split("/")[1] if entry.change_id.count("/") >= 2 else ""
+                done = _Done(entry.change_id, entry.region, kind, entry.snapshot)
+                found[entry.change_id] = done
+            if entry.written is not None and entry.written.state not in done.written:
+                done.written.append(entry.written.state)
     return list(found.values())
 
 
@@ -779,12 +909,17 @@ def _rrset_key(done: _Done) -> tuple[str, str]:
     return name, rtype
 
 
-async def compute_rollback_plan(engine: Engine, limit: Sequence[str] = ()) -> Plan:
+async def compute_rollback_plan(
+    engine: Engine, limit: Sequence[str] = (), *, force: bool = False
+) -> Plan:
     """What undoing the migration of the regions in *limit* (all when empty) still takes.
 
     The journal says what the migration did; what is there now says what is left to undo,
     so a re-run after a crash plans only the rest and a finished rollback plans nothing.
     The shared and primary DNS names are restored only when every region is rolled back.
+    An rrset that is neither as the migration found it nor as it wrote it was changed by
+    someone else since: the plan is refused (:class:`PlanError`, one line per rrset), or
+    with *force* restores the snapshot anyway and says so.
     """
     topology = engine.topology
     _check_regions(topology, limit)
@@ -804,6 +939,8 @@ async def compute_rollback_plan(engine: Engine, limit: Sequence[str] = ()) -> Pl
         async with engine.coder_v1() as coder:
             providers = {p.name: bool(p.enable_net_v2) for p in await coder.list_providers()}
             satellites = {s.name for s in await coder.list_satellites()}
+    refused: list[str] = []
+    notes: list[str] = []
 
     async def undo(done: _Done) -> Change | None:
         if done.kind == KIND_DNS:
@@ -813,12 +950,22 @@ async def compute_rollback_plan(engine: Engine, limit: Sequence[str] = ()) -> Pl
                 return None
             rrset = have or before
             assert rrset is not None
+            reason = "restore the rrset as it was before the migration"
+            written = [RRSet.model_validate(w) if w else None for w in done.written]
+            if written and have not in written:
+                changed = (f"{rrset.name} {rrset.type} was changed after the migration wrote "
+                           f"it: now {describe_records(have)}, migration wrote "
+                           f"{describe_records(written[-1])}")
+                if not force:
+                    refused.append(f"{changed}; restore by hand or pass --force")
+                    return None
+                notes.append(f"{changed}; restored to the snapshot anyway (--force)")
+                reason += " (changed by someone else since; restored anyway: --force)"
             action = (Action.CREATE if have is None else
                       Action.DELETE if before is None else Action.UPDATE)
             return Change(
                 id=done.change_id, region=done.region, kind=KIND_DNS, action=action,
-                target=f"{rrset.type} {rrset.name}",
-                reason="restore the rrset as it was before the migration",
+                target=f"{rrset.type} {rrset.name}", reason=reason,
                 before=have.model_dump(mode="json") if have else None,
                 after=done.snapshot,
             )
@@ -870,22 +1017,30 @@ async def compute_rollback_plan(engine: Engine, limit: Sequence[str] = ()) -> Pl
         # its clients leave the satellite before it goes.
         regional += [c for c in changes if c.kind == KIND_DNS]
         regional += [c for c in changes if c.kind != KIND_DNS]
+    if refused:
+        raise PlanError(
+            f"rollback refused: {len(refused)} DNS rrset(s) changed after the migration wrote "
+            "them; nothing was changed:\n" + "\n".join(refused)
+        )
     waves = [Wave(name="dns", regions=(PRIMARY,), changes=tuple(primary)),
              Wave(name="removals", regions=tuple(order), changes=tuple(regional))]
     return Plan.build(inventory=topology.source, waves=waves, limit=tuple(limit),
-                      operation=ROLLBACK)
+                      notes=notes, operation=ROLLBACK)
 
 
 async def rollback_migration(
     engine: Engine, limit: Sequence[str], options: ApplyOptions
 ) -> tuple[Plan, ApplyReport]:
-    """Undo the migration of the regions in *limit* under the apply lock; resumable."""
-    plan = await compute_rollback_plan(engine, limit)
+    """Undo the migration of the regions in *limit* under the apply lock; resumable.
+
+    ``options.force`` restores DNS rrsets someone else changed after the migration wrote
+    them; the rollback's own removals never need it."""
+    plan = await compute_rollback_plan(engine, limit, force=options.force)
     if plan.is_empty:
         return plan, ApplyReport(run="")
 
     async def replan() -> Plan:
-        return await compute_rollback_plan(engine, limit)
+        return await compute_rollback_plan(engine, limit, force=options.force)
 
     force = dataclasses.replace(options, force=True, reviewed=False)
     return plan, await apply_plan(engine, plan, replan, force)

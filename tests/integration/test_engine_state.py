@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import uuid
 
 import pytest
 
 from coder_migrate.engine import lock as lock_module
 from coder_migrate.engine.journal import Journal
-from coder_migrate.engine.lock import LEASE_NAME, apply_lock
+from coder_migrate.engine.lock import LEASE_NAME, apply_lock, holder_identity
 from coder_migrate.errors import KubeError, LockHeld
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.lab import LabHandle
@@ -116,5 +118,24 @@ def test_lock_refuses_a_second_holder_and_expires_after_a_crash(
         async with apply_lock(cluster, namespace, "apply", identity="third@d:4"):
             lease = await cluster.read_lease(namespace, LEASE_NAME)
             assert lease.spec.holder_identity == "third@d:4"
+
+    asyncio.run(scenario())
+
+
+def test_lock_of_a_dead_process_of_this_machine_is_taken_over_at_once(lab: LabHandle) -> None:
+    async def scenario() -> None:
+        cluster, namespace = _cluster(lab), _namespace()
+        this_machine = holder_identity().rpartition(":")[0]
+        dead = subprocess.Popen(["true"])  # gone once waited for: its pid runs nothing
+        dead.wait()
+        await cluster.ensure_namespace(namespace)
+        await lock_module._acquire(cluster, namespace, f"{this_machine}:{dead.pid}", "apply")
+        async with apply_lock(cluster, namespace, "apply", identity="next@e:5"):
+            lease = await cluster.read_lease(namespace, LEASE_NAME)
+            assert lease.spec.holder_identity == "next@e:5"
+        # A holder of this machine that still runs keeps it until it expires.
+        await lock_module._acquire(cluster, namespace, f"{this_machine}:{os.getpid()}", "apply")
+        with pytest.raises(LockHeld, match=f"{this_machine}:{os.getpid()}"):
+            await lock_module._acquire(cluster, namespace, "next@e:5", "apply")
 
     asyncio.run(scenario())

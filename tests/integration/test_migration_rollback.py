@@ -12,14 +12,21 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from coder_migrate.dns.plan import apply_dns_changes, open_adapter, plan_dns
+from coder_migrate.engine.journal import Journal, JournalEntry
 from coder_migrate.inventory import load_topology
+from coder_migrate.migrations.v1_20_to_v1_21 import RETAINED_CONFIG_MAP
+from coder_migrate.providers.coder import CoderV1Client
+from coder_migrate.providers.dns.base import RRSet, RRSetChange
+from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import EmulatorFactory
 from tests.fixtures.lab import Helm, LabHandle
 from tests.helpers import REPO, edit_yaml, lab_inventory
@@ -29,6 +36,7 @@ from tests.integration.test_deploy_two_doors import delete_tagged_records
 from tests.integration.test_migration import (
     CLI,
     OWNER,
+    PROVIDER_RELEASE,
     REGIONS,
     MigrationWorld,
     _cleanup,
@@ -67,6 +75,27 @@ def world(
     finally:
         _cleanup(lab, helm, migration_world)
         delete_tagged_records(lab, tag)
+        _wait_until_satellites_stop(inventory)
+
+
+def _wait_until_satellites_stop(inventory: Path, timeout: float = 90.0) -> None:
+    """The next test reuses the address block: a satellite of this one still answering there
+    would hand out its key to the next one's registration."""
+    urls = [r.access_url.rstrip("/") + "/healthz" for r in load_topology(inventory).regions]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answering = []
+        for url in urls:
+            try:
+                httpx.get(url, timeout=2.0)
+            except httpx.TransportError:
+                continue
+            answering.append(url)
+        if not answering:
+            return
+        time.sleep(1.0)
+    pytest.fail(f"satellites still answer {timeout:.0f} s after their namespaces were deleted: "
+                f"{', '.join(answering)}")
 
 
 def _point_region_at(inventory: Path, region: str, target: str) -> None:
@@ -194,14 +223,83 @@ def _killed_at(world: MigrationWorld, nth_start: int, *args: str) -> int:
     return started
 
 
+def _killed_after_first_change(world: MigrationWorld, *args: str) -> tuple[bool, int]:
+    """Run `migrate apply ARGS --force` and SIGKILL it when a change starts after one of
+    this run's changes finished: one step boundary further than the run before.
+
+    Returns whether it was killed and how many changes the run finished. A run that is not
+    killed must have succeeded.
+    """
+    process = subprocess.Popen(
+        [*CLI, "migrate", "apply", *args, "-i", str(world.inventory), "--auto-approve",
+         "--force", "--lock-wait", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        env={**os.environ, "COLUMNS": "300"},
+    )
+    assert process.stderr is not None and process.stdout is not None
+    finished, killed, seen = 0, False, []
+    try:
+        for line in process.stderr:
+            seen.append(line)
+            phase = line.strip().split(" ", 1)[0]
+            if phase == "done":
+                finished += 1
+            elif phase == "started" and finished:
+                os.kill(process.pid, signal.SIGKILL)
+                killed = True
+                break
+        out = process.stdout.read()
+    finally:
+        process.wait(timeout=600)
+    if not killed:
+        assert process.returncode == 0, out + "".join(seen)
+    return killed, finished
+
+
+def _walk_boundaries(world: MigrationWorld, *args: str, most: int | None = None) -> int:
+    """Kill `migrate apply ARGS` at each step boundary in turn until a run completes
+    without reaching one (or after *most* kills); return the number of killed runs."""
+    planned = run_cli("migrate", "plan", *args, "-i", str(world.inventory), "--output", "json")
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    changes = sum(1 for w in json.loads(planned.stdout)["waves"] for c in w["changes"]
+                  if c["action"] != "keep")
+    kills = 0
+    for _ in range(changes + 3):
+        if kills == most:
+            return kills
+        killed, finished = _killed_after_first_change(world, *args)
+        if not killed:
+            return kills
+        assert finished >= 1
+        kills += 1
+    pytest.fail(f"`migrate apply {' '.join(args)}` still had changes left after {kills} "
+                f"killed runs for a plan of {changes} change(s): the re-runs do not converge")
+
+
+def _journal(lab: LabHandle, world: MigrationWorld) -> list[JournalEntry]:
+    primary = KubeCluster("lab-primary", str(lab.kubeconfig))
+    return asyncio.run(Journal(primary, world.primary_namespace).history())
+
+
 def test_sigkill_at_step_boundaries_then_rerun_reaches_the_same_end_state(
     lab: LabHandle, helm: Helm, world: MigrationWorld
 ) -> None:
-    # Kill points counted per run: mid helm install of the canary, at its registration
-    # (the re-run's second change), then inside the second wave (both regions in flight).
-    for nth in (2, 2, 13):
-        assert _killed_at(world, nth, "apply", "--force") == nth
+    """SIGKILL at every step boundary of the canary region and at the first boundaries of
+    the next wave; a re-run then completes with the end state of an uninterrupted migration.
 
+    Each run is killed as soon as a change starts after one of its own changes finished, so
+    run n dies at boundary n. The canary region (``--limit us-east``) is walked to the end:
+    between every pair of its steps (namespace, helm install, registration, Networking v2,
+    rebuild, each DNS rrset, DNS check, retained record). Then the whole migration is
+    killed at the first three boundaries of the second wave, whose two regions run
+    concurrently (the other region's change may be in flight at the kill). The rest finishes
+    in one run. Walking every boundary of all three regions and the shared DNS wave
+    (about 35 kills) passes too but takes about 4.5 minutes on the lab; the other regions'
+    steps are the canary's.
+    """
+    assert _walk_boundaries(world, "--limit", "us-east") >= 8
+    assert all(e.region == "us-east" for e in _journal(lab, world))
+    assert _walk_boundaries(world, most=3) == 3
     finished = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve",
                        "--force", "--lock-wait", "60")
     assert finished.returncode == 0, finished.stdout + finished.stderr
@@ -215,7 +313,93 @@ def test_sigkill_at_step_boundaries_then_rerun_reaches_the_same_end_state(
         assert _satellite_release(helm, world, region) == "deployed"
         assert world.workspaces()[f"migration-check-{region}"]["latest_stat"][
             "container_status"] == "ON"
+    primary = KubeCluster("lab-primary", str(lab.kubeconfig))
+    found = asyncio.run(primary.read_config_map(world.primary_namespace, RETAINED_CONFIG_MAP))
+    assert found is not None
+    assert sorted(json.loads(found[0]["retained.json"])) == sorted(
+        f"{r}/{world.provider_namespace}/{PROVIDER_RELEASE}" for r in REGIONS)
+    # The completing run finished every change it started.
+    history = _journal(lab, world)
+    last_run = [e for e in history if e.run == history[-1].run]
+    assert {e.change_id for e in last_run if e.phase == "started"} == {
+        e.change_id for e in last_run if e.phase == "done"}
+    assert {r["step"] for r in _status(world).values()} == {"RetainRelease"}
+
     replan = run_cli("migrate", "plan", "-i", str(world.inventory), "--detailed-exitcode")
     assert replan.returncode == 0, replan.stdout + replan.stderr
     check = run_cli("dns", "check", "-i", str(world.inventory), "--wait", "15")
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _tamper(inventory: Path, region: str, tag: str) -> tuple[RRSet, RRSet]:
+    """Someone else edits one of *region*'s rrsets by hand (TTL + 1); returns (was, now)."""
+    topology = load_topology(inventory)
+
+    async def edit() -> tuple[RRSet, RRSet]:
+        async with open_adapter(topology) as adapter:
+            mine = sorted((r for r in await adapter.observe()
+                           if f"{region}-{tag}" in r.name and r.type != "TXT"),
+                          key=lambda r: r.key)
+            assert mine, f"no rrset of {region} to edit"
+            was = mine[0]
+            now = RRSet(name=was.name, type=was.type, ttl=was.ttl + 1, records=was.records)
+            await adapter.apply([RRSetChange(before=was, after=now)])
+            return was, now
+
+    return asyncio.run(edit())
+
+
+def _switch_networking_v2_off(world: MigrationWorld, name: str) -> None:
+    token = world.emulator.token_file.read_text().strip()
+
+    async def switch() -> None:
+        async with CoderV1Client(world.emulator.url, token) as coder:
+            provider = next(p for p in await coder.list_providers() if p.name == name)
+            await coder.set_networking_v2(provider.id, False)
+
+    asyncio.run(switch())
+
+
+def test_rollback_refuses_an_rrset_changed_after_the_migration_wrote_it(
+    lab: LabHandle, helm: Helm, world: MigrationWorld
+) -> None:
+    _point_region_at(world.inventory, ROLLED_BACK, OLD_TARGET)
+    before = _region_rrsets(lab, world, ROLLED_BACK)
+    applied = run_cli("migrate", "apply", "-i", str(world.inventory), "--limit", ROLLED_BACK,
+                      "--auto-approve", "--force")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert world.satellites() == [ROLLED_BACK]
+
+    # After the migration: someone edits one of its rrsets, and someone switches the
+    # region's provider back to Networking v1 by hand.
+    wrote, edited = _tamper(world.inventory, ROLLED_BACK, world.tag)
+    _switch_networking_v2_off(world, ROLLED_BACK)
+    tampered = _region_rrsets(lab, world, ROLLED_BACK)
+
+    refused = run_cli("migrate", "rollback", "-i", str(world.inventory), "--limit", ROLLED_BACK,
+                      "--auto-approve")
+    assert refused.returncode != 0, refused.stdout + refused.stderr
+    said = " ".join(refused.stderr.split())
+    records = " ".join(wrote.records)
+    expected = (f"{wrote.name} {wrote.type} was changed after the migration wrote it: now ttl "
+                f"{edited.ttl}: {records[:80]}")
+    assert expected in said, said
+    assert f"migration wrote ttl {wrote.ttl}: " in said
+    assert "restore by hand or pass --force" in said
+    # Nothing was changed.
+    assert _region_rrsets(lab, world, ROLLED_BACK) == tampered
+    assert world.satellites() == [ROLLED_BACK]
+    assert _satellite_release(helm, world, ROLLED_BACK) == "deployed"
+
+    forced = run_cli("migrate", "rollback", "-i", str(world.inventory), "--limit", ROLLED_BACK,
+                     "--auto-approve", "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "restored anyway: --force" in " ".join(forced.stderr.split())
+    # The provider someone already switched back is left alone, not an error.
+    assert "Networking v2 off" not in forced.stderr
+    assert _region_rrsets(lab, world, ROLLED_BACK) == before  # the edited one restored too
+    assert world.providers()[ROLLED_BACK]["enable_net_v2"] is False
+    assert world.satellites() == []
+    assert _satellite_release(helm, world, ROLLED_BACK) == "absent"
+    assert _release_status(helm, ROLLED_BACK, world.provider_namespace) == "deployed"
+    assert _status(world)[ROLLED_BACK]["step"] == "rolled back"

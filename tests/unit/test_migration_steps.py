@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from coder_migrate.dns.plan import KIND as KIND_DNS
-from coder_migrate.engine.journal import JournalEntry, Phase
+from coder_migrate.engine.journal import JournalEntry, Phase, Written
 from coder_migrate.engine.plan import Action, Change
 from coder_migrate.inventory import Topology
 from coder_migrate.migrations import v1_20_to_v1_21 as migration
@@ -111,3 +111,24 @@ def test_status_next_step_from_the_journal_follows_the_step_order() -> None:
     assert migration._next_from_journal("WorkspaceRebuild") == KIND_DNS
     assert migration._next_from_journal(KIND_DNS_CHECK) == KIND_RETAIN
     assert migration._next_from_journal(KIND_RETAIN) == "nothing (migrated)"
+
+
+def test_rollback_candidates_keep_every_state_the_migration_wrote_in_the_episode() -> None:
+    dns_id = "eu-west/DnsRRSet/A/coder-eu-west.example.test"
+
+    def wrote(operation: str, phase: Phase, state: dict[str, Any] | None) -> JournalEntry:
+        return entry(operation, dns_id, phase, {"found": 0}).model_copy(
+            update={"written": Written(state=state)})
+
+    history = [
+        wrote(MIGRATION, "started", {"ttl": 1}),
+        wrote(MIGRATION, "done", {"ttl": 1}),
+        wrote(MIGRATION, "started", None),  # a later run deleted it
+    ]
+    (found,) = migration._rollback_candidates(history)
+    assert found.written == [{"ttl": 1}, None]
+    # Entries from before the journal held after-states: nothing to compare with.
+    assert migration._rollback_candidates([entry(MIGRATION, dns_id, "done")])[0].written == []
+    # A finished rollback ends the episode; its own writes are not the migration's.
+    rolled = [*history, wrote(ROLLBACK, "done", {"found": 0}), wrote(MIGRATION, "done", {"x": 2})]
+    assert migration._rollback_candidates(rolled)[0].written == [{"x": 2}]
