@@ -328,7 +328,7 @@ def profile_plan(inventory: Path, regions: int, top: int) -> None:
         steps.wrap(Engine, "primary_records", "primary_records (Coder API)"),
         steps.wrap(Engine, "_satellite_key", "satellite key fetch"),
         steps.wrap(Engine, "_managed_or_empty", "sites record (ConfigMap)"),
-        steps.wrap(HelmClient, "release", "helm release (list + get values)"),
+        steps.wrap(HelmClient, "release", "helm release (its storage Secret)"),
         steps.wrap(KubeCluster, "namespace_exists", "kube namespace_exists"),
         steps.wrap(KubeCluster, "secret_keys", "kube secret_keys"),
         steps.wrap(KubeCluster, "pods", "kube pods"),
