@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from kubernetes import client as kube_client
 
 from coder_migrate.providers.helm import HelmClient, ReleaseState
 from coder_migrate.providers.kube import KubeCluster
-from tests.fixtures.lab import Helm, LabHandle
+from tests.fixtures.lab import Helm, LabHandle, temporary_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -37,15 +36,8 @@ RELEASE = "provider"
 
 @pytest.fixture
 def namespace(lab: LabHandle, helm: Helm) -> Iterator[str]:
-    name = f"helm-storage-{uuid.uuid4().hex[:8]}"
-    with lab.api(CONTEXT) as api:
-        kube_client.CoreV1Api(api).create_namespace(
-            kube_client.V1Namespace(metadata=kube_client.V1ObjectMeta(name=name))
-        )
-    yield name
-    helm.run(CONTEXT, "uninstall", RELEASE, "-n", name, "--wait", check=False)
-    with lab.api(CONTEXT) as api:
-        kube_client.CoreV1Api(api).delete_namespace(name)
+    with temporary_namespace(lab, helm, CONTEXT, "helm-storage") as name:
+        yield name
 
 
 def both_readings(lab: LabHandle, namespace: str) -> tuple[ReleaseState | None, ...]:
@@ -78,23 +70,17 @@ def test_storage_reading_matches_helm_through_install_upgrade_and_uninstall(
 ) -> None:
     assert both_readings(lab, namespace) == (None, None)
 
-    first = {"provider": {"name": "first"}, "replicas": 1, "nested": {"list": [1, "two"]}}
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(first))
-    subprocess.run(install_command(helm, namespace, values_file), check=True,
-                   capture_output=True)
-    storage, cli = both_readings(lab, namespace)
-    assert storage is not None and storage == cli
-    assert (storage.status, storage.revision, storage.values) == ("deployed", 1, first)
-    assert storage.chart_name == "workspace-provider"
-
+    first = {"provider": {"name": "first"}, "replicas": 1, "nested": {"list": [1, "two"]}}
     second = {"provider": {"name": "second"}}
-    values_file.write_text(yaml.safe_dump(second))
-    subprocess.run(install_command(helm, namespace, values_file), check=True,
-                   capture_output=True)
-    storage, cli = both_readings(lab, namespace)
-    assert storage is not None and storage == cli
-    assert (storage.status, storage.revision, storage.values) == ("deployed", 2, second)
+    for revision, values in ((1, first), (2, second)):
+        values_file.write_text(yaml.safe_dump(values))
+        subprocess.run(install_command(helm, namespace, values_file), check=True,
+                       capture_output=True)
+        storage, cli = both_readings(lab, namespace)
+        assert storage is not None and storage == cli
+        assert (storage.status, storage.revision, storage.values) == ("deployed", revision, values)
+        assert storage.chart_name == "workspace-provider"
 
     helm.run(CONTEXT, "uninstall", RELEASE, "-n", namespace, "--wait")
     assert both_readings(lab, namespace) == (None, None)

@@ -33,7 +33,7 @@ from coder_migrate.lab.settings import LabSettings
 from coder_migrate.lab.tools import helm_binary
 from coder_migrate.providers.coder import satellite_key
 from tests.fixtures.coderd import CoderEmulator
-from tests.fixtures.lab import Helm, LabHandle
+from tests.fixtures.lab import Helm, LabHandle, temporary_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -114,17 +114,8 @@ def region_values(
 
 @pytest.fixture
 def namespace(lab: LabHandle, helm: Helm) -> Iterator[str]:
-    name = f"pods-test-{uuid.uuid4().hex[:8]}"
-    with lab.api(CONTEXT) as api:
-        kube_client.CoreV1Api(api).create_namespace(
-            kube_client.V1Namespace(metadata=kube_client.V1ObjectMeta(name=name))
-        )
-    yield name
-    releases = helm.run(CONTEXT, "list", "-n", name, "-q", check=False).stdout.split()
-    for release in releases:
-        helm.run(CONTEXT, "uninstall", release, "-n", name, "--wait", check=False)
-    with lab.api(CONTEXT) as api:
-        kube_client.CoreV1Api(api).delete_namespace(name)
+    with temporary_namespace(lab, helm, CONTEXT, "pods-test") as name:
+        yield name
 
 
 def install(helm: Helm, tmp_path: Path, namespace: str, chart: str, values: dict[str, Any]) -> None:

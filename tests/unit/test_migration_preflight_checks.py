@@ -7,6 +7,7 @@ against the lab; these pin the pieces that need no services.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import threading
 from collections.abc import Iterator
@@ -81,6 +82,19 @@ def test_a_dns_problem_is_listed_even_when_the_primary_does_not_answer(v1: Topol
         "primary: the primary at X does not answer: refused", "dns: refused TSIG key k"]
 
 
+@contextlib.contextmanager
+def serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """*handler* on a loopback port for the block; its base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def plain_http_server() -> Iterator[str]:
     """A web server on loopback that is not a Coder primary (no coder-version header)."""
@@ -95,14 +109,8 @@ def plain_http_server() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             return None
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def test_a_server_that_is_not_a_coder_primary_is_named_as_such(plain_http_server: str) -> None:
@@ -197,15 +205,8 @@ def test_another_origin_gets_no_token_and_a_401_counts_as_answering() -> None:
         def log_message(self, *args: object) -> None:
             return None
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(Handler) as url:
         assert asyncio.run(probe_primary_url(url, None)) == ""
-    finally:
-        server.shutdown()
-        server.server_close()
     assert seen and not any(k.lower() == "session-token" for k in seen[0])
 
 
