@@ -36,6 +36,7 @@ from coder_migrate.errors import (
     ApplyError,
     CoderAPIError,
     CoderMigrateError,
+    KubeError,
     LockHeld,
     PlanError,
     redact,
@@ -319,7 +320,8 @@ class _Runner:
                 await coder.delete_satellite(registered.id)
                 return f"satellite {change.region}: deregistered"
             region = self.topology.region(change.region)
-            served = await _wait_for_key(coder, region.access_url, self.key_timeout)
+            expected = await release_key_fingerprint(self.engine, region)
+            served = await _wait_for_key(coder, region.access_url, self.key_timeout, expected)
             computed = keys.fingerprint(served.key)
             if computed != served.fingerprint:
                 raise ApplyError(
@@ -391,14 +393,53 @@ class _Runner:
         self.progress(name, "gate-ok", "healthy")
 
 
-async def _wait_for_key(coder: CoderV1Client, access_url: str, timeout: float) -> SatelliteKey:
+SATELLITE_KEY_SECRET = "coder-replica-private-key"  # noqa: S105 - a Secret's name
+"""The Secret the Coder v1 chart keeps the satellite's private key in (key ``privateKey``)."""
+SATELLITE_KEY_FIELD = "privateKey"
+
+
+async def release_key_fingerprint(engine: Engine, region: Region) -> str | None:
+    """The fingerprint of the key the region's release gave its satellite (from the chart's
+    key Secret), or ``None`` when there is no such Secret to compare with."""
+    try:
+        pem = await engine.site_kube(region).secret_value(
+            region.namespace, SATELLITE_KEY_SECRET, SATELLITE_KEY_FIELD
+        )
+    except KubeError:
+        return None
+    if not pem:
+        return None
+    try:
+        return keys.fingerprint(keys.public_key_pem(pem))
+    except ValueError:
+        return None
+
+
+async def _wait_for_key(
+    coder: CoderV1Client, access_url: str, timeout: float, expected: str | None
+) -> SatelliteKey:
+    """The key served at *access_url*; with *expected*, only once it is that key.
+
+    Another process may still answer at the access URL for a while (an old pod of a rollout,
+    a satellite being removed from the same address): registering its key would make every
+    signed request of the new satellite fail, so wait for the release's own key.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return await coder.fetch_satellite_key(access_url)
+            served = await coder.fetch_satellite_key(access_url)
         except CoderAPIError:
             if time.monotonic() >= deadline:
                 raise
+        else:
+            if expected is None or keys.fingerprint(served.key) == expected:
+                return served
+            if time.monotonic() >= deadline:
+                raise ApplyError(
+                    f"{access_url} serves key {keys.fingerprint(served.key)[:16]}..., not the "
+                    f"key {expected[:16]}... of this release (Secret {SATELLITE_KEY_SECRET}): "
+                    "another process answers at this access URL; not registered"
+                )
         await asyncio.sleep(GATE_POLL)
 
 

@@ -49,6 +49,8 @@ from coder_migrate.dns.desired import PRIMARY
 from coder_migrate.dns.plan import KIND as KIND_DNS
 from coder_migrate.dns.plan import describe_records, open_adapter, plan_dns
 from coder_migrate.engine.apply import (
+    SATELLITE_KEY_FIELD,
+    SATELLITE_KEY_SECRET,
     ApplyOptions,
     ApplyReport,
     apply_plan,
@@ -129,8 +131,6 @@ DNS_CHECK_WAIT = 30.0
 and start at a record's first query."""
 RETAINED_CONFIG_MAP = "coder-migrate-retained"
 _RETAINED_KEY = "retained.json"
-SATELLITE_KEY_SECRET = "coder-replica-private-key"  # noqa: S105 - a Secret's name
-_SATELLITE_KEY_FIELD = "privateKey"
 REBUILD_TIMEOUT = 600.0
 CONNECTIVITY_TIMEOUT = 60.0
 PRIMARY_URL_TIMEOUT = 5.0
@@ -734,7 +734,7 @@ async def _reach_through_satellite(engine: Engine, region: Region, workspace: Wo
                          f"({why}); check its pods, then run `migrate apply` again")
     try:
         pem = await engine.site_kube(region).secret_value(
-            region.namespace, SATELLITE_KEY_SECRET, _SATELLITE_KEY_FIELD
+            region.namespace, SATELLITE_KEY_SECRET, SATELLITE_KEY_FIELD
         )
     except KubeError:
         pem = None

@@ -8,6 +8,7 @@ The satellites and proxies are the bundled proxy server, run by the lab for each
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ from kubernetes import client as kube_client
 
 from coder_migrate.engine.lock import apply_lock
 from coder_migrate.inventory import load_topology
+from coder_migrate.providers.coder import satellite_key
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import LabHandle
@@ -423,3 +425,50 @@ def test_status_reports_a_stopped_satellite_unreachable(
     assert rows["eu-west"]["registration"] == "unreachable"
     assert not rows["eu-west"]["reachable"]
     assert rows["us-east"]["registration"] == "ok"
+
+
+def test_a_satellite_key_from_another_process_at_the_access_url_is_not_registered(
+    lab: LabHandle, v1_world: tuple[Path, CoderEmulator], tmp_path: Path
+) -> None:
+    """Another process answering at a region's access URL (an old pod, a satellite being
+    removed from the same address) serves a key that is not the release's: registering it
+    would break every signed request, so apply waits for the release's key, then stops."""
+    inventory, emulator = v1_world
+    url = httpx.URL(access_url(inventory, "us-east"))
+    impostor_key = tmp_path / "impostor.key"
+    impostor = subprocess.Popen(
+        [sys.executable, "-m", "coder_migrate.proxy"],
+        env={
+            **os.environ,
+            "CODER_PRIMARY_ACCESS_URL": emulator.url,
+            "CODER_PROXY_MODE": "satellite",
+            "CODER_PROXY_SATELLITE_KEY_FILE": str(impostor_key),
+            "CODER_HTTP_ADDRESS": f"{url.host}:{url.port}",
+        },
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_for(lambda: port_open(str(url)))
+        stopped = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
+                          "--gate-timeout", "6")
+        assert stopped.returncode == 7, stopped.stdout + stopped.stderr
+        errors = " ".join(stopped.stderr.split())
+        assert "another process answers at this access URL; not registered" in errors
+        assert "us-east" not in registered_satellites(emulator)
+    finally:
+        impostor.terminate()
+        impostor.wait(timeout=30)
+
+    # The impostor gone, the lab's pod for the release binds the address (after its backoff).
+    applied = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    token = emulator.token_file.read_text().strip()
+    satellites = httpx.get(f"{emulator.url}/api/private/satellites",
+                           headers={"Session-Token": token}, timeout=10).json()["data"]
+    registered = next(s for s in satellites if s["name"] == "us-east")
+    with lab.api("lab-us-east") as api:
+        secret = kube_client.CoreV1Api(api).read_namespaced_secret(
+            "coder-replica-private-key", load_topology(inventory).region("us-east").namespace)
+    pem = base64.b64decode(secret.data["privateKey"]).decode()
+    assert registered["fingerprint"] == satellite_key.fingerprint(
+        satellite_key.public_key_pem(pem))
