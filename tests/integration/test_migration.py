@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import httpx
 import pytest
 from kubernetes import client as kube_client
 
+from coder_migrate.inventory import load_topology
 from coder_migrate.lab.tools import chart_path
 from coder_migrate.migrations.v1_20_to_v1_21 import RETAINED_CONFIG_MAP
 from coder_migrate.providers.kube import KubeCluster
@@ -118,15 +120,19 @@ def _install_old_provider(helm: Helm, world: MigrationWorld, region: str) -> Non
 @contextlib.contextmanager
 def migration_world_at(
     lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path, *,
-    address_block: int = 14, prefix: str = "m",
+    address_block: int = 14, prefix: str = "m", install_providers: bool = False,
 ) -> Iterator[MigrationWorld]:
     """The v1.20-style world on its own loopback *address_block* (test files that may run at
-    the same time use different blocks), tagged with *prefix*; cleaned up on exit."""
+    the same time use different blocks), tagged with *prefix*; with *install_providers* the
+    old workspace-provider release in each region. Cleaned up on exit, and only once its
+    satellites stopped answering, since the next world takes the same addresses."""
     emulator = coderd_factory("v1.21", config={"build_step_seconds": 0.05})
     tag = f"{prefix}{os.getpid() % 1000}x{next(_TAGS)}"
     inventory = lab_inventory(tmp_path, tag=tag, address_block=address_block,
                               primary_url=emulator.url, token_file=emulator.token_file)
     world = MigrationWorld(inventory=inventory, emulator=emulator, tag=tag)
+    # Read now: a test may break the inventory on purpose.
+    health_urls = [r.access_url.rstrip("/") + "/healthz" for r in load_topology(inventory).regions]
     for region in REGIONS:
         def tagged(data: dict[str, Any]) -> None:
             data["coder_workspace_providers"][0]["namespace"] = world.provider_namespace
@@ -134,10 +140,33 @@ def migration_world_at(
 
         edit_yaml(inventory / "host_vars" / f"{region}.yml", tagged)
     try:
+        if install_providers:
+            for region in REGIONS:
+                _install_old_provider(helm, world, region)
         yield world
     finally:
         _cleanup(lab, helm, world)
         delete_tagged_records(lab, tag)
+        _wait_until_satellites_stop(health_urls)
+
+
+def _wait_until_satellites_stop(urls: list[str], timeout: float = 90.0) -> None:
+    """The next world reuses the address block: a satellite of this one still answering there
+    would hand out its key to the next one's registration."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answering = []
+        for url in urls:
+            try:
+                httpx.get(url, timeout=2.0)
+            except httpx.TransportError:
+                continue
+            answering.append(url)
+        if not answering:
+            return
+        time.sleep(1.0)
+    pytest.fail(f"satellites still answer {timeout:.0f} s after their namespaces were deleted: "
+                f"{', '.join(answering)}")
 
 
 @pytest.fixture

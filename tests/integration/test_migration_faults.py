@@ -30,7 +30,6 @@ from tests.integration.test_deploy_dns import tagged_rrsets
 from tests.integration.test_migration import (
     REGIONS,
     MigrationWorld,
-    _install_old_provider,
     _release_status,
     _tagged_namespaces,
     migration_world_at,
@@ -52,9 +51,7 @@ def world(
     lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path
 ) -> Iterator[MigrationWorld]:
     with migration_world_at(lab, helm, coderd_factory, tmp_path, address_block=ADDRESS_BLOCK,
-                            prefix="f") as migration_world:
-        for region in REGIONS:
-            _install_old_provider(helm, migration_world, region)
+                            prefix="f", install_providers=True) as migration_world:
         yield migration_world
 
 

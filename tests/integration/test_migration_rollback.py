@@ -12,12 +12,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from coder_migrate.dns.plan import apply_dns_changes, open_adapter, plan_dns
@@ -29,19 +27,15 @@ from coder_migrate.providers.dns.base import RRSet, RRSetChange
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import EmulatorFactory
 from tests.fixtures.lab import Helm, LabHandle
-from tests.helpers import REPO, edit_yaml, lab_inventory
-from tests.integration.test_deploy import unique_tag
+from tests.helpers import REPO, edit_yaml
 from tests.integration.test_deploy_dns import tagged_rrsets
-from tests.integration.test_deploy_two_doors import delete_tagged_records
 from tests.integration.test_migration import (
     CLI,
-    OWNER,
     PROVIDER_RELEASE,
     REGIONS,
     MigrationWorld,
-    _cleanup,
-    _install_old_provider,
     _release_status,
+    migration_world_at,
     run_cli,
 )
 
@@ -57,45 +51,9 @@ OLD_TARGET = f"127.0.{ADDRESS_BLOCK}.102"
 def world(
     lab: LabHandle, helm: Helm, coderd_factory: EmulatorFactory, tmp_path: Path
 ) -> Iterator[MigrationWorld]:
-    emulator = coderd_factory("v1.21", config={"build_step_seconds": 0.05})
-    tag = unique_tag("rb")
-    inventory = lab_inventory(tmp_path, tag=tag, address_block=ADDRESS_BLOCK,
-                              primary_url=emulator.url, token_file=emulator.token_file)
-    migration_world = MigrationWorld(inventory=inventory, emulator=emulator, tag=tag)
-    for region in REGIONS:
-        def tagged(data: dict[str, Any]) -> None:
-            data["coder_workspace_providers"][0]["namespace"] = migration_world.provider_namespace
-            data["coder_test_workspace"]["owner"] = OWNER
-
-        edit_yaml(inventory / "host_vars" / f"{region}.yml", tagged)
-    try:
-        for region in REGIONS:
-            _install_old_provider(helm, migration_world, region)
+    with migration_world_at(lab, helm, coderd_factory, tmp_path, address_block=ADDRESS_BLOCK,
+                            prefix="rb", install_providers=True) as migration_world:
         yield migration_world
-    finally:
-        _cleanup(lab, helm, migration_world)
-        delete_tagged_records(lab, tag)
-        _wait_until_satellites_stop(inventory)
-
-
-def _wait_until_satellites_stop(inventory: Path, timeout: float = 90.0) -> None:
-    """The next test reuses the address block: a satellite of this one still answering there
-    would hand out its key to the next one's registration."""
-    urls = [r.access_url.rstrip("/") + "/healthz" for r in load_topology(inventory).regions]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answering = []
-        for url in urls:
-            try:
-                httpx.get(url, timeout=2.0)
-            except httpx.TransportError:
-                continue
-            answering.append(url)
-        if not answering:
-            return
-        time.sleep(1.0)
-    pytest.fail(f"satellites still answer {timeout:.0f} s after their namespaces were deleted: "
-                f"{', '.join(answering)}")
 
 
 def _point_region_at(inventory: Path, region: str, target: str) -> None:
