@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,46 @@ def lab_inventory(
 
 
 COLLECTION_PLUGINS = REPO / "collections/ansible_collections/coder_migrate/toolkit/plugins"
+
+
+@dataclass
+class RecordedEngineCall:
+    """Stands in for an engine function a module calls: records the call, returns *outcome*
+    or raises *error*."""
+
+    outcome: Any = None
+    error: Exception | None = None
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append((args, kwargs))
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+
+def run_site_module(
+    monkeypatch: Any, capsys: Any, name: str, engine_function: str,
+    engine: RecordedEngineCall, args: dict[str, Any],
+) -> tuple[int, dict[str, Any]]:
+    """Run collection module *name* with *args*, its engine function (``package.module.func``)
+    replaced by *engine*; its exit code and JSON result."""
+    import json
+    import sys
+    import types
+
+    import pytest
+    from ansible.module_utils.testing import patch_module_args
+
+    module_name, function = engine_function.rsplit(".", 1)
+    stand_in = types.ModuleType(module_name)
+    setattr(stand_in, function, engine)
+    monkeypatch.setitem(sys.modules, module_name, stand_in)
+    module = load_collection_module(name, monkeypatch)
+    with patch_module_args(args), pytest.raises(SystemExit) as exited:
+        module.main()
+    return int(exited.value.code or 0), json.loads(capsys.readouterr().out)
 
 
 def load_collection_module(

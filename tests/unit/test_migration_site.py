@@ -7,54 +7,32 @@ molecule scenario runs the module against the lab.
 
 from __future__ import annotations
 
-import json
-import sys
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
 from coder_migrate.engine.site import SiteOutcome
 from coder_migrate.errors import ConfigError, PlanError
 from coder_migrate.migrations import site
-from tests.helpers import EXAMPLE_INVENTORY, load_collection_module
-
-
-@dataclass
-class FakeSite:
-    outcome: SiteOutcome | None = None
-    error: Exception | None = None
-    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = field(default_factory=list)
-
-    def migrate_site(self, *args: Any, **kwargs: Any) -> SiteOutcome:
-        self.calls.append((args, kwargs))
-        if self.error is not None:
-            raise self.error
-        assert self.outcome is not None
-        return self.outcome
+from tests.helpers import EXAMPLE_INVENTORY, RecordedEngineCall, run_site_module
 
 
 def _run(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake: FakeSite,
-    args: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    engine: RecordedEngineCall, args: dict[str, Any],
 ) -> tuple[int, dict[str, Any]]:
-    stand_in = types.ModuleType("coder_migrate.migrations.site")
-    stand_in.migrate_site = fake.migrate_site  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "coder_migrate.migrations.site", stand_in)
-    module = load_collection_module("coder_migration", monkeypatch)
-    with patch_module_args(args), pytest.raises(SystemExit) as exited:
-        module.main()
-    return int(exited.value.code or 0), json.loads(capsys.readouterr().out)
+    return run_site_module(
+        monkeypatch, capsys, "coder_migration", "coder_migrate.migrations.site.migrate_site",
+        engine, args,
+    )
 
 
 def test_check_mode_plans_and_reports_the_plan_as_diff(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    fake = FakeSite(outcome=SiteOutcome(
+    fake = RecordedEngineCall(outcome=SiteOutcome(
         changed=True,
         changes=["update workspace provider us-east on the primary: switch on Networking v2"],
         diff="update workspace provider us-east on the primary: switch on Networking v2\n",
@@ -75,7 +53,7 @@ def test_check_mode_plans_and_reports_the_plan_as_diff(
 def test_a_preflight_failure_is_one_line_and_the_module_fails(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    fake = FakeSite(error=PlanError(
+    fake = RecordedEngineCall(error=PlanError(
         "preflight found 2 problem(s); nothing was changed:\n"
         "us-east: workspace provider 'x' does not exist on the primary\n"
         "us-east: test workspace 'y' of 'z' does not exist on the primary"

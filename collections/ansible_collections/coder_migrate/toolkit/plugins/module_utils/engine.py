@@ -1,12 +1,23 @@
-"""What the collection's modules share: importing the coder_migrate engine.
+"""What the collection's modules share: importing the coder_migrate engine and running it
+for one site.
 
 The modules run the engine in the interpreter Ansible starts for them; when that is not the
 one coder-migrate is installed in, the task fails with one line saying what to set.
 """
 
+import importlib
 import sys
+from pathlib import Path
+from typing import Any
 
-__all__ = ["engine_missing", "one_line"]
+__all__ = ["SITE_ARGUMENTS", "engine_missing", "one_line", "run_for_site"]
+
+SITE_ARGUMENTS: dict[str, Any] = {
+    "inventory": {"type": "path", "required": True},
+    "force": {"type": "bool", "default": False},
+    "lock_wait": {"type": "float", "default": 120.0},
+}
+"""The arguments of a module that runs the engine for one site (plus the site's own)."""
 
 
 def engine_missing(error: ImportError) -> str:
@@ -21,3 +32,27 @@ def one_line(message: str) -> str:
     """An engine error may list one problem a line; Ansible shows msg best as one line."""
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
+
+def run_for_site(module: Any, engine_module: str, function: str, site_argument: str) -> None:
+    """Run ``engine_module.function(inventory, site, check=, force=, lock_wait=)`` and end the
+    module with its ``SiteOutcome`` (``changed``, ``changes``, the plan as diff)."""
+    try:
+        errors = importlib.import_module("coder_migrate.errors")
+        run = getattr(importlib.import_module(engine_module), function)
+    except ImportError as error:
+        module.fail_json(msg=engine_missing(error))
+        return
+    params = module.params
+    try:
+        outcome = run(
+            Path(params["inventory"]),
+            params[site_argument],
+            check=module.check_mode,
+            force=params["force"],
+            lock_wait=params["lock_wait"],
+        )
+    except errors.CoderMigrateError as error:
+        # Fit for the user: the error tree redacts its messages when they are made.
+        module.fail_json(msg=one_line(str(error)))
+        return
+    module.exit_json(**outcome.module_result(want_diff=module._diff))

@@ -67,45 +67,18 @@ changes:
     - "update workspace provider us-east on the primary: switch on Networking v2"
 """
 
-from pathlib import Path
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import (
-    engine_missing,
-    one_line,
+    SITE_ARGUMENTS,
+    run_for_site,
 )
 
-ARGUMENT_SPEC: dict[str, Any] = {
-    "inventory": {"type": "path", "required": True},
-    "region": {"type": "str", "required": True},
-    "force": {"type": "bool", "default": False},
-    "lock_wait": {"type": "float", "default": 120.0},
-}
+ARGUMENT_SPEC = {**SITE_ARGUMENTS, "region": {"type": "str", "required": True}}
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    try:
-        from coder_migrate.errors import CoderMigrateError
-        from coder_migrate.migrations.site import migrate_site
-    except ImportError as error:
-        module.fail_json(msg=engine_missing(error))
-        return
-    params = module.params
-    try:
-        outcome = migrate_site(
-            Path(params["inventory"]),
-            params["region"],
-            check=module.check_mode,
-            force=params["force"],
-            lock_wait=params["lock_wait"],
-        )
-    except CoderMigrateError as error:
-        # Fit for the user: the error tree redacts its messages when they are made.
-        module.fail_json(msg=one_line(str(error)))
-        return
-    module.exit_json(**outcome.module_result(want_diff=module._diff))
+    run_for_site(module, "coder_migrate.migrations.site", "migrate_site", "region")
 
 
 if __name__ == "__main__":

@@ -62,42 +62,18 @@ changes:
     - "create helm release coder-satellite in ns coder-satellite: not installed"
 """
 
-from pathlib import Path
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import engine_missing
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import (
+    SITE_ARGUMENTS,
+    run_for_site,
+)
 
-ARGUMENT_SPEC: dict[str, Any] = {
-    "inventory": {"type": "path", "required": True},
-    "site": {"type": "str", "required": True},
-    "force": {"type": "bool", "default": False},
-    "lock_wait": {"type": "float", "default": 120.0},
-}
+ARGUMENT_SPEC = {**SITE_ARGUMENTS, "site": {"type": "str", "required": True}}
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    try:
-        from coder_migrate.engine.site import converge_site
-        from coder_migrate.errors import CoderMigrateError
-    except ImportError as error:
-        module.fail_json(msg=engine_missing(error))
-        return
-    params = module.params
-    try:
-        outcome = converge_site(
-            Path(params["inventory"]),
-            params["site"],
-            check=module.check_mode,
-            force=params["force"],
-            lock_wait=params["lock_wait"],
-        )
-    except CoderMigrateError as error:
-        # One line fit for the user: the error tree redacts its messages when they are made.
-        module.fail_json(msg=str(error))
-        return
-    module.exit_json(**outcome.module_result(want_diff=module._diff))
+    run_for_site(module, "coder_migrate.engine.site", "converge_site", "site")
 
 
 if __name__ == "__main__":
