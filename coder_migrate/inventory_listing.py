@@ -34,18 +34,9 @@ def ansible_inventory_executable() -> str | None:
     return shutil.which("ansible-inventory")
 
 
-def _command(directory: Path, executable: str) -> list[str]:
-    return [executable, "-i", str(directory), "--list"]
-
-
-def start(directory: Path) -> None:
-    """Begin listing *directory* in the background, when it looks like an inventory."""
-    key = directory.resolve()
-    executable = ansible_inventory_executable()
-    if key in _started or executable is None or not (directory / "hosts.yml").is_file():
-        return
-    _started[key] = subprocess.Popen(
-        _command(directory, executable),
+def _spawn(directory: Path, executable: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [executable, "-i", str(directory), "--list"],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -54,17 +45,18 @@ def start(directory: Path) -> None:
     )
 
 
+def start(directory: Path) -> None:
+    """Begin listing *directory* in the background, when it looks like an inventory."""
+    key = directory.resolve()
+    executable = ansible_inventory_executable()
+    if key in _started or executable is None or not (directory / "hosts.yml").is_file():
+        return
+    _started[key] = _spawn(directory, executable)
+
+
 def result(directory: Path, executable: str) -> subprocess.CompletedProcess[str]:
     """The listing of *directory*: the one :func:`start` began, else a new run."""
-    process = _started.pop(directory.resolve(), None)
-    if process is None:
-        return subprocess.run(
-            _command(directory, executable),
-            capture_output=True,
-            text=True,
-            env={**os.environ, **_ENVIRONMENT},
-            check=False,
-        )
+    process = _started.pop(directory.resolve(), None) or _spawn(directory, executable)
     stdout, stderr = process.communicate()
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 

@@ -398,16 +398,22 @@ SATELLITE_KEY_SECRET = "coder-replica-private-key"  # noqa: S105 - a Secret's na
 SATELLITE_KEY_FIELD = "privateKey"
 
 
-async def release_key_fingerprint(engine: Engine, region: Region) -> str | None:
-    """The fingerprint of the key the region's release gave its satellite (from the chart's
-    key Secret), or ``None`` when there is no such Secret to compare with."""
+async def release_key_pem(engine: Engine, region: Region) -> str | None:
+    """The private key the region's release gave its satellite (the chart's key Secret), or
+    ``None`` when there is no such Secret to read."""
     try:
         pem = await engine.site_kube(region).secret_value(
             region.namespace, SATELLITE_KEY_SECRET, SATELLITE_KEY_FIELD
         )
     except KubeError:
         return None
-    if not pem:
+    return pem or None
+
+
+async def release_key_fingerprint(engine: Engine, region: Region) -> str | None:
+    """The fingerprint of :func:`release_key_pem`'s key, or ``None`` when there is none."""
+    pem = await release_key_pem(engine, region)
+    if pem is None:
         return None
     try:
         return keys.fingerprint(keys.public_key_pem(pem))
@@ -432,11 +438,12 @@ async def _wait_for_key(
             if time.monotonic() >= deadline:
                 raise
         else:
-            if expected is None or keys.fingerprint(served.key) == expected:
+            fingerprint = keys.fingerprint(served.key)
+            if expected is None or fingerprint == expected:
                 return served
             if time.monotonic() >= deadline:
                 raise ApplyError(
-                    f"{access_url} serves key {keys.fingerprint(served.key)[:16]}..., not the "
+                    f"{access_url} serves key {fingerprint[:16]}..., not the "
                     f"key {expected[:16]}... of this release (Secret {SATELLITE_KEY_SECRET}): "
                     "another process answers at this access URL; not registered"
                 )

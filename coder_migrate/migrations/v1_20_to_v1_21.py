@@ -49,12 +49,11 @@ from coder_migrate.dns.desired import PRIMARY
 from coder_migrate.dns.plan import KIND as KIND_DNS
 from coder_migrate.dns.plan import describe_records, open_adapter, plan_dns
 from coder_migrate.engine.apply import (
-    SATELLITE_KEY_FIELD,
-    SATELLITE_KEY_SECRET,
     ApplyOptions,
     ApplyReport,
     apply_plan,
     register_executor,
+    release_key_pem,
 )
 from coder_migrate.engine.deploy import (
     KIND_NAMESPACE,
@@ -74,7 +73,6 @@ from coder_migrate.errors import (
     CoderMigrateError,
     ConfigError,
     DnsError,
-    KubeError,
     PlanError,
     SecretError,
     redact,
@@ -732,13 +730,8 @@ async def _reach_through_satellite(engine: Engine, region: Region, workspace: Wo
     if not ok:
         raise ApplyError(f"{region.name}: the satellite at {base}/healthz does not answer "
                          f"({why}); check its pods, then run `migrate apply` again")
-    try:
-        pem = await engine.site_kube(region).secret_value(
-            region.namespace, SATELLITE_KEY_SECRET, SATELLITE_KEY_FIELD
-        )
-    except KubeError:
-        pem = None
-    if not pem:
+    pem = await release_key_pem(engine, region)
+    if pem is None:
         return f"satellite {base}/healthz OK (no key Secret to look up the workspace's apps)"
     test = region.test_workspace
     assert test is not None  # checked by the caller
