@@ -64,6 +64,42 @@ def build_command(cache_dir: Path | None, force: bool) -> None:
         console.print(f"lab binaries up to date in {layout.lab}")
 
 
+@lab.command("lock")
+@click.argument("components", nargs=-1)
+@click.option(
+    "--check", is_flag=True,
+    help="Only check that each lock pins the whole build (compiles nothing); exit 1 if not.",
+)
+def lock_command(components: tuple[str, ...], check: bool) -> None:
+    """Write (maintainers) or check the Go locks of the lab's components.
+
+    Each component is built from coder_migrate/lab/locks/<component>/go.mod + go.sum with
+    -mod=readonly. Run this after changing a version in coder_migrate/lab/versions.py,
+    review the diff like any lock file, then run scripts/cold-build.
+
+    \b
+    Example:
+      coder-migrate lab lock --check
+      coder-migrate lab lock kubernetes
+    """
+    from coder_migrate.lab.build import COMPONENTS, component
+    from coder_migrate.lab.lock import check_lock, write_lock
+
+    chosen = [component(name) for name in components] or list(COMPONENTS)
+    if check:
+        problems = [p for each in chosen for p in check_lock(each)]
+        for problem in problems:
+            err_console.print(f"error: {problem}", markup=False, highlight=False)
+        if problems:
+            raise SystemExit(1)
+        console.print(f"locks pin the whole build: {', '.join(c.name for c in chosen)}")
+        return
+    for each in chosen:
+        with err_console.status(f"locking {each.name} {each.version}"):
+            written = write_lock(each)
+        console.print(f"locked {each.name} {each.version} in {written}", highlight=False)
+
+
 @lab.command("up")
 @click.option(
     "--regions",

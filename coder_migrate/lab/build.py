@@ -1,13 +1,20 @@
-"""``lab build``: build the lab's binaries once, from the official Go modules, into a cache.
+"""``lab build``: build the lab's binaries from locked Go modules into a cache.
 
-Each component goes into its own directory keyed by its version
-(``<cache>/lab/<component>-<version>/``), written to a temporary directory first and renamed
-when complete, so a warm cache is a handful of ``stat`` calls. Build logs go to
-``<cache>/lab/logs/``; each component records how long it took in ``.built.json``.
+Every component is built from a committed lock, ``coder_migrate/lab/locks/<component>/``
+(``go.mod`` + ``go.sum``, written by ``coder-migrate lab lock`` and reviewed like any lock
+file), with ``-mod=readonly``: a build never resolves "latest" and never writes a new
+requirement, so a registry that publishes a newer release changes nothing.
+
+Each component goes into its own directory keyed by its version and the digest of its lock
+(``<cache>/lab/<component>-<version>-<lock digest>/``), written to a temporary directory first
+and renamed when complete, so a warm cache is a handful of ``stat`` calls. Build logs go to
+``<cache>/lab/logs/``; each component records its time and the sha256 of every binary in
+``.built.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -15,13 +22,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from coder_migrate.errors import BuildFailed, ToolchainMissing, redact
 from coder_migrate.lab import versions
@@ -30,22 +37,72 @@ from coder_migrate.lab.paths import CacheLayout
 MINIMUM_GO = (1, 26)
 STAMP_NAME = ".built.json"
 LOG_TAIL_LINES = 5
+LOCKS_DIR = Path(__file__).parent / "locks"
+LOCK_FILES = ("go.mod", "go.sum")
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[A-Za-z0-9._-]+)\s+=>\s+\./staging/", re.MULTILINE)
+# What go prints when a module of the build list cannot be had: "<module>@<version>: <why>".
+_MODULE_FAILURE = re.compile(
+    r"(?:verifying |go: (?:downloading )?)?(?P<module>[A-Za-z0-9.\-_~/]+\.[A-Za-z0-9.\-_~/]+)"
+    r"@(?P<version>v[0-9][^\s:]*): (?P<why>.+)"
+)
 
 
 @dataclass(frozen=True)
 class Component:
-    """One thing ``lab build`` makes: a name, a version and the files it must produce."""
+    """One thing ``lab build`` makes, from its lock in ``locks/<name>/``.
+
+    *packages* maps each output file (relative to the component's directory) to the main
+    package it is built from; all are built in one ``go build`` so shared packages compile
+    once.
+    """
 
     name: str
     version: str
-    outputs: tuple[str, ...]
-    build: Callable[[Builder, Path], None]
+    module: str
+    packages: Mapping[str, str]
+    ldflags: str = "-s -w"
+    tags: str = ""
+    lock_env: Mapping[str, str] = field(default_factory=dict)
+    """Extra environment for ``lab lock`` only (resolving the lock, never building)."""
+    extra_files: Mapping[str, str] = field(default_factory=dict)
+    """Text files written next to the binaries (the helm-diff plugin.yaml)."""
+    locks: Path = LOCKS_DIR
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.locks / self.name
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (*self.packages, *self.extra_files)
+
+    def lock_digest(self) -> str:
+        """First 12 hex digits of the sha256 of go.mod and go.sum (``-`` when unlocked)."""
+        digest = hashlib.sha256()
+        for name in LOCK_FILES:
+            path = self.lock_dir / name
+            if not path.is_file():
+                return "-"
+            digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+        return digest.hexdigest()[:12]
 
     @property
     def key(self) -> str:
-        return f"{self.name}-{self.version}"
+        return f"{self.name}-{self.version}-{self.lock_digest()}"
+
+    def lock_go_mod(self, module_go_mod: str | None = None) -> str:
+        """The skeleton go.mod ``lab lock`` starts from; ``go get -tool`` fills it in."""
+        replaces = ""
+        if module_go_mod is not None:
+            replaces = "\n" + kubernetes_staging_replaces(module_go_mod)
+        return (
+            "// The lock of one lab component: written by `coder-migrate lab lock`, built with\n"
+            "// -mod=readonly by `coder-migrate lab build`. Review changes like any lock file.\n"
+            f"module coder-migrate.local/lab/{self.name}\n\n"
+            f"go {versions.GO_LANGUAGE_VERSION}\n\n"
+            f"require {self.module} {self.version}\n{replaces}"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,11 +122,10 @@ class LabBinaries:
 
     @classmethod
     def from_cache(cls, layout: CacheLayout) -> LabBinaries:
-        k8s = layout.component_dir(_key("kubernetes", versions.KUBERNETES_VERSION))
-        etcd = layout.component_dir(_key("etcd", versions.ETCD_VERSION))
-        kwok = layout.component_dir(_key("kwok", versions.KWOK_VERSION))
-        helm = layout.component_dir(_key("helm", versions.HELM_VERSION))
-        diff = layout.component_dir(_key("helm-diff", versions.HELM_DIFF_VERSION))
+        k8s, etcd, kwok, helm, diff = (
+            layout.component_dir(component(name).key)
+            for name in ("kubernetes", "etcd", "kwok", "helm", "helm-diff")
+        )
         return cls(
             kube_apiserver=k8s / "kube-apiserver",
             kube_controller_manager=k8s / "kube-controller-manager",
@@ -97,42 +153,18 @@ class LabBinaries:
         return [path for path in paths if not path.is_file()]
 
 
-def _key(name: str, version: str) -> str:
-    return f"{name}-{version}"
+class GoToolchain:
+    """Runs ``go`` with the lab's fixed environment, logging to one file per component.
 
+    Every ``go get``, ``go install`` and ``go build`` it runs names an explicit version or
+    runs with ``-mod=readonly``: :func:`check_go_arguments` refuses anything else.
+    """
 
-class Builder:
-    """Runs the Go toolchain for each component, logging to one file per component."""
+    def __init__(self, extra_env: Mapping[str, str] | None = None) -> None:
+        self.go = find_go()
+        self.extra_env = dict(extra_env or {})
 
-    def __init__(self, layout: CacheLayout, console: Console | None = None) -> None:
-        self.layout = layout
-        self.console = console or Console(stderr=True)
-        self.go = self._find_go()
-        self._log: Path | None = None
-        self._label = ""
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-
-    @staticmethod
-    def _find_go() -> str:
-        go = shutil.which("go")
-        if go is None:
-            raise ToolchainMissing(
-                "the Go toolchain ('go') is not on PATH; install Go >= "
-                f"{MINIMUM_GO[0]}.{MINIMUM_GO[1]} and re-run `coder-migrate lab build`"
-            )
-        found = subprocess.run(
-            [go, "env", "GOVERSION"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        match = re.match(r"go(\d+)\.(\d+)", found)
-        if match is None or (int(match[1]), int(match[2])) < MINIMUM_GO:
-            raise ToolchainMissing(
-                f"Go {found or '(unknown version)'} is too old; the lab needs Go >= "
-                f"{MINIMUM_GO[0]}.{MINIMUM_GO[1]}: install it and re-run `coder-migrate lab build`"
-            )
-        return go
-
-    def environment(self) -> dict[str, str]:
+    def environment(self, extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -140,93 +172,153 @@ class Builder:
                 # Never fetch another toolchain; the registry (module proxy) is the only source.
                 "GOTOOLCHAIN": "local",
                 "GOWORK": "off",
-                "GOFLAGS": "-mod=mod -buildvcs=false",
+                "GOFLAGS": "-mod=readonly -buildvcs=false",
             }
         )
         env.pop("GOBIN", None)
+        env.update(self.extra_env)
+        env.update(extra_env or {})
         return env
 
-    def go_run(
-        self, args: Sequence[str], cwd: Path, extra_env: dict[str, str] | None = None
+    def run(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        log: Path,
+        label: str,
+        extra_env: Mapping[str, str] | None = None,
     ) -> str:
-        """Run ``go ARGS`` in CWD, logging its stderr line by line; return its stdout."""
-        assert self._log is not None
-        env = self.environment()
-        env.update(extra_env or {})
-        with self._log.open("a") as log, tempfile.TemporaryFile("w+") as stdout:
-            log.write(f"$ go {' '.join(args)}\n")
-            log.flush()
-            process = subprocess.Popen(
+        """Run ``go ARGS`` in CWD, appending its output to LOG; return its stdout."""
+        check_go_arguments(args, {**self.environment(), **(extra_env or {})})
+        with log.open("a") as log_file, tempfile.TemporaryFile("w+") as stdout:
+            log_file.write(f"$ go {' '.join(args)}\n")
+            log_file.flush()
+            result = subprocess.run(
                 [self.go, *args],
                 cwd=cwd,
-                env=env,
+                env=self.environment(extra_env),
                 stdout=stdout,
-                stderr=subprocess.PIPE,
+                stderr=log_file,
                 text=True,
+                check=False,
             )
-            assert process.stderr is not None
-            for line in process.stderr:
-                log.write(line)
-                self._show(line.strip())
-            returncode = process.wait()
             stdout.seek(0)
             output = stdout.read()
-            log.write(output)
-        if returncode != 0:
+            log_file.write(output)
+        if result.returncode != 0:
             raise BuildFailed(
-                f"building {self._label} failed (go {args[0]} exited {returncode}): "
-                f"{redact(_last_line(self._log))}; full log: {self._log}; fix it and re-run "
-                "`coder-migrate lab build`"
+                f"{label}: go {args[0]} exited {result.returncode}: "
+                f"{redact(explain_go_failure(log))}; full log: {log}"
             )
         return output
 
-    def _show(self, detail: str) -> None:
-        if self._progress is not None and self._task is not None and detail:
-            self._progress.update(self._task, detail=detail[-70:])
+
+def check_go_arguments(args: Sequence[str], env: Mapping[str, str]) -> None:
+    """Refuse a go command that could resolve a version nobody locked.
+
+    ``go get``, ``go install`` and ``go mod download`` must name ``@version`` on every
+    package or module (never ``@latest`` or ``@upgrade``); ``go build`` and ``go list`` must
+    run with ``-mod=readonly`` (from the arguments or GOFLAGS).
+    """
+    if not args:
+        raise BuildFailed("internal: an empty go command")
+    verb = " ".join(args[:2]) if args[0] == "mod" else args[0]
+    targets = [a for a in args[1:] if not a.startswith("-") and a != "download"]
+    if verb in {"get", "install", "mod download"}:
+        unpinned = [
+            t for t in targets
+            if "@" not in t or t.rsplit("@", 1)[1] in {"latest", "upgrade", "patch", ""}
+        ]
+        if unpinned:
+            raise BuildFailed(
+                f"internal: go {verb} without an explicit version: {', '.join(unpinned)}"
+            )
+    elif verb in {"build", "list"}:
+        flags = [*args[1:], *env.get("GOFLAGS", "").split()]
+        if "-mod=readonly" not in flags:
+            raise BuildFailed(f"internal: go {verb} without -mod=readonly")
+
+
+def explain_go_failure(log: Path) -> str:
+    """One line for a failed go command: the module and version when one could not be had."""
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    for line in lines:
+        match = _MODULE_FAILURE.search(line)
+        if match and not line.startswith("$ "):
+            why = match["why"].strip()
+            return (
+                f"module {match['module']} {match['version']} (locked) cannot be had: {why}"
+            )
+    useful = [line for line in lines if line and not line.startswith("$ ")]
+    return useful[-1] if useful else "(no output)"
+
+
+def find_go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise ToolchainMissing(
+            "the Go toolchain ('go') is not on PATH; install Go >= "
+            f"{MINIMUM_GO[0]}.{MINIMUM_GO[1]} and re-run `coder-migrate lab build`"
+        )
+    found = subprocess.run(
+        [go, "env", "GOVERSION"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    match = re.match(r"go(\d+)\.(\d+)", found)
+    if match is None or (int(match[1]), int(match[2])) < MINIMUM_GO:
+        raise ToolchainMissing(
+            f"Go {found or '(unknown version)'} is too old; the lab needs Go >= "
+            f"{MINIMUM_GO[0]}.{MINIMUM_GO[1]}: install it and re-run `coder-migrate lab build`"
+        )
+    return go
+
+
+class Builder:
+    """Builds components from their locks into the cache, one line of progress each."""
+
+    def __init__(
+        self, layout: CacheLayout, console: Console | None = None, go: GoToolchain | None = None
+    ) -> None:
+        self.layout = layout
+        self.console = console or Console(stderr=True)
+        self.go = go or GoToolchain()
 
     def build(self, components: Sequence[Component], force: bool = False) -> list[str]:
         """Build what is missing; return the keys of the components built."""
-        todo = [c for c in components if force or not self.is_built(c)]
+        todo = [c for c in components if force or not is_built(self.layout, c)]
         if not todo:
             return []
         self.layout.logs.mkdir(parents=True, exist_ok=True)
         built: list[str] = []
-        columns = (
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            TextColumn("[dim]{task.fields[detail]}"),
-        )
-        with Progress(*columns, console=self.console, transient=False) as progress:
-            self._progress = progress
-            for component in todo:
-                task = progress.add_task(f"building {component.key}", total=1, detail="")
-                self._task = task
+        for component in todo:
+            with self.console.status(f"building {component.name} {component.version}"):
                 seconds = self._build_one(component)
-                progress.update(
-                    task,
-                    completed=1,
-                    description=f"built {component.key} in {seconds:.0f} s",
-                    detail="",
-                )
-                built.append(component.key)
-            self._progress = self._task = None
+            self.console.print(
+                f"built {component.name} {component.version} in {seconds:.0f} s", highlight=False
+            )
+            built.append(component.key)
         return built
 
-    def is_built(self, component: Component) -> bool:
-        return is_built(self.layout, component)
-
     def _build_one(self, component: Component) -> float:
+        unlocked = [n for n in LOCK_FILES if not (component.lock_dir / n).is_file()]
+        if unlocked:
+            raise BuildFailed(
+                f"{component.name}: no lock ({', '.join(unlocked)} missing in "
+                f"{component.lock_dir}); run `coder-migrate lab lock {component.name}`"
+            )
         final = self.layout.component_dir(component.key)
         staging = final.with_name(f"{final.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        self._log = self.layout.logs / f"{component.key}.log"
-        self._log.write_text(f"# {component.key} started {_now()}\n")
-        self._label = component.key
+        log = self.layout.logs / f"{component.name}-{component.version}.log"
+        log.write_text(f"# {component.key} started {_now()}\n")
         started = time.monotonic()
         try:
-            component.build(self, staging)
+            work = self.layout.work / component.name
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            for name in LOCK_FILES:
+                shutil.copyfile(component.lock_dir / name, work / name)
+            compile_component(self.go, component, work, staging, log)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -234,18 +326,59 @@ class Builder:
         stamp = {
             "component": component.name,
             "version": component.version,
+            "lock": component.lock_digest(),
             "seconds": seconds,
             "built_at": _now(),
+            "sha256": {name: sha256_file(staging / name) for name in component.packages},
         }
         (staging / STAMP_NAME).write_text(json.dumps(stamp, indent=2) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         return seconds
 
-    def work_dir(self, component_key: str) -> Path:
-        directory = self.layout.work / component_key
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
+
+def compile_component(
+    go: GoToolchain, component: Component, work: Path, out: Path, log: Path
+) -> None:
+    """``go build -mod=readonly`` of the component's packages in WORK (its lock) into OUT."""
+    label = f"building {component.name} {component.version}"
+    ldflags = component.ldflags
+    if "{build_date}" in ldflags:
+        info = json.loads(go.run(["list", "-mod=readonly", "-m", "-json", component.module],
+                                 cwd=work, log=log, label=label))
+        ldflags = ldflags.replace("{build_date}", str(info.get("Time", "1970-01-01T00:00:00Z")))
+    binaries = work / "bin"
+    binaries.mkdir(exist_ok=True)
+    args = ["build", "-mod=readonly", "-trimpath"]
+    if component.tags:
+        args += ["-tags", component.tags]
+    packages = list(dict.fromkeys(component.packages.values()))
+    go.run([*args, "-ldflags", ldflags, "-o", f"{binaries}/", *packages],
+           cwd=work, log=log, label=label)
+    for output, package in component.packages.items():
+        target = out / output
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(binaries / go_binary_name(package), target)
+    for output, text in component.extra_files.items():
+        target = out / output
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def go_binary_name(package: str) -> str:
+    """The file ``go build -o DIR/`` writes for PACKAGE (a major-version suffix is skipped)."""
+    parts = package.split("/")
+    if len(parts) > 1 and re.fullmatch(r"v[0-9]+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def is_built(layout: CacheLayout, component: Component) -> bool:
@@ -260,11 +393,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def _last_line(log: Path) -> str:
-    lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "(no output)"
-
-
 def last_log_lines(log: Path, count: int = LOG_TAIL_LINES) -> list[str]:
     lines = log.read_text(errors="replace").splitlines()
     return lines[-count:]
@@ -273,11 +401,11 @@ def last_log_lines(log: Path, count: int = LOG_TAIL_LINES) -> list[str]:
 # --- the components --------------------------------------------------------------------------
 
 
-def kubernetes_wrapper_go_mod(kubernetes_go_mod: str) -> str:
-    """The wrapper module's go.mod: require k8s.io/kubernetes and pin every staging module.
+def kubernetes_staging_replaces(kubernetes_go_mod: str) -> str:
+    """A ``replace`` block pinning every staging module k8s.io/kubernetes names.
 
     k8s.io/kubernetes requires its staging modules at v0.0.0 with ``replace => ./staging/...``;
-    replaces of a dependency are ignored, so the wrapper maps each to its v0.<minor>.<patch> tag.
+    replaces of a dependency are ignored, so the lock maps each to its v0.<minor>.<patch> tag.
     """
     staging = sorted(set(_STAGING_REPLACE.findall(kubernetes_go_mod)))
     if not staging:
@@ -288,16 +416,12 @@ def kubernetes_wrapper_go_mod(kubernetes_go_mod: str) -> str:
     replaces = "\n".join(
         f"\t{module} => {module} {versions.KUBERNETES_STAGING_VERSION}" for module in staging
     )
-    return (
-        "// Generated by `coder-migrate lab build`; do not edit.\n"
-        "module coder-migrate.local/lab/kubernetes\n\n"
-        f"go {versions.GO_LANGUAGE_VERSION}\n\n"
-        f"require {versions.KUBERNETES_MODULE} {versions.KUBERNETES_VERSION}\n\n"
-        f"replace (\n{replaces}\n)\n"
-    )
+    return f"replace (\n{replaces}\n)\n"
 
 
-def kubernetes_version_ldflags(build_date: str) -> str:
+def kubernetes_version_ldflags() -> str:
+    """``-X`` flags so ``/version`` reports the pinned release; ``{build_date}`` is filled in
+    from the module's own release time, so two builds give the same binary."""
     version = versions.KUBERNETES_VERSION
     major, minor = version.lstrip("v").split(".")[:2]
     values = {
@@ -305,103 +429,12 @@ def kubernetes_version_ldflags(build_date: str) -> str:
         "gitMajor": major,
         "gitMinor": minor,
         "gitTreeState": "clean",
-        "buildDate": build_date,
+        "buildDate": "{build_date}",
     }
     flags = ["-s", "-w"]
     for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
         flags += [f"-X {package}.{name}={value}" for name, value in values.items()]
     return " ".join(flags)
-
-
-def _build_kubernetes(builder: Builder, out: Path) -> None:
-    work = builder.work_dir(_key("kubernetes", versions.KUBERNETES_VERSION))
-    module = f"{versions.KUBERNETES_MODULE}@{versions.KUBERNETES_VERSION}"
-    info = json.loads(builder.go_run(["mod", "download", "-json", module], cwd=work))
-    go_mod_text = Path(info["GoMod"]).read_text()
-    (work / "go.mod").write_text(kubernetes_wrapper_go_mod(go_mod_text))
-    (work / "go.sum").unlink(missing_ok=True)
-    packages = [f"{versions.KUBERNETES_MODULE}/cmd/{name}" for name in versions.KUBERNETES_COMMANDS]
-    builder.go_run(["get", "-tool", *packages], cwd=work)
-    build_date = json.loads(Path(info["Info"]).read_text()).get("Time", "1970-01-01T00:00:00Z")
-    # One invocation for all three commands, so the shared packages compile once.
-    builder.go_run(
-        [
-            "build",
-            "-v",
-            "-trimpath",
-            "-tags",
-            "selinux,notest,grpcnotrace",
-            "-ldflags",
-            kubernetes_version_ldflags(build_date),
-            "-o",
-            f"{out}/",
-            *packages,
-        ],
-        cwd=work,
-    )
-
-
-def _wrapper_build(
-    builder: Builder,
-    key: str,
-    module: str,
-    version: str,
-    output: Path,
-    ldflags: str,
-    extra_env: dict[str, str] | None = None,
-) -> None:
-    """Build MODULE's main package from a generated wrapper module (its replaces are ignored)."""
-    work = builder.work_dir(key)
-    (work / "go.mod").write_text(
-        "// Generated by `coder-migrate lab build`; do not edit.\n"
-        f"module coder-migrate.local/lab/{key}\n\ngo {versions.GO_LANGUAGE_VERSION}\n"
-    )
-    (work / "go.sum").unlink(missing_ok=True)
-    builder.go_run(["get", f"{module}@{version}"], cwd=work, extra_env=extra_env)
-    builder.go_run(
-        ["build", "-trimpath", "-ldflags", ldflags, "-o", str(output), module],
-        cwd=work,
-        extra_env=extra_env,
-    )
-
-
-def _build_etcd(builder: Builder, out: Path) -> None:
-    version = versions.ETCD_VERSION
-    _wrapper_build(
-        builder, _key("etcd", version), versions.ETCD_MODULE, version, out / "etcd", "-s -w"
-    )
-
-
-def _go_install(
-    builder: Builder,
-    out: Path,
-    packages: list[str],
-    ldflags: str,
-    extra_env: dict[str, str] | None = None,
-) -> None:
-    # `go install pkg@version` needs no wrapper module (these modules have no replace lines).
-    work = builder.work_dir("install")
-    env = {"GOBIN": str(out), "GOFLAGS": "-buildvcs=false", **(extra_env or {})}
-    builder.go_run(
-        ["install", "-trimpath", "-ldflags", ldflags, *packages], cwd=work, extra_env=env
-    )
-
-
-def _build_kwok(builder: Builder, out: Path) -> None:
-    version = versions.KWOK_VERSION
-    consts = f"{versions.KWOK_MODULE}/pkg/consts"
-    ldflags = (
-        f"-s -w -X {consts}.Version={version.lstrip('v')} "
-        f"-X {consts}.KubeVersion={versions.KUBERNETES_VERSION.lstrip('v')}"
-    )
-    packages = [f"{versions.KWOK_MODULE}/cmd/{name}@{version}" for name in ("kwok", "kwokctl")]
-    _go_install(builder, out, packages, ldflags)
-
-
-def _build_helm(builder: Builder, out: Path) -> None:
-    version = versions.HELM_VERSION
-    ldflags = f"-s -w -X {versions.HELM_MODULE}/internal/version.version={version}"
-    _go_install(builder, out, [f"{versions.HELM_MODULE}/cmd/helm@{version}"], ldflags)
 
 
 HELM_DIFF_PLUGIN_YAML = """\
@@ -413,43 +446,75 @@ command: "$HELM_PLUGIN_DIR/bin/diff"
 """
 
 
-def _build_helm_diff(builder: Builder, out: Path) -> None:
-    version = versions.HELM_DIFF_VERSION
-    plugin_dir = out / "data" / "plugins" / "diff"
-    (plugin_dir / "bin").mkdir(parents=True)
-    ldflags = f"-s -w -X {versions.HELM_DIFF_MODULE}/cmd.Version={version.lstrip('v')}"
-    # The checksum database behind the module proxy has no entry for helm-diff; the module
-    # itself still comes from the proxy and go.sum records its hash. A wrapper module is used
-    # because `go install pkg@version` also asks for the version list, which is refused.
-    _wrapper_build(
-        builder,
-        _key("helm-diff", version),
-        versions.HELM_DIFF_MODULE,
-        version,
-        # helm runs the plugin's own name for it (bin/diff), as the upstream plugin.yaml does.
-        plugin_dir / "bin" / "diff",
-        ldflags,
-        extra_env={"GONOSUMDB": "github.com/databus23/helm-diff"},
-    )
-    (plugin_dir / "plugin.yaml").write_text(
-        HELM_DIFF_PLUGIN_YAML.format(version=version.lstrip("v"))
+def _components(locks: Path = LOCKS_DIR) -> tuple[Component, ...]:
+    kwok_consts = f"{versions.KWOK_MODULE}/pkg/consts"
+    kubernetes = versions.KUBERNETES_MODULE
+    return (
+        Component(
+            "kubernetes",
+            versions.KUBERNETES_VERSION,
+            kubernetes,
+            {name: f"{kubernetes}/cmd/{name}" for name in versions.KUBERNETES_COMMANDS},
+            ldflags=kubernetes_version_ldflags(),
+            tags="selinux,notest,grpcnotrace",
+            locks=locks,
+        ),
+        Component(
+            "etcd", versions.ETCD_VERSION, versions.ETCD_MODULE,
+            {"etcd": versions.ETCD_MODULE}, locks=locks,
+        ),
+        Component(
+            "kwok",
+            versions.KWOK_VERSION,
+            versions.KWOK_MODULE,
+            {name: f"{versions.KWOK_MODULE}/cmd/{name}" for name in ("kwok", "kwokctl")},
+            ldflags=(
+                f"-s -w -X {kwok_consts}.Version={versions.KWOK_VERSION.lstrip('v')} "
+                f"-X {kwok_consts}.KubeVersion={versions.KUBERNETES_VERSION.lstrip('v')}"
+            ),
+            locks=locks,
+        ),
+        Component(
+            "helm",
+            versions.HELM_VERSION,
+            versions.HELM_MODULE,
+            {"helm": f"{versions.HELM_MODULE}/cmd/helm"},
+            # pyhelm3 parses `helm version`: it must print a full semver.
+            ldflags=f"-s -w -X {versions.HELM_MODULE}/internal/version.version="
+            f"{versions.HELM_VERSION}",
+            locks=locks,
+        ),
+        Component(
+            "helm-diff",
+            versions.HELM_DIFF_VERSION,
+            versions.HELM_DIFF_MODULE,
+            # helm runs the plugin's own name for it (bin/diff), as the upstream plugin.yaml.
+            {"data/plugins/diff/bin/diff": versions.HELM_DIFF_MODULE},
+            ldflags=f"-s -w -X {versions.HELM_DIFF_MODULE}/cmd.Version="
+            f"{versions.HELM_DIFF_VERSION.lstrip('v')}",
+            # The checksum database behind the module proxy has no entry for helm-diff: the
+            # lock records its hash in go.sum, and builds check against that.
+            lock_env={"GONOSUMDB": "github.com/databus23/helm-diff"},
+            extra_files={
+                "data/plugins/diff/plugin.yaml": HELM_DIFF_PLUGIN_YAML.format(
+                    version=versions.HELM_DIFF_VERSION.lstrip("v")
+                )
+            },
+            locks=locks,
+        ),
     )
 
 
-COMPONENTS: tuple[Component, ...] = (
-    Component(
-        "kubernetes", versions.KUBERNETES_VERSION, versions.KUBERNETES_COMMANDS, _build_kubernetes
-    ),
-    Component("etcd", versions.ETCD_VERSION, ("etcd",), _build_etcd),
-    Component("kwok", versions.KWOK_VERSION, ("kwok", "kwokctl"), _build_kwok),
-    Component("helm", versions.HELM_VERSION, ("helm",), _build_helm),
-    Component(
-        "helm-diff",
-        versions.HELM_DIFF_VERSION,
-        ("data/plugins/diff/plugin.yaml", "data/plugins/diff/bin/diff"),
-        _build_helm_diff,
-    ),
-)
+COMPONENTS: tuple[Component, ...] = _components()
+
+
+def component(name: str) -> Component:
+    for candidate in COMPONENTS:
+        if candidate.name == name:
+            return candidate
+    raise BuildFailed(
+        f"no lab component {name!r} (components: {', '.join(c.name for c in COMPONENTS)})"
+    )
 
 
 def build_all(
@@ -461,11 +526,19 @@ def build_all(
     return Builder(layout, console).build(COMPONENTS, force=force)
 
 
+def build_stamps(layout: CacheLayout) -> dict[str, dict[str, Any]]:
+    """The ``.built.json`` of every cached component, by component name."""
+    stamps: dict[str, dict[str, Any]] = {}
+    for each in COMPONENTS:
+        stamp = layout.component_dir(each.key) / STAMP_NAME
+        if stamp.is_file():
+            stamps[each.name] = json.loads(stamp.read_text())
+    return stamps
+
+
 def build_timings(layout: CacheLayout) -> dict[str, float]:
     """Seconds each cached component took to build (from its ``.built.json``)."""
-    timings: dict[str, float] = {}
-    for component in COMPONENTS:
-        stamp = layout.component_dir(component.key) / STAMP_NAME
-        if stamp.is_file():
-            timings[component.key] = float(json.loads(stamp.read_text())["seconds"])
-    return timings
+    return {
+        component(name).key: float(stamp["seconds"])
+        for name, stamp in build_stamps(layout).items()
+    }
