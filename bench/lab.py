@@ -1,9 +1,12 @@
 """Benchmark of the local lab, in one run, on a private lab instance (own state directory,
 ports moved with a port offset, so a running lab is left alone).
 
-1. Build time: what each component took the last time ``lab build`` built it (from the
-   ``.built.json`` stamps in the cache; a cold build when the Go build cache was empty then),
-   and the warm ``lab build`` (a no-op) now.
+1. Build, with ``--cold``: ``lab build`` as a new machine runs it, from an empty lab cache, an
+   empty Go module cache and an empty Go build cache (all under a temporary directory), against
+   the baseline of a second build that keeps only the module cache (so the difference is what
+   the downloads cost); both builds must give identical binaries (sha256 per binary). Without
+   ``--cold``: what each component took the last time it was built (the cache stamps).
+   The warm ``lab build`` (a no-op) now.
 2. Warm ``lab up`` (binaries cached, no data yet): 1 primary + 3 regions against 1 primary
    alone (the baseline), and a repeated ``lab up`` that reuses the running lab.
 3. RSS per cluster (etcd, kube-apiserver, controller-manager, scheduler, kwok) after the
@@ -11,7 +14,8 @@ ports moved with a port offset, so a running lab is left alone).
 4. One ``helm upgrade --install --wait`` of the stand-in coder chart (satellite mode) in a
    region, against the same install without ``--wait`` (the baseline).
 
-    .venv/bin/python bench/lab.py [--rounds 2] [--port-offset 2000] [--settle 10]
+    .venv/bin/python bench/lab.py [--cold] [--rounds 2] [--port-offset 2000] [--settle 10]
+    .venv/bin/python bench/lab.py --cold --no-up    # what scripts/cold-build runs
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 # bench/dns.py would shadow dnspython: drop this directory from the path, put the repo first.
@@ -32,7 +37,7 @@ sys.path[:] = [str(ROOT), *(p for p in sys.path if Path(p or ".").resolve() != R
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from coder_migrate.lab.build import build_all, build_timings  # noqa: E402
+from coder_migrate.lab.build import build_all, build_stamps, build_timings  # noqa: E402
 from coder_migrate.lab.paths import CacheLayout, StateLayout  # noqa: E402
 from coder_migrate.lab.runtime import Lab, LabManifest  # noqa: E402
 from coder_migrate.lab.settings import LabSettings  # noqa: E402
@@ -97,8 +102,57 @@ def helm_uninstall(lab: Lab, context: str, namespace: str) -> None:
     subprocess.run(command, env=env, check=True, capture_output=True)
 
 
+def timed_build(root: Path, module_cache: Path) -> tuple[float, dict[str, dict[str, Any]]]:
+    """``coder-migrate lab build`` into an empty cache under ROOT with an empty Go build cache
+    and the Go module cache MODULE_CACHE; return its seconds and the stamps it wrote."""
+    cache = CacheLayout(root / "lab-cache")
+    build_cache = root / "go-build-cache"
+    env = {**os.environ, "GOMODCACHE": str(module_cache), "GOCACHE": str(build_cache)}
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, "-m", "coder_migrate", "lab", "build", "--cache-dir", str(cache.root)],
+        env=env, check=True,
+    )
+    seconds = time.monotonic() - started
+    subprocess.run(["chmod", "-R", "u+w", str(build_cache)], check=False)
+    return seconds, build_stamps(cache)
+
+
+def cold_builds(temporary: Path) -> None:
+    """A cold build (empty module cache) and one keeping the module cache; print both."""
+    module_cache = temporary / "go-module-cache"
+    cold_seconds, cold = timed_build(temporary / "cold", module_cache)
+    warm_seconds, warm = timed_build(temporary / "warm-modules", module_cache)
+    table = Table("component", "version", "modules kept, s", "cold, s", "ratio",
+                  title="lab build from empty caches (cold) vs keeping the Go module cache")
+    for name, stamp in cold.items():
+        baseline = float(warm[name]["seconds"])
+        seconds = float(stamp["seconds"])
+        table.add_row(name, str(stamp["version"]), f"{baseline:.0f}", f"{seconds:.0f}",
+                      f"{seconds / baseline:.2f}x")
+    table.add_row("whole `lab build`", "", f"{warm_seconds:.0f}", f"{cold_seconds:.0f}",
+                  f"{cold_seconds / warm_seconds:.2f}x")
+    console.print(table)
+    digests = Table("component", "binary", "sha256 (cold)", "same in the second build",
+                    title="build reproducibility")
+    differ = []
+    for name, stamp in cold.items():
+        for binary, digest in stamp["sha256"].items():
+            same = warm[name]["sha256"].get(binary) == digest
+            digests.add_row(name, binary, str(digest), "yes" if same else "NO")
+            if not same:
+                differ.append(f"{name}/{binary}")
+    console.print(digests)
+    if differ:
+        sys.exit(f"binaries differ between the two builds: {', '.join(differ)}")
+    subprocess.run(["chmod", "-R", "u+w", str(module_cache)], check=False)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cold", action="store_true",
+                        help="build twice from empty caches under a temporary directory")
+    parser.add_argument("--no-up", action="store_true", help="only the build part")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--port-offset", type=int, default=2000)
     parser.add_argument("--settle", type=float, default=10.0, help="seconds before RSS")
@@ -106,6 +160,12 @@ def main() -> None:
     cache = CacheLayout.default()
 
     # 1. build
+    if args.cold:
+        with tempfile.TemporaryDirectory(prefix="bench-lab-build-") as temporary:
+            try:
+                cold_builds(Path(temporary))
+            finally:
+                subprocess.run(["chmod", "-R", "u+w", temporary], check=False)
     started = time.monotonic()
     build_all(cache)
     warm_build = time.monotonic() - started
@@ -116,6 +176,8 @@ def main() -> None:
     table.add_row("total", f"{sum(timings.values()):.0f}")
     table.add_row("warm `lab build` now (no-op)", f"{warm_build:.2f}")
     console.print(table)
+    if args.no_up:
+        return
 
     # 2.-4. on private labs
     up_full: list[float] = []

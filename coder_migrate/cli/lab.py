@@ -158,14 +158,22 @@ def status_command(output: str, state_dir: Path | None, cache_dir: Path | None) 
         console.print(json.dumps(status, indent=2), markup=False)
         return
     state = "running" if status["running"] else "not running"
-    console.print(f"lab {state} (state {status['state_dir']})")
-    if not status["processes"]:
-        return
-    table = Table("process", "pid", "alive", "listening")
-    for process in status["processes"]:
-        ports = ", ".join(str(port) for port in process["ports"])
-        table.add_row(process["name"], str(process["pid"]), str(process["alive"]).lower(), ports)
-    console.print(table)
+    console.print(f"lab {state} (state {status['state_dir']})", markup=False)
+    if status["processes"]:
+        table = Table("process", "pid", "alive", "listening")
+        for process in status["processes"]:
+            ports = ", ".join(str(port) for port in process["ports"])
+            alive = str(process["alive"]).lower()
+            table.add_row(process["name"], str(process["pid"]), alive, ports)
+        console.print(table)
+    if status["binaries"]:
+        built = Table("component", "version", "lock", "binary", "sha256")
+        for binary in status["binaries"]:
+            built.add_row(binary["component"], binary["version"], binary["lock"],
+                          binary["binary"], binary["sha256"])
+        console.print(built)
+    else:
+        console.print("no lab binaries built yet; run `coder-migrate lab build`", markup=False)
 
 
 @lab.command("env")

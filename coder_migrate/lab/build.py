@@ -189,6 +189,22 @@ class GoToolchain:
         extra_env: Mapping[str, str] | None = None,
     ) -> str:
         """Run ``go ARGS`` in CWD, appending its output to LOG; return its stdout."""
+        returncode, output = self.run_status(args, cwd, log, extra_env)
+        if returncode != 0:
+            raise BuildFailed(
+                f"{label}: go {args[0]} exited {returncode}: "
+                f"{redact(explain_go_failure(log))}; full log: {log}"
+            )
+        return output
+
+    def run_status(
+        self,
+        args: Sequence[str],
+        cwd: Path,
+        log: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> tuple[int, str]:
+        """Run ``go ARGS`` like :meth:`run`; return its exit status and stdout."""
         check_go_arguments(args, {**self.environment(), **(extra_env or {})})
         with log.open("a") as log_file, tempfile.TemporaryFile("w+") as stdout:
             log_file.write(f"$ go {' '.join(args)}\n")
@@ -205,12 +221,7 @@ class GoToolchain:
             stdout.seek(0)
             output = stdout.read()
             log_file.write(output)
-        if result.returncode != 0:
-            raise BuildFailed(
-                f"{label}: go {args[0]} exited {result.returncode}: "
-                f"{redact(explain_go_failure(log))}; full log: {log}"
-            )
-        return output
+        return result.returncode, output
 
 
 def check_go_arguments(args: Sequence[str], env: Mapping[str, str]) -> None:
@@ -534,6 +545,16 @@ def build_stamps(layout: CacheLayout) -> dict[str, dict[str, Any]]:
         if stamp.is_file():
             stamps[each.name] = json.loads(stamp.read_text())
     return stamps
+
+
+def built_binaries(layout: CacheLayout) -> list[dict[str, str]]:
+    """Every cached binary with its component, version, lock digest and sha256."""
+    return [
+        {"component": name, "version": stamp["version"], "lock": stamp.get("lock", ""),
+         "binary": binary, "sha256": digest}
+        for name, stamp in build_stamps(layout).items()
+        for binary, digest in stamp.get("sha256", {}).items()
+    ]
 
 
 def build_timings(layout: CacheLayout) -> dict[str, float]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from coder_migrate.errors import BuildFailed
 from coder_migrate.lab import versions
-from coder_migrate.lab.build import LOCK_FILES, Component, GoToolchain
+from coder_migrate.lab.build import LOCK_FILES, Component, GoToolchain, explain_go_failure
 
 __all__ = ["LockProblem", "check_lock", "write_lock"]
 
@@ -68,6 +68,7 @@ def check_lock(component: Component, go: GoToolchain | None = None) -> list[str]
         log = work / "check.log"
         label = f"{component.name} lock ({component.lock_dir})"
         problems = _pinned_versions(component, go, work, log, label)
+        problems += _untidy(component, go, work, log, label)
         try:
             go.run(
                 ["list", "-mod=readonly", "-deps", "-f",
@@ -78,6 +79,36 @@ def check_lock(component: Component, go: GoToolchain | None = None) -> list[str]
         except BuildFailed as error:
             problems.append(str(error))
     return problems
+
+
+def _untidy(
+    component: Component, go: GoToolchain, work: Path, log: Path, label: str
+) -> list[str]:
+    """What ``go mod tidy`` would change in the lock: each module line it would add or drop."""
+    env = {"GOFLAGS": "-mod=mod -buildvcs=false", **component.lock_env}
+    status, diff = go.run_status(["mod", "tidy", "-diff"], cwd=work, log=log, extra_env=env)
+    if status == 0:
+        return []
+    changed = sorted({
+        _module_of(line[1:])
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---")) and _module_of(line[1:])
+    })
+    if not changed:
+        return [f"{label}: go mod tidy -diff exited {status}: {explain_go_failure(log)}"]
+    return [
+        f"{label}: not tidy; `go mod tidy` would change {', '.join(changed)}; run "
+        f"`coder-migrate lab lock {component.name}` and review the diff"
+    ]
+
+
+def _module_of(line: str) -> str:
+    """``module version`` of a go.mod or go.sum line (no keyword, comment or hash)."""
+    tokens = line.split("//", 1)[0].split()
+    if tokens[:1] in (["require"], ["replace"], ["tool"]):
+        tokens = tokens[1:]
+    kept = [t.removesuffix("/go.mod") for t in tokens if not t.startswith("h1:") and t != "("]
+    return " ".join(kept)
 
 
 def _pinned_versions(

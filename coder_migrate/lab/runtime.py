@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from coder_migrate.errors import ClusterNotReady, LabError, ToolchainMissing
 from coder_migrate.lab import dns_servers, pods
-from coder_migrate.lab.build import LabBinaries
+from coder_migrate.lab.build import LabBinaries, built_binaries
 from coder_migrate.lab.clusters import KwokClusters, start_all, write_kubeconfig
 from coder_migrate.lab.paths import CacheLayout, StateLayout
 from coder_migrate.lab.process import (
@@ -427,8 +427,12 @@ class Lab:
 
     def status(self) -> dict[str, Any]:
         manifest = self.manifest()
+        binaries = built_binaries(self.cache)
         if manifest is None:
-            return {"state_dir": str(self.state.root), "running": False, "processes": []}
+            return {
+                "state_dir": str(self.state.root), "running": False, "processes": [],
+                "binaries": binaries,
+            }
         processes = []
         # The region pods' proxies after the lab's own processes (docs/lab.md "Region pods").
         for ref in [*manifest.all_processes(), *pods.recorded_children(self.state)]:
@@ -441,6 +445,7 @@ class Lab:
             "settings": manifest.settings.model_dump(),
             "endpoints": endpoints_for(self.state, manifest.settings).as_dict(),
             "processes": processes,
+            "binaries": binaries,
         }
 
     def endpoints(self) -> LabEndpoints | None:

@@ -258,3 +258,26 @@ def test_helm_environment_points_helm_at_the_built_plugin(tmp_path: Path) -> Non
     plugins = Path(env["HELM_PLUGINS"])
     assert plugins == Path(env["HELM_DATA_HOME"]) / "plugins"
     assert plugins.is_relative_to(layout.component_dir(diff.key))
+
+
+def test_lab_status_shows_every_built_binary_with_its_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from coder_migrate.cli import main
+
+    layout = CacheLayout(tmp_path / "cache")
+    kwok = next(c for c in COMPONENTS if c.name == "kwok")
+    Builder(layout, go=RecordingGo()).build([kwok])
+    stamp = json.loads((layout.component_dir(kwok.key) / STAMP_NAME).read_text())
+    result = CliRunner().invoke(
+        main,
+        ["lab", "status", "--output", "json", "--cache-dir", str(layout.root),
+         "--state-dir", str(tmp_path / "state")],
+    )
+    assert result.exit_code == 0, result.output
+    listed = {b["binary"]: b for b in json.loads(result.output)["binaries"]}
+    assert set(listed) == {"kwok", "kwokctl"}
+    assert listed["kwok"]["sha256"] == stamp["sha256"]["kwok"]
+    assert listed["kwok"]["lock"] == kwok.lock_digest()
