@@ -4,7 +4,9 @@ Every module raises one of these; library errors (httpx, kubernetes, helm, dnspy
 subprocess) are translated at the adapter that calls the library, with ``raise ... from``.
 Only the CLI (``coder_migrate.cli``) and the Ansible modules turn them into exit codes or
 ``fail_json``. Messages never carry a token or key: adapters build them from method, path,
-status and the server's own error text, and :func:`redact` is applied to anything quoted.
+status and the server's own error text, and :func:`redact` is applied to anything quoted:
+it scrubs every secret the toolkit resolved (:mod:`coder_migrate.sensitive`), whatever its
+shape, then anything shaped like a credential it has never seen.
 
     CoderMigrateError
     ├── InventoryError ............ the inventory is malformed or breaks a rule
@@ -36,6 +38,8 @@ status and the server's own error text, and :func:`redact` is applied to anythin
 from __future__ import annotations
 
 import re
+
+from coder_migrate.sensitive import SENSITIVE, scrub
 
 __all__ = [
     "ApplyError",
@@ -82,11 +86,13 @@ _SECRET_PATTERNS = (
 
 
 def redact(text: str) -> str:
-    """Replace anything shaped like a credential with ``(sensitive)``."""
-    text = _SECRET_PATTERNS[0].sub("(sensitive)", text)
-    text = _SECRET_PATTERNS[1].sub(r"\1(sensitive)", text)
-    text = _SECRET_PATTERNS[2].sub("(sensitive)", text)
-    return _SECRET_PATTERNS[3].sub("(sensitive)", text)
+    """Replace every registered secret, and anything shaped like a credential, with
+    ``(sensitive)``."""
+    text = scrub(text)
+    text = _SECRET_PATTERNS[0].sub(SENSITIVE, text)
+    text = _SECRET_PATTERNS[1].sub(rf"\1{SENSITIVE}", text)
+    text = _SECRET_PATTERNS[2].sub(SENSITIVE, text)
+    return _SECRET_PATTERNS[3].sub(SENSITIVE, text)
 
 
 class CoderMigrateError(Exception):

@@ -49,7 +49,10 @@ def start(directory: Path) -> None:
     """Begin listing *directory* in the background, when it looks like an inventory."""
     key = directory.resolve()
     executable = ansible_inventory_executable()
-    if key in _started or executable is None or not (directory / "hosts.yml").is_file():
+    hosts_files = ("hosts.yml", "hosts.yaml", "hosts")
+    if key in _started or executable is None or not any(
+        (directory / name).is_file() for name in hosts_files
+    ):
         return
     _started[key] = _spawn(directory, executable)
 

@@ -11,17 +11,28 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from coder_migrate import inventory_listing
+from coder_migrate import inventory_listing, sensitive
 from coder_migrate.errors import InventoryError, InventoryProblem
+from coder_migrate.inventory.groups import PRIMARY_GROUP, REGIONS_GROUP, read_layout
 from coder_migrate.inventory.model import Primary, Region, Topology
 from coder_migrate.inventory.rules import cross_field_findings
+from coder_migrate.inventory.site_rules import site_findings
+from coder_migrate.inventory.sources import (
+    HOSTS_FILES,
+    SourceMap,
+    StrictLoader,
+    display,
+    hosts_file,
+    is_ini,
+)
+from coder_migrate.inventory.vault import VAULT_KEY
 
 __all__ = [
     "PRIMARY_GROUP",
@@ -31,10 +42,10 @@ __all__ = [
     "topology_from_inventory_json",
 ]
 
-PRIMARY_GROUP = "coder_primary"
-REGIONS_GROUP = "coder_regions"
 PREFIX = "coder_"
 _SECRET_FIELDS = frozenset({"session_token", "api_key", "tsig_secret"})
+# Settings that are, or hold, secret references (which may be !vault values).
+_SECRET_VARS = frozenset({"coder_session_token", "coder_dns"})
 
 # Inventory variable -> model field, where the name is not simply ``coder_<field>``.
 _RENAMED = {"coder_region_display_name": "display_name"}
@@ -72,12 +83,13 @@ def load_topology(inventory_dir: Path | str) -> Topology:
 
 
 def read_inventory_json(directory: Path) -> dict[str, Any]:
-    label = _display(directory)
+    label = str(directory)
     if not directory.is_dir():
         raise InventoryError([_problem(label, "-", "-", "an inventory directory", "no directory")])
-    if not any((directory / name).is_file() for name in ("hosts.yml", "hosts.yaml", "hosts")):
+    if hosts_file(directory) is None:
         raise InventoryError(
-            [_problem(label, "-", "hosts.yml", "a hosts.yml in the inventory directory", "none")]
+            [_problem(label, "-", "hosts.yml", f"one of {', '.join(HOSTS_FILES)} in the "
+                      "inventory directory", "none")]
         )
     _check_yaml_syntax(directory)
     result = inventory_listing.result(directory, _ansible_inventory())
@@ -105,40 +117,22 @@ def _check_yaml_syntax(directory: Path) -> None:
     for path in sorted(directory.rglob("*")):
         if path.suffix not in (".yml", ".yaml") and path.name != "hosts":
             continue
-        if not path.is_file():
+        if not path.is_file() or is_ini(path):
             continue
         try:
-            yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+            yaml.load(path.read_text(encoding="utf-8"), Loader=StrictLoader)  # noqa: S506
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark
-            where = f"{_display(path)}:{mark.line + 1}" if mark else _display(path)
+            shown = display(path, directory)
+            where = f"{shown}:{mark.line + 1}" if mark else shown
             text = error.problem or "a syntax error"
             expected, found = text.split(", found ", 1) if ", found " in text else ("", text)
             problems.append(_problem(where, "-", "-", expected or "valid YAML", found))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-            problems.append(_problem(_display(path), "-", "-", "a readable YAML file", str(error)))
+            problems.append(_problem(display(path, directory), "-", "-",
+                                     "a readable YAML file", str(error)))
     if problems:
         raise InventoryError(problems)
-
-
-# libyaml's parser when PyYAML was built with it (much faster on large inventories).
-_SafeLoaderBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_SafeLoaderBase):  # type: ignore[valid-type,misc]
-    """A safe loader that refuses duplicate keys, which YAML parsers resolve differently."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"each key once, found {key!r} twice", key_node.start_mark
-                )
-            seen.add(key)
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
-        return mapping
 
 
 def _ansible_inventory() -> str:
@@ -160,46 +154,22 @@ def _first_error_line(stderr: str) -> str:
 
 def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> Topology:
     """Validate the JSON of ``ansible-inventory --list`` into a :class:`Topology`."""
-    sources = _SourceMap(directory, data)
+    sources = SourceMap(directory, data)
     problems: list[InventoryProblem] = []
 
     def add(owner: str, key: str, expected: str, found: str) -> None:
         problems.append(_problem(sources.file_for(owner, key), owner, key, expected, found))
 
     hostvars = _mapping(_mapping(data.get("_meta")).get("hostvars"))
-    primaries = _group_hosts(data, PRIMARY_GROUP)
-    regions = _group_hosts(data, REGIONS_GROUP)
-    if len(primaries) != 1:
-        add(
-            PRIMARY_GROUP, "hosts", f"exactly one host in group {PRIMARY_GROUP}",
-            f"{len(primaries)} ({', '.join(primaries) or 'none'})",
-        )
+    sensitive.register_masked(_sensitive_values(hostvars))
+    layout = read_layout(data)
+    for finding in layout.findings:
+        add(finding.owner, finding.key, finding.expected, finding.found)
+    if problems or layout.primary is None:
         raise InventoryError(problems)
-    primary_name = primaries[0]
-    for name in regions:
-        if name == primary_name:
-            add(name, "groups", f"a host in only one of {PRIMARY_GROUP} and {REGIONS_GROUP}",
-                "both")
-    if problems:
-        raise InventoryError(problems)
-
-    def variables(host: str, allowed: set[str]) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for variable, value in _mapping(hostvars.get(host)).items():
-            if not isinstance(variable, str) or not variable.startswith(PREFIX):
-                continue
-            if variable not in _KNOWN_VARS:
-                close = difflib.get_close_matches(variable, sorted(_KNOWN_VARS), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                add(host, variable, f"a known coder-migrate setting{hint}", "an unknown key")
-            elif variable in allowed:
-                values[_field(variable)] = value
-            elif variable not in _GLOBAL_VARS:
-                add(host, variable, "a setting of regions only, not of the primary", "it set")
-        return values
-
-    primary_vars = variables(primary_name, _PRIMARY_VARS | _GLOBAL_VARS)
-    region_vars = {name: variables(name, _REGION_VARS | _GLOBAL_VARS) for name in regions}
+    primary_vars = _site_variables(hostvars, layout.primary, _PRIMARY_VARS | _GLOBAL_VARS, add)
+    region_vars = {name: _site_variables(hostvars, name, _REGION_VARS | _GLOBAL_VARS, add)
+                   for name in layout.regions}
     shared = {field: primary_vars.pop(field) for field in GLOBAL_FIELDS if field in primary_vars}
     for name, values in region_vars.items():
         for field in GLOBAL_FIELDS:
@@ -215,7 +185,7 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
         "source": str(directory),
         **shared,
         "chart": primary_vars.get("chart"),
-        "primary": {"name": primary_name, **primary_vars},
+        "primary": {"name": layout.primary, **primary_vars},
         "regions": [{"name": name, **values} for name, values in region_vars.items()],
     }
     topology: Topology | None = None
@@ -227,7 +197,7 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
             expected, found = _describe(entry, key)
             add(owner, key, expected, found)
     if topology is not None:
-        for finding in cross_field_findings(topology):
+        for finding in [*cross_field_findings(topology), *site_findings(topology)]:
             add(finding.owner, finding.key, finding.expected, finding.found)
     if problems:
         raise InventoryError(_unique(problems))
@@ -235,29 +205,45 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
     return topology
 
 
-def _group_hosts(data: Mapping[str, Any], group: str) -> list[str]:
-    """Hosts of *group* including its child groups, in inventory order."""
-    hosts: list[str] = []
-    pending, seen = [group], set()
-    while pending:
-        name = pending.pop(0)
-        if name in seen:
+def _site_variables(
+    hostvars: Mapping[str, Any], host: str, allowed: set[str],
+    add: Callable[[str, str, str, str], None],
+) -> dict[str, Any]:
+    """The coder_* settings of *host* as model fields; unknown and misplaced keys are added
+    as problems."""
+    values: dict[str, Any] = {}
+    for variable, value in _mapping(hostvars.get(host)).items():
+        if not isinstance(variable, str) or not variable.startswith(PREFIX):
             continue
-        seen.add(name)
-        entry = _mapping(data.get(name))
-        for host in _strings(entry.get("hosts")):
-            if host not in hosts:
-                hosts.append(host)
-        pending.extend(_strings(entry.get("children")))
-    return hosts
+        if variable not in _KNOWN_VARS:
+            close = difflib.get_close_matches(variable, sorted(_KNOWN_VARS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            add(host, variable, f"a known coder-migrate setting{hint}", "an unknown key")
+        elif variable not in allowed and variable not in _GLOBAL_VARS:
+            add(host, variable, "a setting of regions only, not of the primary", "it set")
+        elif variable not in _SECRET_VARS and _has_vault(value):
+            add(host, variable, "a plain value (only secret references may be !vault values; "
+                "Helm values reach secrets through Kubernetes Secrets)", "a !vault value")
+        else:
+            values[_field(variable)] = value
+    return values
+
+
+def _has_vault(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return set(value) == {VAULT_KEY} or any(_has_vault(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_vault(v) for v in value)
+    return False
+
+
+def _sensitive_values(hostvars: Mapping[str, Any]) -> list[Any]:
+    """Helm values typed into the inventory: what they hide is scrubbed from all output."""
+    return [_mapping(variables).get("coder_values") for variables in hostvars.values()]
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _strings(value: Any) -> list[str]:
-    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
 
 
 def _locate(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> tuple[str, str]:
@@ -321,86 +307,5 @@ def _group_of_vars_file(file: str) -> str | None:
     return None
 
 
-def _display(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _problem(file: str, owner: str, key: str, expected: str, found: str) -> InventoryProblem:
     return InventoryProblem(file=file, owner=owner, key=key, expected=expected, found=found)
-
-
-class _SourceMap:
-    """Finds the file that defines a key for a host, following Ansible's precedence."""
-
-    def __init__(self, directory: Path, data: Mapping[str, Any]) -> None:
-        self._directory = directory
-        self._data = data
-        self._cache: dict[Path, dict[str, Any]] = {}
-
-    def file_for(self, owner: str, key: str) -> str:
-        variable = key.split(".", 1)[0].split("[", 1)[0]
-        for path in self._candidates(owner):
-            if variable in self._top_level_keys(path, owner):
-                return _display(path)
-        return _display(self._hosts_file())
-
-    def _hosts_file(self) -> Path:
-        for name in ("hosts.yml", "hosts.yaml", "hosts"):
-            if (self._directory / name).is_file():
-                return self._directory / name
-        return self._directory
-
-    def _candidates(self, owner: str) -> list[Path]:
-        groups = [g for g in self._groups_of(owner) if g != "all"] + ["all"]
-        paths = [*self._vars_files("host_vars", owner), self._hosts_file()]
-        for group in groups:
-            paths.extend(self._vars_files("group_vars", group))
-        return paths
-
-    def _vars_files(self, kind: str, name: str) -> list[Path]:
-        base = self._directory / kind
-        files = [base / f"{name}{ext}" for ext in (".yml", ".yaml", "")]
-        folder = base / name
-        if folder.is_dir():
-            files.extend(sorted(p for p in folder.iterdir() if p.suffix in (".yml", ".yaml")))
-        return [f for f in files if f.is_file()]
-
-    def _groups_of(self, host: str) -> list[str]:
-        groups = []
-        for group, entry in self._data.items():
-            if host in _strings(_mapping(entry).get("hosts")):
-                groups.append(group)
-        return groups
-
-    def _top_level_keys(self, path: Path, owner: str) -> dict[str, Any]:
-        if path not in self._cache:
-            try:
-                loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
-                loaded = None
-            self._cache[path] = loaded if isinstance(loaded, dict) else {}
-        content = self._cache[path]
-        if path == self._hosts_file():
-            return _inline_vars(content, owner)
-        return content
-
-
-def _inline_vars(tree: Mapping[str, Any], owner: str) -> dict[str, Any]:
-    """Variables set in hosts.yml for *owner* (as a host) or for the group named *owner*."""
-    found: dict[str, Any] = {}
-    stack: list[tuple[str, Any]] = list(tree.items())
-    while stack:
-        name, entry = stack.pop()
-        if not isinstance(entry, Mapping):
-            continue
-        if name == owner and isinstance(entry.get("vars"), Mapping):
-            found.update(entry["vars"])
-        for host, host_vars in (entry.get("hosts") or {}).items():
-            if host == owner and isinstance(host_vars, Mapping):
-                found.update(host_vars)
-        stack.extend((entry.get("children") or {}).items())
-    return found
-

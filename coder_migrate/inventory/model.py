@@ -13,9 +13,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -26,7 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from coder_migrate import sensitive
 from coder_migrate.errors import SecretError
+from coder_migrate.inventory.vault import VAULT_KEY, decrypt
 
 __all__ = [
     "ChartRef",
@@ -72,7 +75,10 @@ def _k8s_name(value: str) -> str:
 
 
 def _base_url(value: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # an unclosed [IPv6] literal
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(
             f"an absolute http(s) URL such as https://coder.example.com, found {value!r}"
@@ -81,7 +87,29 @@ def _base_url(value: str) -> str:
         raise ValueError(f"a URL without a path, query or fragment, found {value!r}")
     if parts.username or parts.password:
         raise ValueError("a URL without credentials in it (found a user or password)")
+    if ":" in parts.netloc.rpartition("]")[2] and not _port(parts):
+        raise ValueError(f"a URL whose port is a number from 1 to 65535, found {value!r}")
+    if not _is_ip(parts.hostname) and not _DNS_NAME_RE.match(parts.hostname):
+        raise ValueError(
+            "a URL whose host is an IP address or a DNS name of ASCII letters, digits, '-' "
+            f"and '.' (an internationalised name in its xn-- form), found {value!r}"
+        )
     return value.rstrip("/")
+
+
+def _port(parts: SplitResult) -> int | None:
+    try:
+        return parts.port
+    except ValueError:
+        return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _wildcard(value: str) -> str:
@@ -138,50 +166,100 @@ Literal_ = Annotated[str, BeforeValidator(_no_template)]
 
 
 def _reject_literal_secret(value: Any) -> Any:
+    if isinstance(value, Mapping) and set(value) == {VAULT_KEY}:
+        # ``!vault`` as ansible-inventory --list writes it: decrypted only when resolved.
+        return {"vault": value[VAULT_KEY]}
     if isinstance(value, str | int | float):
+        if isinstance(value, str):
+            sensitive.register(value)  # refused, and scrubbed wherever else it shows up
         # The value itself is never echoed: it may be a live credential.
         raise ValueError(
-            "a secret reference {env: NAME} or {file: PATH}, found a literal value (not shown)"
+            "a secret reference {env: NAME}, {file: PATH} or a !vault value, found a literal "
+            "value (not shown)"
+        )
+    return value
+
+
+def _environment_name(value: str) -> str:
+    # A credential pasted where the variable's name goes is never echoed, and refused:
+    # names are upper case by convention, and a name does not look like key material.
+    if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", value):
+        sensitive.register(value)
+        raise ValueError(
+            "the name of an environment variable (upper-case letters, digits and '_'), "
+            "found something else (not shown: it may be the secret itself)"
+        )
+    if len(value) >= 16 and "_" not in value and any(c.isdigit() for c in value):
+        sensitive.register(value)
+        raise ValueError(
+            "the name of an environment variable, found a value that looks like the secret "
+            "itself (not shown)"
         )
     return value
 
 
 class SecretRef(BaseModel):
-    """Where a secret lives: an environment variable or a file. Never the secret itself."""
+    """Where a secret lives: an environment variable, a file, or an ansible-vault encrypted
+    value. Never the secret itself."""
 
     model_config = _frozen()
 
-    env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    env: Annotated[str, AfterValidator(_environment_name)] | None = None
     """Name of the environment variable that holds the secret."""
     file: str | None = None
-    """Path of the file that holds the secret (relative paths: to the inventory directory)."""
+    """File that holds the secret; '~' is expanded, a relative path is relative to the
+    inventory directory; it must not be readable by others (chmod 600)."""
+    vault: str | None = None
+    """An ansible-vault encrypted value, written `!vault |` (ansible-vault encrypt_string);
+    decrypted only when the secret is used."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
-        if (self.env is None) == (self.file is None):
-            raise ValueError("exactly one of env or file")
+        if sum(v is not None for v in (self.env, self.file, self.vault)) != 1:
+            raise ValueError("exactly one of env, file or a !vault value")
         return self
 
     def describe(self) -> str:
-        return f"env {self.env}" if self.env else f"file {self.file}"
+        if self.env is not None:
+            return f"env {self.env}"
+        if self.file is not None:
+            return f"file {self.file}"
+        return "an ansible-vault encrypted value (!vault) in the inventory"
+
+    def path(self, base: Path | None = None) -> Path | None:
+        """The secret file, '~' expanded and relative to *base* (the inventory directory)."""
+        if self.file is None:
+            return None
+        path = Path(self.file).expanduser()
+        return base / path if base is not None and not path.is_absolute() else path
 
     def resolve(self, base: Path | None = None) -> str:
-        """Return the secret's value; raise :class:`SecretError` naming only the reference."""
-        if self.env is not None:
-            value = os.environ.get(self.env)
+        """Return the secret's value, registered with :mod:`coder_migrate.sensitive`; raise
+        :class:`SecretError` naming only the reference."""
+        if self.vault is not None:
+            value = decrypt(self.vault, "the !vault secret").strip()
+            where = "the !vault value"
+        elif self.env is not None:
+            value = os.environ.get(self.env, "").strip()
+            where = f"environment variable {self.env}"
             if not value:
-                raise SecretError(f"environment variable {self.env} is not set or empty")
-            return value.strip()
-        assert self.file is not None
-        path = Path(self.file).expanduser()
-        if base is not None and not path.is_absolute():
-            path = base / path
-        try:
-            value = path.read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise SecretError(f"secret file {path} cannot be read: {error.strerror}") from None
-        if not value:
-            raise SecretError(f"secret file {path} is empty")
+                raise SecretError(f"{where} is not set or empty")
+        else:
+            path = self.path(base)
+            assert path is not None
+            where = f"secret file {path}"
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise SecretError(f"{where} cannot be read: {error.strerror}") from None
+            if not value:
+                raise SecretError(f"{where} is empty")
+        sensitive.register(value)
+        if len(value) < sensitive.MIN_LENGTH:
+            raise SecretError(
+                f"{where} holds fewer than {sensitive.MIN_LENGTH} characters, too short to be "
+                "told apart from ordinary output"
+            )
         return value
 
 

@@ -78,7 +78,7 @@ CASES = [
          "coder_session_token", "secret reference"),
     Case("secret-env-and-file",
          _set(ALL, "coder_session_token", {"env": "CODER_SESSION_TOKEN", "file": "/tmp/t"}),
-         ALL, "all", "coder_session_token", "exactly one of env or file"),
+         ALL, "all", "coder_session_token", "exactly one of env, file"),
     Case("literal-dns-key", _set(ALL, "coder_dns.powerdns.api_key", "supersecretapikey"), ALL,
          "all", "coder_dns.powerdns.api_key", "secret reference"),
     Case("generation", _set(ALL, "coder_generation", "v3"), ALL, "all", "coder_generation",
@@ -178,7 +178,8 @@ def test_each_rule_gives_one_line_naming_file_and_key(case: Case, tmp_path: Path
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     line = lines[0]
-    assert f"{inventory}/{case.file}: {case.owner}: {case.key}: expected" in line
+    # Paths are relative to the inventory (it is not under the current directory here).
+    assert line.startswith(f"error: {case.file}: {case.owner}: {case.key}: expected"), line
     assert case.expected in line
     assert LITERAL_TOKEN not in result.output + result.stderr
     assert "supersecretapikey" not in result.stderr
