@@ -1,21 +1,30 @@
 """The ``coder-migrate`` command line.
 
 Commands are thin: they parse options, call the engine and print. This module is the only
-place where project errors become exit codes (see :mod:`coder_migrate.errors`).
+place where errors become exit codes (see :mod:`coder_migrate.errors`): a project error is
+one line per problem and its class's code; anything else is one line and exit 1, with the
+traceback under ``--debug``. Everything printed passes :func:`coder_migrate.sensitive.scrub`.
+
+A new command: a module in ``COMMANDS``, options from :mod:`coder_migrate.cli.options`, and
+``epilog=examples(...)`` (:func:`coder_migrate.cli.options.examples`); a test walks every
+command's ``--help`` for its example.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.text import Text
 
-from coder_migrate import __version__, inventory_listing
+from coder_migrate import __version__, inventory_listing, sensitive
 from coder_migrate.cli.console import err_console
-from coder_migrate.errors import CoderMigrateError
+from coder_migrate.cli.options import examples
+from coder_migrate.errors import CoderMigrateError, redact
 
 # Each command's module is imported only when that command runs (or for --help): `plan`
 # should not pay for importing the proxy, the lab or the runbook renderer.
@@ -57,13 +66,36 @@ class _Group(click.Group):
             inventory_listing.start(inventory_dir)  # runs while the command's modules import
         return super().resolve_command(ctx, args)
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        with sensitive.scrubbed_output():
+            return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CoderMigrateError as error:
             for line in str(error).splitlines() or [type(error).__name__]:
-                err_console.print(f"[bold red]error:[/] {line}", highlight=False, markup=True)
+                print_error(line)
             sys.exit(error.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            else:
+                print_error(f"unexpected {type(error).__name__}: {_one_line(str(error))} (run "
+                            "again with --debug for the traceback, and report it)")
+            sys.exit(1)
+
+
+def print_error(line: str) -> None:
+    """One error line on stderr; the text is never read as rich markup."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", line), highlight=False)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(redact(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _inventory_argument(args: list[str]) -> Path | None:
@@ -78,7 +110,31 @@ def _inventory_argument(args: list[str]) -> Path | None:
     return None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+EXIT_CODES = {
+    0: "success",
+    1: "an unexpected error (--debug shows the traceback); status: a site is unhealthy",
+    2: "usage; plan --detailed-exitcode: there are changes",
+    3: "inventory or configuration",
+    4: "lab",
+    5: "a provider (Kubernetes, Helm, DNS, Coder) refused",
+    6: "plan refused",
+    7: "apply failed",
+    8: "proxy",
+}
+
+
+@click.group(
+    cls=_Group, context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "coder-migrate inventory validate -i inventories/example",
+        "coder-migrate plan -i inventories/lab",
+        "coder-migrate apply -i inventories/lab --limit eu-west",
+    ) + "\n\n\b\nDocs (README.md, docs/):\n  docs/inventory.md  every inventory key\n"
+    "  docs/deploy.md, runbook.md, dns.md, lab.md, proxy.md\n\n\b\nExit codes:\n"
+    + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES.items()),
+)
+@click.option("--debug", is_flag=True, envvar="CODER_MIGRATE_DEBUG",
+              help="Print the traceback of an unexpected error (env CODER_MIGRATE_DEBUG=1).")
 @click.version_option(__version__, "--version", prog_name="coder-migrate")
-def main() -> None:
+def main(debug: bool) -> None:
     """Deploy and migrate multi-region Coder: primary, regions, GeoDNS."""

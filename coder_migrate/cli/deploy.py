@@ -17,6 +17,7 @@ from coder_migrate.cli.console import console, err_console
 from coder_migrate.cli.options import (
     auto_approve_option,
     detailed_exitcode_option,
+    examples,
     gate_timeout_option,
     inventory_option,
     limit_option,
@@ -99,7 +100,11 @@ def render_plan(plan: Plan, *, show_keep: bool = False) -> None:
     )
 
 
-@click.command()
+@click.command(epilog=examples(
+    "coder-migrate plan -i inventories/lab",
+    "coder-migrate plan -i inventories/prod --limit eu-west --out plan.json",
+    "coder-migrate plan -i inventories/prod --detailed-exitcode --output json",
+))
 @inventory_option
 @limit_option
 @output_option
@@ -134,12 +139,16 @@ def show_plan(
     else:
         render_plan(result)
         if out is not None:
-            console.print(f"Saved to {out}; apply it with `{apply_command} {out}`.")
+            console.print(f"Saved to {out}; apply it with `{apply_command} {out}`.", markup=False)
     if detailed_exitcode and not result.is_empty:
         sys.exit(2)
 
 
-@click.command()
+@click.command(epilog=examples(
+    "coder-migrate apply -i inventories/lab",
+    "coder-migrate apply -i inventories/prod plan.json",
+    "coder-migrate apply -i inventories/prod --limit eu-west --auto-approve",
+))
 @inventory_option
 @limit_option
 @no_dns_option
@@ -243,7 +252,10 @@ def run_apply(
     return result
 
 
-@click.command()
+@click.command(epilog=examples(
+    "coder-migrate status -i inventories/lab",
+    "coder-migrate status -i inventories/prod --limit eu-west --output json",
+))
 @inventory_option
 @limit_option
 @output_option
@@ -254,15 +266,15 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
     else:
-        table = Table(title=f"coder-migrate status: {engine.topology.source}")
+        table = Table(title=escape(f"coder-migrate status: {engine.topology.source}"))
         for column in ("site", "chart", "release", "pods", "registration", "reachable",
                        "detail"):
             table.add_column(column)
         for row in rows:
             style = "green" if row.healthy else "red"
             table.add_row(
-                row.site, row.chart, row.release_status, row.pods,
-                f"[{style}]{row.registration}[/]", "yes" if row.reachable else "no",
+                escape(row.site), escape(row.chart), escape(row.release_status), escape(row.pods),
+                f"[{style}]{escape(row.registration)}[/]", "yes" if row.reachable else "no",
                 escape(row.detail),
             )
         console.print(table)
@@ -270,7 +282,9 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
         sys.exit(1)
 
 
-@click.command()
+@click.command(epilog=examples(
+    "coder-migrate rollback -i inventories/prod --migration v1.20-to-v1.21 --limit eu-west",
+))
 @inventory_option
 @limit_option
 @click.option("--migration", "migration", type=click.Choice(MIGRATIONS), required=True,

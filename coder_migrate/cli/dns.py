@@ -11,17 +11,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from coder_migrate.cli.console import console
-from coder_migrate.cli.options import inventory_option, limit_option, output_option
+from coder_migrate.cli.options import examples, inventory_option, limit_option, output_option
 from coder_migrate.dns.check import CheckReport, check_dns, parse_geo_clients
 from coder_migrate.inventory import load_topology
 
 
-@click.group("dns")
+@click.group("dns", epilog=examples("coder-migrate dns check -i inventories/lab"))
 def dns() -> None:
     """GeoDNS: verify the answers of the authoritative servers (see docs/dns.md)."""
 
 
-@dns.command("check")
+@dns.command("check", epilog=examples(
+    "coder-migrate dns check -i inventories/lab",
+    "coder-migrate dns check -i inventories/prod --limit eu-west --wait 60",
+    "coder-migrate dns check -i inventories/prod --server 192.0.2.53:53 --output json",
+))
 @inventory_option
 @limit_option
 @output_option
@@ -113,8 +117,8 @@ def _table(report: CheckReport) -> Table:
             escape(e.region),
             escape(result.server),
             f"{e.rdtype} {escape(e.name)} from {escape(client)}\n[dim]{escape(e.why)}[/]",
-            "\n".join(e.expected) or "-",
-            "\n".join(result.got) or "nothing",
+            escape("\n".join(e.expected) or "-"),
+            escape("\n".join(result.got) or "nothing"),
             "[green]ok[/]" if result.ok else "[bold red]WRONG[/]",
         )
     return table

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from coder_migrate.cli.console import console, err_console
-from coder_migrate.cli.options import output_option
+from coder_migrate.cli.options import examples, output_option
 from coder_migrate.errors import LabError
 from coder_migrate.lab.build import LabBinaries, build_all
 from coder_migrate.lab.paths import CACHE_ENV, STATE_ENV, CacheLayout, StateLayout
@@ -44,12 +45,15 @@ def _lab(state_dir: Path | None, cache_dir: Path | None) -> Lab:
     return Lab(StateLayout.default(state_dir), CacheLayout.default(cache_dir))
 
 
-@click.group("lab")
+@click.group("lab", epilog=examples(
+    "coder-migrate lab build && coder-migrate lab up && eval \"$(coder-migrate lab env)\"",
+    "coder-migrate lab down",
+))
 def lab() -> None:
     """The local lab: Kubernetes control planes per region, helm, PowerDNS, BIND, Coder."""
 
 
-@lab.command("build")
+@lab.command("build", epilog=examples("coder-migrate lab build"))
 @cache_dir_option
 @click.option("--force", is_flag=True, help="Rebuild even what is cached.")
 def build_command(cache_dir: Path | None, force: bool) -> None:
@@ -59,12 +63,15 @@ def build_command(cache_dir: Path | None, force: bool) -> None:
     built = build_all(layout, err_console, force=force)
     seconds = time.monotonic() - started
     if built:
-        console.print(f"built {', '.join(built)} in {seconds:.0f} s into {layout.lab}")
+        console.print(f"built {', '.join(built)} in {seconds:.0f} s into {layout.lab}",
+                      markup=False)
     else:
-        console.print(f"lab binaries up to date in {layout.lab}")
+        console.print(f"lab binaries up to date in {layout.lab}", markup=False)
 
 
-@lab.command("lock")
+@lab.command("lock", epilog=examples(
+    "coder-migrate lab lock --check", "coder-migrate lab lock kubernetes",
+))
 @click.argument("components", nargs=-1)
 @click.option(
     "--check", is_flag=True,
@@ -76,11 +83,6 @@ def lock_command(components: tuple[str, ...], check: bool) -> None:
     Each component is built from coder_migrate/lab/locks/<component>/go.mod + go.sum with
     -mod=readonly. Run this after changing a version in coder_migrate/lab/versions.py,
     review the diff like any lock file, then run scripts/cold-build.
-
-    \b
-    Example:
-      coder-migrate lab lock --check
-      coder-migrate lab lock kubernetes
     """
     from coder_migrate.lab.build import COMPONENTS, component
     from coder_migrate.lab.lock import check_lock, write_lock
@@ -97,10 +99,12 @@ def lock_command(components: tuple[str, ...], check: bool) -> None:
     for each in chosen:
         with err_console.status(f"locking {each.name} {each.version}"):
             written = write_lock(each)
-        console.print(f"locked {each.name} {each.version} in {written}", highlight=False)
+        console.print(f"locked {each.name} {each.version} in {written}", markup=False)
 
 
-@lab.command("up")
+@lab.command("up", epilog=examples(
+    "coder-migrate lab up", "coder-migrate lab up --regions 1 --coder v2 --port-offset 100",
+))
 @click.option(
     "--regions",
     type=click.IntRange(0, 20),
@@ -143,11 +147,14 @@ def up_command(
         endpoints, reused = _lab(state_dir, cache_dir).up(settings)
     seconds = time.monotonic() - started
     verb = "reused the running lab" if reused else f"lab up in {seconds:.1f} s"
-    console.print(f"{verb}: {len(endpoints.contexts)} clusters, state in {endpoints.state_dir}")
+    console.print(f"{verb}: {len(endpoints.contexts)} clusters, state in {endpoints.state_dir}",
+                  markup=False)
     console.print(_env_lines(endpoints, CacheLayout.default(cache_dir)), markup=False)
 
 
-@lab.command("status")
+@lab.command("status", epilog=examples(
+    "coder-migrate lab status", "coder-migrate lab status --output json",
+))
 @output_option
 @state_dir_option
 @cache_dir_option
@@ -164,19 +171,19 @@ def status_command(output: str, state_dir: Path | None, cache_dir: Path | None) 
         for process in status["processes"]:
             ports = ", ".join(str(port) for port in process["ports"])
             alive = str(process["alive"]).lower()
-            table.add_row(process["name"], str(process["pid"]), alive, ports)
+            table.add_row(escape(str(process["name"])), str(process["pid"]), alive, ports)
         console.print(table)
     if status["binaries"]:
         built = Table("component", "version", "lock", "binary", "sha256")
         for binary in status["binaries"]:
-            built.add_row(binary["component"], binary["version"], binary["lock"],
-                          binary["binary"], binary["sha256"])
+            built.add_row(*(escape(str(binary[key])) for key in
+                            ("component", "version", "lock", "binary", "sha256")))
         console.print(built)
     else:
         console.print("no lab binaries built yet; run `coder-migrate lab build`", markup=False)
 
 
-@lab.command("env")
+@lab.command("env", epilog=examples('eval "$(coder-migrate lab env)"'))
 @state_dir_option
 @cache_dir_option
 def env_command(state_dir: Path | None, cache_dir: Path | None) -> None:
@@ -188,7 +195,7 @@ def env_command(state_dir: Path | None, cache_dir: Path | None) -> None:
     console.print(_env_lines(endpoints, CacheLayout.default(cache_dir)), markup=False)
 
 
-@lab.command("down")
+@lab.command("down", epilog=examples("coder-migrate lab down", "coder-migrate lab down --keep"))
 @click.option("--keep", is_flag=True, help="Keep cluster data, DNS zones and secrets.")
 @state_dir_option
 @cache_dir_option

@@ -21,6 +21,7 @@ from coder_migrate.cli.deploy import confirm, progress, report_stopped, run_appl
 from coder_migrate.cli.options import (
     auto_approve_option,
     detailed_exitcode_option,
+    examples,
     gate_timeout_option,
     inventory_option,
     limit_option,
@@ -138,11 +139,12 @@ def run_migration_status(inventory_dir: Path, output: str, migration: str = MIGR
         sys.stdout.write(json.dumps({"migration": migration, "plan_problem": problem or None,
                                      "regions": [r.to_json() for r in rows]}, indent=2) + "\n")
         return
-    table = Table(title=f"migration {migration}: {engine.topology.source}")
+    table = Table(title=escape(f"migration {migration}: {engine.topology.source}"))
     for column in ("region", "step", "change", "at", "by", "next"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.region, row.step, escape(row.change_id), row.at, escape(row.by),
+        table.add_row(escape(row.region), escape(row.step), escape(row.change_id), escape(row.at),
+                      escape(row.by),
                       escape(row.next) + (" (from the journal)" if row.next_source == "journal"
                                           else ""))
     console.print(table)
@@ -151,12 +153,19 @@ def run_migration_status(inventory_dir: Path, output: str, migration: str = MIGR
                           f"computed: {escape(problem)}")
 
 
-@click.group()
+@click.group(epilog=examples(
+    "coder-migrate migrate plan -i inventories/prod --limit eu-west",
+    "coder-migrate migrate apply -i inventories/prod --limit eu-west",
+    "coder-migrate migrate status -i inventories/prod",
+))
 def migrate() -> None:
     """The Coder v1.20 -> v1.21 migration (satellites, Networking v2, retained providers)."""
 
 
-@migrate.command("plan")
+@migrate.command("plan", epilog=examples(
+    "coder-migrate migrate plan -i inventories/prod",
+    "coder-migrate migrate plan -i inventories/prod --limit eu-west --out migration.json",
+))
 @inventory_option
 @limit_option
 @output_option
@@ -171,7 +180,10 @@ def plan_command(
     run_migration_plan(inventory_dir, limit, output, out, detailed_exitcode, migration)
 
 
-@migrate.command("apply")
+@migrate.command("apply", epilog=examples(
+    "coder-migrate migrate apply -i inventories/prod --limit eu-west",
+    "coder-migrate migrate apply -i inventories/prod migration.json",
+))
 @inventory_option
 @limit_option
 @migration_option
@@ -189,7 +201,9 @@ def apply_command(
                         lock_wait, migration)
 
 
-@migrate.command("rollback")
+@migrate.command("rollback", epilog=examples(
+    "coder-migrate migrate rollback -i inventories/prod --limit eu-west",
+))
 @inventory_option
 @limit_option
 @migration_option
@@ -205,7 +219,10 @@ def rollback_command(
                            force=force)
 
 
-@migrate.command("status")
+@migrate.command("status", epilog=examples(
+    "coder-migrate migrate status -i inventories/prod",
+    "coder-migrate migrate status -i inventories/prod --output json",
+))
 @inventory_option
 @output_option
 @migration_option

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from coder_migrate.cli.options import examples
 from coder_migrate.proxy.config import DEFAULT_ENV_FILE, SETTINGS, load_settings
 
 _HELP = {
@@ -55,12 +56,19 @@ def _options(function: Any) -> Any:
     return function
 
 
-@click.group("proxy")
+@click.group("proxy", epilog=examples(
+    "coder-migrate proxy serve --env-file /etc/coder-workspace-proxy.env",
+))
 def proxy() -> None:
     """The bundled satellite / workspace proxy server."""
 
 
-@proxy.command("serve")
+@proxy.command("serve", epilog=examples(
+    "CODER_PRIMARY_ACCESS_URL=https://coder.example.com CODER_PROXY_SESSION_TOKEN=... \\",
+    "  CODER_WILDCARD_ACCESS_URL='*.eu.example.com' \\",
+    "  coder-migrate proxy serve --http-address 0.0.0.0:8080 --workers 2",
+    "coder-migrate proxy serve --env-file /etc/coder-workspace-proxy.env",
+))
 @click.option(
     "--env-file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -70,14 +78,8 @@ def proxy() -> None:
 )
 @_options
 def serve(env_file: Path | None, **flags: str | None) -> None:
-    """Relay workspace traffic; settings come from flags, the environment, then the env file.
-
-    \b
-    Example:
-      CODER_PRIMARY_ACCESS_URL=https://coder.example.com \\
-      CODER_PROXY_SESSION_TOKEN=... CODER_WILDCARD_ACCESS_URL='*.eu.example.com' \\
-      coder-migrate proxy serve --http-address 0.0.0.0:8080 --workers 2
-    """
+    """Relay workspace traffic; settings come from flags, the environment, then the env
+    file."""
     from coder_migrate.proxy.app import run
 
     run(load_settings(flags, env_file=env_file))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from coder_migrate.cli.console import console
-from coder_migrate.cli.options import inventory_option
+from coder_migrate.cli.options import examples, inventory_option
 from coder_migrate.errors import ConfigError
 from coder_migrate.inventory import load_topology
 from coder_migrate.runbook import FORMATS, render_runbook
@@ -16,7 +16,10 @@ from coder_migrate.runbook import FORMATS, render_runbook
 __all__ = ["runbook"]
 
 
-@click.command("runbook")
+@click.command("runbook", epilog=examples(
+    "coder-migrate runbook -i inventories/prod > runbook.md",
+    "coder-migrate runbook -i inventories/prod --region eu-west --format html --out eu-west.html",
+))
 @inventory_option
 @click.option("--region", "region", default=None, metavar="REGION",
               help="Only this region (default: every region, the canary first, then the "

@@ -18,7 +18,7 @@ import yaml
 from coder_migrate.inventory.loader import GLOBAL_FIELDS, variable_name
 from coder_migrate.inventory.model import Primary, Region, Topology
 
-__all__ = ["argument_spec", "argument_spec_yaml"]
+__all__ = ["IndentedDumper", "argument_spec", "argument_spec_yaml"]
 
 _JSON_TO_ANSIBLE = {
     "string": "str",
@@ -79,11 +79,11 @@ def argument_spec_yaml() -> str:
         "coder_migrate/inventory/model.py.\n# Do not edit by hand: change the model.\n"
     )
     return header + yaml.dump(
-        argument_spec(), Dumper=_IndentedDumper, sort_keys=False, width=100
+        argument_spec(), Dumper=IndentedDumper, sort_keys=False, width=100
     )
 
 
-class _IndentedDumper(yaml.SafeDumper):
+class IndentedDumper(yaml.SafeDumper):
     """Indents list items under their key, as yamllint (and ansible-lint) expect."""
 
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:

@@ -24,20 +24,30 @@ __all__ = ["VAULT_KEY", "configure", "decrypt"]
 VAULT_KEY = "__ansible_vault"
 """How ``ansible-inventory --list`` writes an encrypted value."""
 
-_options: dict[str, str] = {}
+_identities: dict[str, tuple[str, ...]] = {"files": (), "ids": ()}
 _decrypted: dict[str, str] = {}
 
 
-def configure(password_files: tuple[Path, ...] = (), vault_ids: tuple[str, ...] = ()) -> None:
+def configure(
+    *, password_files: tuple[Path, ...] | None = None, vault_ids: tuple[str, ...] | None = None
+) -> None:
     """Use these password files and vault ids (``label@source``) besides Ansible's own
-    configuration; the CLI calls this once per command with its options."""
-    _options.clear()
-    identities = [*vault_ids, *(str(path.expanduser().resolve()) for path in password_files)]
+    configuration (None: leave as they are); the CLI calls this with its options."""
+    if password_files is not None:
+        _identities["files"] = tuple(str(p.expanduser().resolve()) for p in password_files)
+    if vault_ids is not None:
+        _identities["ids"] = vault_ids
+
+
+def _environment() -> dict[str, str]:
+    environment = {**os.environ, "ANSIBLE_NOCOLOR": "1"}
+    identities = [*_identities["ids"], *_identities["files"]]
     if identities:
-        inherited = os.environ.get("ANSIBLE_VAULT_IDENTITY_LIST", "")
-        _options["ANSIBLE_VAULT_IDENTITY_LIST"] = ",".join(
+        inherited = environment.get("ANSIBLE_VAULT_IDENTITY_LIST", "")
+        environment["ANSIBLE_VAULT_IDENTITY_LIST"] = ",".join(
             [*filter(None, inherited.split(",")), *identities]
         )
+    return environment
 
 
 def decrypt(ciphertext: str, what: str) -> str:
@@ -54,7 +64,7 @@ def decrypt(ciphertext: str, what: str) -> str:
             result = subprocess.run(
                 [*command, "decrypt", "--output", "-", encrypted.name],
                 stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
-                env={**os.environ, **_options, "ANSIBLE_NOCOLOR": "1"}, timeout=120,
+                env=_environment(), timeout=120,
             )
         except (OSError, subprocess.TimeoutExpired) as error:
             raise SecretError(f"{what}: ansible-vault cannot run ({error})") from None

@@ -30,11 +30,22 @@ from coder_migrate.migrations.v1_20_to_v1_21 import (
     RETAINED_CONFIG_MAP,
 )
 
-__all__ = ["Check", "Commands", "Step", "command", "steps_of"]
+__all__ = ["Check", "Commands", "Step", "command", "path_word", "steps_of"]
 
 def command(*words: str) -> str:
     """A shell command line, each word quoted where the shell needs it."""
     return " ".join(shlex.quote(w) for w in words)
+
+
+def path_word(path: str) -> str:
+    """A path as one shell word whose leading ``~`` or ``~user`` the shell still expands
+    (kubectl and helm do not expand it themselves)."""
+    if path.startswith("~"):
+        home, slash, rest = path.partition("/")
+        user = home[1:]
+        if not user or shlex.quote(user) == user:
+            return home + slash + (shlex.quote(rest) if rest else "")
+    return shlex.quote(path)
 
 
 @dataclass(frozen=True)
@@ -49,22 +60,24 @@ class Commands:
         tail = ("--limit", limit) if limit is not None else ()
         return command("coder-migrate", *words, "-i", self.inventory, *tail)
 
-    def _kubeconfig(self, site: Primary | Region) -> tuple[str, ...]:
+    def _kubeconfig(self, site: Primary | Region) -> str:
+        """`` --kubeconfig PATH`` (the path relative to the inventory, ``~`` left to the
+        shell), or nothing."""
         if site.kubeconfig is None:
-            return ()
+            return ""
         path = site.kubeconfig
         if not posixpath.isabs(path) and not path.startswith("~"):
             path = posixpath.join(self.inventory, path)
-        return ("--kubeconfig", path)
+        return f" --kubeconfig {path_word(path)}"
 
     def kubectl(self, site: Primary | Region, *words: str, namespace: str | None = None) -> str:
         where = ("-n", namespace) if namespace is not None else ()
-        return command("kubectl", *self._kubeconfig(site), "--context", site.kube_context,
-                       *where, *words)
+        return (command("kubectl") + self._kubeconfig(site) + " "
+                + command("--context", site.kube_context, *where, *words))
 
     def helm_status(self, site: Primary | Region, release: str, namespace: str) -> str:
         return command("helm", "status", release, "-n", namespace, "--kube-context",
-                       site.kube_context, *self._kubeconfig(site))
+                       site.kube_context) + self._kubeconfig(site)
 
 
 @dataclass(frozen=True)

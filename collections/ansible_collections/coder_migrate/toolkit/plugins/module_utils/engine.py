@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SITE_ARGUMENTS", "engine_missing", "one_line", "run_for_site"]
+__all__ = ["SITE_ARGUMENTS", "engine_missing", "hide_resolved_secrets", "one_line",
+           "run_for_site"]
 
 SITE_ARGUMENTS: dict[str, Any] = {
     "inventory": {"type": "path", "required": True},
@@ -26,6 +27,16 @@ def engine_missing(error: ImportError) -> str:
         f"coder_migrate cannot be imported by {sys.executable} ({error}): set "
         "ansible_python_interpreter to the interpreter coder-migrate is installed in"
     )
+
+
+def hide_resolved_secrets(module: Any) -> None:
+    """Mask every secret the engine resolved in this module's result, wherever it shows up
+    (Ansible's own ``no_log_values``: it prints them as ********)."""
+    try:
+        sensitive = importlib.import_module("coder_migrate.sensitive")
+    except ImportError:
+        return
+    module.no_log_values.update(sensitive.registered())
 
 
 def one_line(message: str) -> str:
@@ -53,6 +64,8 @@ def run_for_site(module: Any, engine_module: str, function: str, site_argument: 
         )
     except errors.CoderMigrateError as error:
         # Fit for the user: the error tree redacts its messages when they are made.
+        hide_resolved_secrets(module)
         module.fail_json(msg=one_line(str(error)))
         return
+    hide_resolved_secrets(module)
     module.exit_json(**outcome.module_result(want_diff=module._diff))

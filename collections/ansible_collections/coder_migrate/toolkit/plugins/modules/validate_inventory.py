@@ -10,8 +10,10 @@ short_description: Validate a coder-migrate inventory
 description:
   - Reads the inventory through C(ansible-inventory --list) and validates it with the same model
     the C(coder-migrate) CLI uses. Never changes anything; supports check mode.
-  - Returns every problem as one line naming the file, the host or group, the key, what was
-    expected and what was found.
+  - Returns every problem as one line naming the file (relative to the current directory when
+    the inventory is under it, else to the inventory), the host or group, the key, what was
+    expected and what was found, including problems no single host owns (no primary, no
+    region, a misspelt group).
 options:
   inventory:
     description: Inventory directory (hosts.yml + group_vars/).
@@ -68,6 +70,9 @@ def main() -> None:
         return
     except CoderMigrateError as error:
         module.fail_json(msg=str(error))
+        return
+    except Exception as error:  # one line, never a module traceback, whatever the input
+        module.fail_json(msg=f"unexpected {type(error).__name__}: {error}")
         return
     module.exit_json(
         changed=False,
