@@ -13,6 +13,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
+from coder_migrate import sensitive
 from coder_migrate.cli.console import console, err_console
 from coder_migrate.cli.options import (
     auto_approve_option,
@@ -133,7 +134,7 @@ def show_plan(
 ) -> None:
     """Print (and with *out* save) a plan; ``--detailed-exitcode`` exits 2 on changes."""
     if out is not None:
-        out.write_text(result.to_json(), encoding="utf-8")
+        out.write_text(sensitive.scrub(result.to_json()), encoding="utf-8")
     if output == "json":
         sys.stdout.write(result.to_json())
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from coder_migrate import sensitive
 from coder_migrate.cli.console import console
 from coder_migrate.cli.options import examples, inventory_option
 from coder_migrate.errors import ConfigError
@@ -40,7 +41,7 @@ def runbook(inventory_dir: Path, region: str | None, fmt: str, out: Path | None)
         sys.stdout.write(text)
         return
     try:
-        out.write_text(text, encoding="utf-8")
+        out.write_text(sensitive.scrub(text), encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"--out {out}: cannot write it ({error.strerror})") from None
     console.print(f"Runbook written to {out}.", markup=False)

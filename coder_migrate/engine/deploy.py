@@ -32,6 +32,7 @@ from coder_migrate.engine.world import ManagedSite, SiteState, World
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 from coder_migrate.providers.helm import ChartSource, chart_source, local_chart_version
+from coder_migrate.sensitive import mask
 
 __all__ = [
     "KIND_NAMESPACE",
@@ -52,48 +53,10 @@ KIND_SATELLITE = "SatelliteRegistration"
 KIND_PROXY = "WorkspaceProxy"
 KIND_PROXY_TOKEN = "ProxyToken"  # noqa: S105 - a change kind, not a token
 
-_SENSITIVE_WORDS = ("token", "password", "secret", "privatekey", "private_key", "apikey")
-_SAFE_KEYS = ("name", "secretname", "hostsecretname", "devurlshostsecretname")
-
-
 def mask_sensitive(value: Any, key: str = "") -> Any:
-    """Values as they may be shown: strings under secret-looking keys become ``(sensitive)``.
-
-    References to Secrets (``secretKeyRef.name``, ``*SecretName``) stay readable: they name
-    where a secret is, not what it is.
-    """
-    if isinstance(value, dict):
-        return {k: mask_sensitive(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [mask_sensitive(v, key) for v in value]
-    lowered = key.lower().replace("-", "").replace("_", "")
-    if (
-        isinstance(value, str) and value
-        and any(w.replace("_", "") in lowered for w in _SENSITIVE_WORDS)
-        and not (lowered.endswith(_SAFE_KEYS) or lowered == "key")
-    ):
-        return SENSITIVE
-    return value
-
-
-def _env_masked(values: dict[str, Any]) -> dict[str, Any]:
-    """Also mask ``env: [{name: X_TOKEN, value: ...}]`` entries (the v2 chart's shape)."""
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: walk(v) for k, v in node.items()}
-            name = str(out.get("name", ""))
-            if "value" in out and isinstance(out["value"], str) and mask_sensitive(
-                out["value"], name
-            ) == SENSITIVE:
-                out["value"] = SENSITIVE
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    masked: dict[str, Any] = walk(mask_sensitive(values))
-    return masked
+    """Values as they may be shown (:func:`coder_migrate.sensitive.mask`: the one rule for
+    plans and ``inventory show``)."""
+    return mask(value, key)
 
 
 def _normalised(values: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +65,8 @@ def _normalised(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def shown_values(values: dict[str, Any]) -> dict[str, Any]:
-    return _env_masked(_normalised(values))
+    shown: dict[str, Any] = mask(_normalised(values))
+    return shown
 
 
 def _release_doc(chart: str, values: dict[str, Any] | None) -> dict[str, Any] | None:

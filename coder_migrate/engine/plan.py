@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from coder_migrate.errors import StalePlan, UnsafePlan
+from coder_migrate.sensitive import SENSITIVE
 
 __all__ = [
     "SENSITIVE",
@@ -26,9 +27,6 @@ __all__ = [
     "Plan",
     "Wave",
 ]
-
-SENSITIVE = "(sensitive)"
-
 
 class Action(StrEnum):
     CREATE = "create"

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from coder_migrate import sensitive
 from coder_migrate.errors import KubeError
 
 __all__ = ["KubeCluster", "PodStatus", "cluster_for"]
@@ -131,7 +132,10 @@ class KubeCluster:
             if secret is None:
                 return None
             encoded = (secret.data or {}).get(key)
-            return base64.b64decode(encoded).decode() if encoded is not None else None
+            if encoded is None:
+                return None
+            # Whatever a Secret holds is scrubbed from all output once read.
+            return sensitive.register(base64.b64decode(encoded).decode())
 
         return await self._call(f"read secret {namespace}/{name}", read)
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from coder_migrate import sensitive
 from coder_migrate.errors import CoderAPIError, CoderNotFound
 from coder_migrate.providers.coder.models_v2 import (
     AgentAddress,
@@ -102,7 +103,7 @@ class CoderV2Client(TransportClient):
         body = await self._http.json(
             "POST", path, json_body={"name": name, "display_name": display_name, "icon": icon}
         )
-        return parse_model(CreatedProxy, body, "POST", path)
+        return _registered(parse_model(CreatedProxy, body, "POST", path))
 
     async def update_proxy(
         self,
@@ -130,7 +131,7 @@ class CoderV2Client(TransportClient):
                 "regenerate_token": regenerate_token,
             },
         )
-        return parse_model(CreatedProxy, body, "PATCH", path)
+        return _registered(parse_model(CreatedProxy, body, "PATCH", path))
 
     async def regenerate_proxy_token(self, name_or_id: str) -> CreatedProxy:
         return await self.update_proxy(name_or_id, regenerate_token=True)
@@ -221,6 +222,14 @@ class CoderV2ProxyClient(TransportClient):
             params["agent"] = agent
         body = await self._http.json("GET", path, params=params)
         return parse_model(AgentAddress, body, "GET", path)
+
+
+def _registered(created: CreatedProxy) -> CreatedProxy:
+    """A proxy token is scrubbed from all output from the moment it arrives."""
+    token = created.proxy_token.get_secret_value()
+    if token:
+        sensitive.register(token)
+    return created
 
 
 def signed_token_from(response: httpx.Response) -> str:
