@@ -78,10 +78,10 @@ def _one_release_per_place(topology: Topology) -> Iterator[Finding]:
         first = seen.setdefault(place, site.name)
         if first != site.name:
             yield Finding(
-                site.name, "coder_release",
+                site.name, "coder_kube_context",
                 f"a Helm release no other site uses ({first} is release {site.release} in "
                 f"namespace {site.namespace} of kube context {site.kube_context} too)",
-                site.release,
+                site.kube_context,
             )
 
 
