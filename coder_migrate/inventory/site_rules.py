@@ -34,6 +34,7 @@ def site_findings(topology: Topology) -> list[Finding]:
         *_satellites_apart_from_other_regions_workspaces(topology),
         *_version_fits_the_generation(topology),
         *_secret_files_are_private(topology),
+        *_secret_files_outside_the_inventory(topology),
     ]
 
 
@@ -134,4 +135,20 @@ def _secret_files_are_private(topology: Topology) -> Iterator[Finding]:
                 "all", f"{key}.file",
                 f"a secret file other users cannot read or write (chmod 600 {reference.file})",
                 f"mode {mode:04o}",
+            )
+
+
+def _secret_files_outside_the_inventory(topology: Topology) -> Iterator[Finding]:
+    """Ansible reads every file under an inventory directory (but group_vars/ and host_vars/)
+    as inventory: a token file there becomes a host named after the token, printed by every
+    play."""
+    root = Path(topology.source).resolve()
+    for key, reference in _secret_references(topology):
+        path = reference.path(Path(topology.source))
+        if path is not None and path.resolve().is_relative_to(root):
+            yield Finding(
+                "all", f"{key}.file",
+                "a secret file outside the inventory directory (Ansible reads the files in it "
+                "as inventory, and would print the secret as a host name)",
+                str(reference.file),
             )

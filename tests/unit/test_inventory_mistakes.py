@@ -48,12 +48,14 @@ def _rename_region(old: str, new: str) -> Callable[[Path], None]:
     return change
 
 
-def _token_file(mode: int) -> Callable[[Path], None]:
+def _token_file(mode: int, where: str = "../coder-token") -> Callable[[Path], None]:
+    """A token file *where* (relative to the inventory directory) with *mode*."""
+
     def change(inventory: Path) -> None:
-        token = inventory / "coder-token"
+        token = inventory / where
         token.write_text("a-session-token-value\n")
         token.chmod(mode)
-        _vars(ALL, coder_session_token={"file": "coder-token"})(inventory)
+        _vars(ALL, coder_session_token={"file": where})(inventory)
 
     return change
 
@@ -188,7 +190,15 @@ MISTAKES = [
         "token-file-readable-by-everyone",
         _token_file(0o644),
         "group_vars/all/coder.yml: all: coder_session_token.file: expected a secret file "
-        "other users cannot read or write (chmod 600 coder-token), found mode 0644",
+        "other users cannot read or write (chmod 600 ../coder-token), found mode 0644",
+        hidden=("a-session-token-value",),
+    ),
+    Mistake(
+        "token-file-inside-the-inventory",
+        _token_file(0o600, "coder-token"),
+        "group_vars/all/coder.yml: all: coder_session_token.file: expected a secret file "
+        "outside the inventory directory (Ansible reads the files in it as inventory, and "
+        "would print the secret as a host name), found coder-token",
         hidden=("a-session-token-value",),
     ),
     Mistake(
@@ -210,10 +220,10 @@ MISTAKES = [
 
 
 def snapshot(inventory: Path) -> dict[Path, tuple[bytes, int]]:
-    """Every file of the inventory with its contents and mode."""
+    """Every file of the inventory (and beside it) with its contents and mode."""
     return {
         path: (path.read_bytes(), stat.S_IMODE(path.stat().st_mode))
-        for path in sorted(inventory.rglob("*")) if path.is_file()
+        for path in sorted(inventory.parent.rglob("*")) if path.is_file()
     }
 
 
