@@ -362,6 +362,7 @@ def test_bad_input_is_one_clear_line_and_changes_nothing(
     else:
         wrong = tmp_path / "wrong-token"
         wrong.write_text("0123456789-abcdefghij0123456789abcdef\n")
+        wrong.chmod(0o600)  # inventory validation refuses a secret file others can read
         edit_yaml(inventory / "group_vars" / "all" / "coder.yml",
                   lambda d: d.update(coder_session_token={"file": str(wrong)}))
     before = world_snapshot(lab, tag)

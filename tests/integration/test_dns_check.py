@@ -97,6 +97,7 @@ def deployment(geo_pdns: PowerDnsServer, tmp_path: Path) -> Iterator[Deployment]
     geo_pdns.reset_zone()
     key_file = tmp_path / "pdns-api-key"
     key_file.write_text(geo_pdns.api_key)
+    key_file.chmod(0o600)  # inventory validation refuses a secret file others can read
     inventory = copy_inventory(tmp_path, REPO / "inventories" / "lab")
     port = free_loopback_port()
     _point_at(
@@ -270,6 +271,7 @@ def test_without_geo_routing_only_names_are_checked_and_the_output_says_so(
     try:
         secret_file = tmp_path / "tsig-secret"
         secret_file.write_text(bind.secret)
+        secret_file.chmod(0o600)
         inventory = copy_inventory(tmp_path, REPO / "inventories" / "lab")
         _point_at(
             inventory,

@@ -137,6 +137,7 @@ def test_a_primary_url_that_does_not_answer_and_a_wrong_powerdns_key_are_listed(
         coder_values={"coderd": {"satellite": {"primaryURL": wrong_url}}}))
     wrong_key = tmp_path / "pdns-api-key"
     wrong_key.write_text(secrets.token_hex(16))
+    wrong_key.chmod(0o600)  # inventory validation refuses a secret file others can read
     edit_yaml(world.inventory / "group_vars" / "all" / "coder.yml", lambda d: d["coder_dns"][
         "powerdns"].update(api_key={"file": str(wrong_key)}))
     before = _untouched(lab, world)
