@@ -167,8 +167,15 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
         add(finding.owner, finding.key, finding.expected, finding.found)
     if problems or layout.primary is None:
         raise InventoryError(problems)
-    primary_vars = _site_variables(hostvars, layout.primary, _PRIMARY_VARS | _GLOBAL_VARS, add)
-    region_vars = {name: _site_variables(hostvars, name, _REGION_VARS | _GLOBAL_VARS, add)
+    refused: set[tuple[str, str]] = set()  # (host, key) already reported: no second line
+
+    def refuse(owner: str, key: str, expected: str, found: str) -> None:
+        refused.add((owner, key))
+        add(owner, key, expected, found)
+
+    primary_vars = _site_variables(hostvars, layout.primary, _PRIMARY_VARS | _GLOBAL_VARS,
+                                   refuse)
+    region_vars = {name: _site_variables(hostvars, name, _REGION_VARS | _GLOBAL_VARS, refuse)
                    for name in layout.regions}
     shared = {field: primary_vars.pop(field) for field in GLOBAL_FIELDS if field in primary_vars}
     for name, values in region_vars.items():
@@ -194,8 +201,8 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
     except ValidationError as error:
         for entry in error.errors(include_url=False):
             owner, key = _locate(entry["loc"], raw)
-            expected, found = _describe(entry, key)
-            add(owner, key, expected, found)
+            if (owner, key) not in refused:
+                add(owner, key, *_describe(entry, key))
     if topology is not None:
         for finding in [*cross_field_findings(topology), *site_findings(topology)]:
             add(finding.owner, finding.key, finding.expected, finding.found)
