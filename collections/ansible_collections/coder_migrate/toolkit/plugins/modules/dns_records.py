@@ -80,10 +80,7 @@ import asyncio
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import (
-    engine_missing,
-    hide_resolved_secrets,
-)
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import engine_missing
 
 
 def _lines(snapshot: dict[str, Any] | None) -> str:
@@ -123,7 +120,6 @@ def main() -> None:
     try:
         plan, applied = asyncio.run(run())
     except CoderMigrateError as error:
-        hide_resolved_secrets(module)
         module.fail_json(msg=str(error))
         return
 
@@ -154,7 +150,6 @@ def main() -> None:
             }
             for c in shown
         ]
-    hide_resolved_secrets(module)
     module.exit_json(**result)
 
 
