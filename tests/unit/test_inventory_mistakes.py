@@ -70,14 +70,6 @@ def _dns_key(reference: dict[str, str]) -> Callable[[Path], None]:
     return change
 
 
-def _both(*changes: Callable[[Path], None]) -> Callable[[Path], None]:
-    def change(inventory: Path) -> None:
-        for step in changes:
-            step(inventory)
-
-    return change
-
-
 REGIONS_WITHOUT = """all:
   children:
     coder_primary:
