@@ -37,6 +37,7 @@ __all__ = [
     "SENSITIVE",
     "looks_sensitive",
     "mask",
+    "pattern_of",
     "register",
     "register_masked",
     "registered",
@@ -73,8 +74,7 @@ def register(value: str) -> str:
         if forms <= _values:
             return value
         _values.update(forms)
-        ordered = sorted(_values, key=len, reverse=True)
-        _pattern = re.compile("|".join(re.escape(v) for v in ordered))
+        _pattern = re.compile(pattern_of(_values))
     _scrub_logs()
     return value
 
@@ -91,6 +91,32 @@ def scrub(text: str) -> str:
     if pattern is None or not text:
         return text
     return pattern.sub(SENSITIVE, text)
+
+
+def pattern_of(values: set[str]) -> str:
+    """A regular expression matching the longest of *values* at any position, as a trie:
+    Python's engine then tries one branch per character instead of every value in turn
+    (bench/scrub.py: about 20 times faster than a plain alternation at 400 values)."""
+    trie: dict[str, Any] = {}
+    for value in values:
+        node = trie
+        for char in value:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def build(node: dict[str, Any]) -> str:
+        literal = ""
+        while len(node) == 1 and "" not in node:  # a run without branches: one literal
+            char, node = next(iter(node.items()))
+            literal += re.escape(char)
+        branches = [re.escape(char) + build(child) for char, child in sorted(node.items())
+                    if char]
+        if not branches:
+            return literal
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return literal + (f"(?:{body})?" if "" in node else body)
+
+    return build(trie)
 
 
 def _forms(value: str) -> set[str]:

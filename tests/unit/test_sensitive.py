@@ -6,11 +6,14 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import re
 import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coder_migrate import sensitive
 from coder_migrate.cli import main
@@ -140,3 +143,18 @@ def test_ansible_results_mask_every_resolved_secret(monkeypatch: pytest.MonkeyPa
 
     result = remove_values({"msg": "failed: ansibl3-result-secret"}, fake.no_log_values)
     assert "ansibl3-result-secret" not in str(result)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sets(st.text(alphabet="ab/.(|", min_size=4, max_size=9), min_size=1, max_size=12),
+       st.text(alphabet="ab/.(| ", max_size=200))
+def test_the_trie_pattern_matches_what_a_plain_alternation_matches(
+    values: set[str], text: str
+) -> None:
+    plain = re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
+    assert re.compile(sensitive.pattern_of(values)).sub("X", text) == plain.sub("X", text)
+
+
+def test_a_long_secret_makes_a_pattern() -> None:
+    pem_body = "A" * 3000
+    assert re.compile(sensitive.pattern_of({pem_body})).sub("X", f"b{pem_body}c") == "bXc"
