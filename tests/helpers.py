@@ -60,6 +60,7 @@ def lab_inventory(
         data["coder_chart"]["repo"] = str(charts)
         if generation == "v2":
             data["coder_chart"].update({"name": "coder-v2", "version": "2.0.0"})
+            data["coder_version"] = "2.0.0"  # a v2 inventory targets Coder 2.x
         data["coder_dns"]["shared_hostname"] = f"coder-{tag}.{zone}"
         data["coder_dns"]["powerdns"]["api_key"] = {"file": str(state / "secrets" / "pdns-api-key")}
 
