@@ -41,8 +41,9 @@ from coder_migrate.proxy.metrics import (
     stats_registry,
     write_snapshot,
 )
+from coder_migrate.proxy.responses import Answer, AppResolver, Target
 from coder_migrate.proxy.router import RouteTable
-from coder_migrate.proxy.server import Answer, AppResolver, ProxyServer, Target
+from coder_migrate.proxy.server import ProxyServer
 
 __all__ = [
     "REGISTER_INTERVAL_SECONDS",
@@ -382,6 +383,7 @@ async def _serve(
         resolver=resolver,
         primary=primary_target,
         stats=stats,
+        hardening=settings.hardening,
     )
     tls_context = build_tls_context(settings) if settings.tls_address else None
     for sock, is_tls in sockets:

@@ -27,8 +27,8 @@ from coder_migrate.providers.coder.models_v2 import AgentAddress, CryptoKey
 from coder_migrate.providers.coder.v1 import CoderV1Client, CoderV1SatelliteClient
 from coder_migrate.providers.coder.v2 import CoderV2ProxyClient, signed_token_from
 from coder_migrate.proxy.http1 import RequestHead
+from coder_migrate.proxy.responses import Answer, Target
 from coder_migrate.proxy.router import SIGNED_TOKEN_QUERY, AppRoute
-from coder_migrate.proxy.server import Answer, Target
 
 __all__ = [
     "PATH_APP_SESSION_COOKIE",

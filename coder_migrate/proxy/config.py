@@ -18,7 +18,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import ip_address
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_ENV_FILE",
     "SATELLITE_ENABLE_ENV",
     "SETTINGS",
+    "Hardening",
     "Limits",
     "ProxyMode",
     "ProxySettings",
@@ -130,6 +131,7 @@ class ProxySettings:
     satellite_private_key_file: Path | None = None
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
+    hardening: Hardening = field(default_factory=lambda: Hardening())
     verbose: bool = False
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -399,52 +401,7 @@ def load_settings(
                 str(satellite_key_file),
             )
 
-    defaults = Limits()
-    limits = Limits(
-        max_head_bytes=int(
-            reader.number("max_head_bytes", defaults.max_head_bytes, minimum=1024, integer=True)
-        ),
-        max_headers=int(
-            reader.number("max_headers", defaults.max_headers, minimum=8, integer=True)
-        ),
-        max_request_line_bytes=int(
-            reader.number(
-                "max_request_line_bytes", defaults.max_request_line_bytes, minimum=256, integer=True
-            )
-        ),
-        max_body_bytes=int(
-            reader.number("max_body_bytes", defaults.max_body_bytes, minimum=0, integer=True)
-        ),
-        header_timeout=reader.number(
-            "header_timeout", defaults.header_timeout, minimum=0.1, integer=False
-        ),
-        idle_timeout=reader.number(
-            "idle_timeout", defaults.idle_timeout, minimum=0.1, integer=False
-        ),
-        upstream_connect_timeout=reader.number(
-            "upstream_connect_timeout",
-            defaults.upstream_connect_timeout,
-            minimum=0.1,
-            integer=False,
-        ),
-        upstream_response_timeout=reader.number(
-            "upstream_response_timeout",
-            defaults.upstream_response_timeout,
-            minimum=0.1,
-            integer=False,
-        ),
-        drain_timeout=reader.number(
-            "drain_timeout", defaults.drain_timeout, minimum=0, integer=False
-        ),
-        max_connections_per_client=int(
-            reader.number(
-                "max_connections_per_client",
-                defaults.max_connections_per_client,
-                minimum=1,
-                integer=True,
-            )
-        ),
-    )
+    limits = _read_limits(reader)
     workers = int(reader.number("workers", 1, minimum=1, integer=True))
     if workers > 64:
         raise reader.fail("workers", "at most 64 worker processes", str(workers))
@@ -466,6 +423,106 @@ def load_settings(
         satellite_private_key_file=satellite_key_file,
         workers=workers,
         limits=limits,
+        hardening=read_hardening(reader),
         verbose=reader.boolean("verbose", False),
         sources=dict(reader.sources),
+    )
+
+
+def _read_limits(reader: _Reader) -> Limits:
+    defaults = Limits()
+
+    def integer(name: str, minimum: int) -> int:
+        return int(reader.number(name, getattr(defaults, name), minimum=minimum, integer=True))
+
+    def seconds(name: str, minimum: float = 0.1) -> float:
+        return reader.number(name, getattr(defaults, name), minimum=minimum, integer=False)
+
+    return Limits(
+        max_head_bytes=integer("max_head_bytes", 1024),
+        max_headers=integer("max_headers", 8),
+        max_request_line_bytes=integer("max_request_line_bytes", 256),
+        max_body_bytes=integer("max_body_bytes", 0),
+        header_timeout=seconds("header_timeout"),
+        idle_timeout=seconds("idle_timeout"),
+        upstream_connect_timeout=seconds("upstream_connect_timeout"),
+        upstream_response_timeout=seconds("upstream_response_timeout"),
+        drain_timeout=seconds("drain_timeout", 0),
+        max_connections_per_client=integer("max_connections_per_client", 1),
+    )
+
+
+# -- Hardening: caps, keep-alives, buffers, trusted load balancers ---------------------------
+# Kept in a section of their own. CODER_PROXY_TRUSTED_ORIGINS / _HEADERS are Coder's own
+# names (``coder wsproxy server --proxy-trusted-origins/--proxy-trusted-headers``); the rest
+# are this proxy's.
+
+_HARDENING_SETTINGS = {
+    "max_connections": "CODER_PROXY_MAX_CONNECTIONS",
+    "websocket_idle_timeout": "CODER_PROXY_WEBSOCKET_IDLE_TIMEOUT",
+    "tunnel_ping_interval": "CODER_PROXY_TUNNEL_PING_INTERVAL",
+    "frame_timeout": "CODER_PROXY_FRAME_TIMEOUT",
+    "buffer_budget_bytes": "CODER_PROXY_BUFFER_BUDGET_BYTES",
+    "trusted_origins": "CODER_PROXY_TRUSTED_ORIGINS",
+    "trusted_headers": "CODER_PROXY_TRUSTED_HEADERS",
+    "proxy_protocol": "CODER_PROXY_PROXY_PROTOCOL",
+}
+SETTINGS.update(_HARDENING_SETTINGS)
+_TRUSTED_HEADERS = ("x-forwarded-for",)
+
+
+@dataclass(frozen=True, slots=True)
+class Hardening:
+    """Bounds that no client can stretch (docs/proxy.md "Bounds")."""
+
+    max_connections: int = 10_000
+    websocket_idle_timeout: float = 300.0
+    tunnel_ping_interval: float = 30.0
+    frame_timeout: float = 30.0
+    buffer_budget_bytes: int = 64 * 1024 * 1024
+    trusted_origins: tuple[IPv4Network | IPv6Network, ...] = ()
+    trusted_header: str = ""
+    proxy_protocol: bool = False
+
+
+def _networks(reader: _Reader) -> tuple[IPv4Network | IPv6Network, ...]:
+    text = reader.text("trusted_origins")
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError:
+            raise reader.fail(
+                "trusted_origins", "comma-separated CIDRs or addresses", item
+            ) from None
+    return tuple(networks)
+
+
+def read_hardening(reader: _Reader) -> Hardening:
+    defaults = Hardening()
+    headers = [h.strip().lower() for h in reader.text("trusted_headers").split(",") if h.strip()]
+    for header in headers:
+        if header not in _TRUSTED_HEADERS:
+            raise reader.fail("trusted_headers", "X-Forwarded-For", header)
+    return Hardening(
+        max_connections=int(
+            reader.number("max_connections", defaults.max_connections, minimum=1, integer=True)
+        ),
+        websocket_idle_timeout=reader.number(
+            "websocket_idle_timeout", defaults.websocket_idle_timeout, minimum=1, integer=False
+        ),
+        tunnel_ping_interval=reader.number(
+            "tunnel_ping_interval", defaults.tunnel_ping_interval, minimum=0.5, integer=False
+        ),
+        frame_timeout=reader.number(
+            "frame_timeout", defaults.frame_timeout, minimum=0.5, integer=False
+        ),
+        buffer_budget_bytes=int(
+            reader.number(
+                "buffer_budget_bytes", defaults.buffer_budget_bytes, minimum=1 << 20, integer=True
+            )
+        ),
+        trusted_origins=_networks(reader),
+        trusted_header=headers[0] if headers else "",
+        proxy_protocol=reader.boolean("proxy_protocol", False),
     )

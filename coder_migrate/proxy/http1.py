@@ -228,6 +228,10 @@ class RequestParser:
             raise HttpReject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if b"_" in name:
+            # Like nginx (underscores_in_headers off): "Transfer_Encoding" and friends are
+            # ignored, so no app can read them as the header they resemble.
+            return
         headers = self._headers
         if len(headers) >= self._max_headers:
             raise HttpReject(431, "too many headers")
@@ -286,6 +290,7 @@ def _validate(
                 raise HttpReject(400, "more than one Host header")
             host = value
         elif lowered == b"content-length":
+            value = value.strip(b" \t")  # RFC 9110 §5.5: surrounding whitespace is not the value
             if content_length is not None or not value.isdigit() or len(value) > 18:
                 raise HttpReject(400, "invalid Content-Length")
             content_length = int(value)

@@ -46,7 +46,7 @@ class _Direction:
 class SpliceRelay:
     """Moves bytes both ways between two connected sockets (file descriptors it owns)."""
 
-    __slots__ = ("_done", "_down", "_loop", "_on_close", "_up", "closed")
+    __slots__ = ("_done", "_down", "_loop", "_on_close", "_up", "closed", "last_activity")
 
     def __init__(
         self,
@@ -61,6 +61,7 @@ class SpliceRelay:
         self._on_close = on_close
         self._done = 0
         self.closed = False
+        self.last_activity = loop.time()  # for the idle timeout the server's sweep applies
 
     def start(self) -> None:
         self._loop.add_reader(self._up.src, self._readable, self._up)
@@ -82,6 +83,7 @@ class SpliceRelay:
         self._on_close(self._up.total, self._down.total)
 
     def _readable(self, direction: _Direction) -> None:
+        self.last_activity = self._loop.time()
         if direction.pipe_r < 0:
             direction.pipe_r, direction.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             try:

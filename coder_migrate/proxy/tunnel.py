@@ -1,33 +1,44 @@
 """TCP over websocket: a client's websocket carries the bytes of a TCP connection to an agent.
 
-Unlike the other upgraded routes, the proxy ends this websocket itself: the ``websockets``
-package's sans-I/O :class:`~websockets.server.ServerProtocol` does the handshake and the
-framing (unmasking, fragments, ping/pong, the close handshake, protocol errors). The payload
-of every data frame goes to the agent's TCP port; what the agent sends comes back in binary
-frames. A transport that reports ``pause_writing`` stops reading on the other side, so
-neither direction buffers more than a transport's high-water mark plus one frame.
+Unlike the other upgraded routes, the proxy ends this websocket itself. The handshake is
+checked by the ``websockets`` package (``ServerProtocol.accept``); frames are read in pieces
+by :class:`~.wsframes.FrameReader`, so every payload piece goes to the agent's port as it
+arrives and no frame is ever held whole. What the agent sends comes back in binary frames,
+one per read. A transport that reports ``pause_writing`` stops reading on the other side, so
+each direction holds at most a transport's high-water mark plus one read.
+
+Keep-alive: when neither side sent anything for ``ping_interval`` the proxy pings the
+client; no pong within another interval ends the tunnel. A frame's buffered part (its
+header, a control frame) must arrive within ``frame_timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import cast
 
 from websockets.datastructures import Headers
-from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from coder_migrate.proxy.http1 import RequestHead
+from coder_migrate.proxy.wsframes import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    FrameError,
+    FrameReader,
+    close_payload,
+    frame_header,
+)
 
-__all__ = ["MAX_FRAME_BYTES", "WebSocketTunnel", "handshake"]
+__all__ = ["CLOSE_TIMEOUT_SECONDS", "WebSocketTunnel", "handshake"]
 
-# A frame is held whole before it is relayed; messages as such have no limit (a byte stream).
-MAX_FRAME_BYTES = 16 << 20
 CLOSE_TIMEOUT_SECONDS = 10.0
-_DATA = frozenset({Opcode.BINARY, Opcode.TEXT, Opcode.CONT})
+NORMAL_CLOSURE, GOING_AWAY = 1000, 1001
 
 
 def handshake(head: RequestHead) -> Response:
@@ -80,24 +91,35 @@ class WebSocketTunnel(asyncio.Protocol):
     """The client side: after the handshake, the client transport's protocol."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, on_close: Callable[[int, int], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_close: Callable[[int, int], None],
+        *,
+        ping_interval: float = 30.0,
+        frame_timeout: float = 30.0,
     ) -> None:
-        # The handshake was read by the proxy's own parser: this one starts with frames.
-        self.websocket = ServerProtocol(state=State.OPEN, max_size=(None, MAX_FRAME_BYTES))
         self.loop = loop
         self.on_close = on_close
+        self.reader = FrameReader(self)
         self.agent_side = _AgentSide(self)
         self.client: asyncio.Transport | None = None
         self.agent: asyncio.Transport | None = None
         self.to_agent = 0
         self.to_client = 0
+        self.open = False  # frames flow; False once a close frame was sent or received
         self.closed = False
+        self.ping_interval = ping_interval
+        self.frame_timeout = frame_timeout
+        self.last_activity = loop.time()
+        self.ping_sent = 0.0
+        self.partial_since = 0.0
         self._close_timer: asyncio.TimerHandle | None = None
 
     def start(self, client: asyncio.Transport, response: Response, leftover: bytes) -> None:
         """Send the 101, take over the client transport and relay (``leftover``: frames the
         client sent before it had the answer)."""
         self.client = client
+        self.open = True
         client.set_protocol(self)
         client.write(response.serialize())
         if leftover:
@@ -108,21 +130,43 @@ class WebSocketTunnel(asyncio.Protocol):
     # -- client side (asyncio.Protocol) ------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        websocket = self.websocket
-        websocket.receive_data(data)
-        agent = self.agent
-        for event in websocket.events_received():
-            # After the handshake the events are frames (the union also covers handshakes).
-            frame = cast(Frame, event)
-            if frame.opcode in _DATA and frame.data and agent is not None:
-                self.to_agent += len(frame.data)
-                agent.write(frame.data)
-        self._flush()
+        now = self.last_activity = self.loop.time()
+        try:
+            self.reader.feed(data)
+        except FrameError as error:
+            self._fail(error.code, str(error))
+            return
+        if self.reader.partial:
+            if not self.partial_since:
+                self.partial_since = now
+        else:
+            self.partial_since = 0.0
+
+    def on_payload(self, data: bytes) -> None:
+        if self.agent is not None and self.open:
+            self.to_agent += len(data)
+            self.agent.write(data)
+
+    def on_control(self, opcode: int, payload: bytes) -> None:
+        if opcode == OP_PING:
+            self._send(frame_header(OP_PONG, len(payload)) + payload)
+        elif opcode == OP_PONG:
+            self.ping_sent = 0.0
+        elif opcode == OP_CLOSE:
+            if len(payload) == 1:
+                self._fail(1002, "close frame with a one-byte payload")
+                return
+            if self.open:  # the client closes: answer, then end the TCP connection
+                self.open = False
+                code = payload[:2] if payload else b""
+                self._send(frame_header(OP_CLOSE, len(code)) + code)
+            if self.client is not None:
+                self.client.close()
+            if self.agent is not None:
+                self.agent.close()
 
     def eof_received(self) -> bool | None:
-        self.websocket.receive_eof()
-        self._flush()
-        return None
+        return None  # the client went away without a close frame: the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
@@ -138,53 +182,69 @@ class WebSocketTunnel(asyncio.Protocol):
     # -- agent side --------------------------------------------------------------------
 
     def from_agent(self, data: bytes) -> None:
-        websocket = self.websocket
-        if websocket.state is not State.OPEN:
+        if not self.open or self.client is None:
             return  # closing: the client no longer reads
+        self.last_activity = self.loop.time()
         self.to_client += len(data)
-        websocket.send_binary(data)
-        self._flush()
+        self.client.writelines((frame_header(OP_BINARY, len(data)), data))
 
     def agent_finished(self) -> None:
         """The agent closed its side: end the websocket with a normal close."""
-        self._send_close(CloseCode.NORMAL_CLOSURE)
+        self._send_close(NORMAL_CLOSURE)
         if self.agent is not None:
             self.agent.close()
+
+    # -- keep-alive and deadlines ------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        """Called by the sweep: frame deadline, then ping, then give up on a silent peer."""
+        if self.closed:
+            return
+        if self.partial_since and now - self.partial_since > self.frame_timeout:
+            self._fail(1008, "frame not completed in time")
+            return
+        if self.ping_sent:
+            if now - self.ping_sent > self.ping_interval:
+                self._abort()  # no pong: the peer is gone
+            return
+        if self.open and now - self.last_activity > self.ping_interval:
+            self.ping_sent = now
+            payload = os.urandom(4)
+            self._send(frame_header(OP_PING, len(payload)) + payload)
 
     # -- ending ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Shutting down: tell the client we go away (it has a moment to answer), or cut
         the connection if the close handshake is already under way."""
-        if self.websocket.state is State.OPEN:
-            self._send_close(CloseCode.GOING_AWAY)
+        if self.open:
+            self._send_close(GOING_AWAY)
         else:
             self._abort()
         if self.agent is not None:
             self.agent.close()
 
-    def _send_close(self, code: CloseCode) -> None:
-        if self.closed or self.client is None or self.websocket.state is not State.OPEN:
+    def _fail(self, code: int, reason: str) -> None:
+        # A protocol error: close with the RFC's code; a server then ends the connection.
+        self._send_close(code, reason)
+        if self.client is not None:
+            self.client.close()
+        if self.agent is not None:
+            self.agent.close()
+
+    def _send(self, data: bytes) -> None:
+        if self.client is not None and not self.client.is_closing():
+            self.client.write(data)
+
+    def _send_close(self, code: int, reason: str = "") -> None:
+        if self.closed or self.client is None or not self.open:
             return
-        self.websocket.send_close(code)
-        self._flush()
-        if self._close_timer is None and not self.closed:
+        self.open = False
+        payload = close_payload(code, reason)
+        self._send(frame_header(OP_CLOSE, len(payload)) + payload)
+        if self._close_timer is None:
             # The client should answer the close frame; a silent one is cut off.
             self._close_timer = self.loop.call_later(CLOSE_TIMEOUT_SECONDS, self._abort)
-
-    def _flush(self) -> None:
-        client = self.client
-        if client is None:
-            return
-        for data in self.websocket.data_to_send():
-            if data:
-                client.write(data)
-            else:
-                # The websocket is closed (handshake done, or failed on a protocol error):
-                # a server ends the TCP connection, after what is buffered has been sent.
-                client.close()
-                if self.agent is not None:
-                    self.agent.close()
 
     def _abort(self) -> None:
         if self.client is not None:
@@ -198,4 +258,16 @@ class WebSocketTunnel(asyncio.Protocol):
             self._close_timer.cancel()
         if self.agent is not None:
             self.agent.close()
+        self.reader = FrameReader(_NO_SINK)  # drop the sink's cycle
         self.on_close(self.to_agent, self.to_client)
+
+
+class _NoSink:
+    def on_payload(self, data: bytes) -> None:
+        pass
+
+    def on_control(self, opcode: int, payload: bytes) -> None:
+        pass
+
+
+_NO_SINK = _NoSink()
