@@ -324,20 +324,18 @@ def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-async def _serve(
-    settings: ProxySettings,
-    sockets: list[tuple[socket.socket, bool]],
-    first_worker: bool,
-    peers: Path | None,
-) -> None:
-    loop = asyncio.get_running_loop()
-    health = HealthState()
-    stats = ProxyStats()
-    key_json = b"{}"
-    primary_target: Target | None = None
+@dataclass
+class _Upstreams:
+    """What the mode decides: the primary as an upstream (satellite) or the v2 link."""
+
+    key_json: bytes = b"{}"
+    primary: Target | None = None
     resolver: AppResolver | None = None
     link: PrimaryLink | None = None
     v2_resolver: V2AppResolver | None = None
+
+
+async def _upstreams(settings: ProxySettings, health: HealthState) -> _Upstreams:
     if settings.mode == "satellite":
         pem = load_satellite_key(settings)
         public = satellite_key.public_key_pem(pem)
@@ -347,7 +345,7 @@ async def _serve(
         primary = urlsplit(settings.primary_access_url)
         tls = primary.scheme == "https"
         assert primary.hostname is not None
-        primary_target = Target(
+        target = Target(
             primary.hostname,
             primary.port or (443 if tls else 80),
             tls=tls,
@@ -356,20 +354,77 @@ async def _serve(
         )
         satellite_client = CoderV1SatelliteClient(settings.primary_access_url, pem)
         resolver = V1AppResolver(satellite_client, primary_url=settings.primary_access_url)
-    else:
-        link = PrimaryLink(settings, health)
-        await link.check_primary()
-        v2_resolver = V2AppResolver(
-            link.client,
-            primary_url=settings.primary_access_url,
-            access_url=settings.access_url,
-            wildcard_hostname=settings.wildcard_access_url,
+        return _Upstreams(key_json=key_json, primary=target, resolver=resolver)
+    link = PrimaryLink(settings, health)
+    await link.check_primary()
+    v2_resolver = V2AppResolver(
+        link.client,
+        primary_url=settings.primary_access_url,
+        access_url=settings.access_url,
+        wildcard_hostname=settings.wildcard_access_url,
+    )
+    try:
+        await v2_resolver.refresh_keys()
+    except CoderAPIError as error:
+        log.warning("could not fetch the app token keys yet: %s", error)
+    return _Upstreams(resolver=v2_resolver, link=link, v2_resolver=v2_resolver)
+
+
+async def _listen(
+    settings: ProxySettings, server: ProxyServer, sockets: list[tuple[socket.socket, bool]]
+) -> None:
+    tls_context = build_tls_context(settings) if settings.tls_address else None
+    for sock, is_tls in sockets:
+        listener = await server.loop.create_server(
+            server.protocol_factory("https" if is_tls else "http"),
+            sock=sock,
+            ssl=tls_context if is_tls else None,
+            backlog=4096,
         )
-        resolver = v2_resolver
-        try:
-            await v2_resolver.refresh_keys()
-        except CoderAPIError as error:
-            log.warning("could not fetch the app token keys yet: %s", error)
+        server.servers.append(listener)
+    addresses = ", ".join(
+        f"{'https' if is_tls else 'http'}://{s.getsockname()[0]}:{s.getsockname()[1]}"
+        for s, is_tls in sockets
+    )
+    log.info("proxy (%s) listening on %s", settings.mode, addresses)
+    print(f"coder-migrate proxy listening on {addresses}", flush=True)
+
+
+async def _tasks(
+    upstreams: _Upstreams,
+    stats: ProxyStats,
+    stop: asyncio.Event,
+    first_worker: bool,
+    peers: Path | None,
+) -> list[asyncio.Task[None]]:
+    loop = asyncio.get_running_loop()
+    link = upstreams.link
+    tasks: list[asyncio.Task[None]] = []
+    if link is not None and first_worker:
+        if not await link.register_once():
+            log.warning("first registration failed; retrying every %ss", REGISTER_INTERVAL_SECONDS)
+        tasks.append(loop.create_task(link.loop(stop), name="proxy-register-loop"))
+    elif link is not None:
+        tasks.append(loop.create_task(_health_loop(link, stop), name="proxy-health-loop"))
+    if upstreams.v2_resolver is not None:
+        tasks.append(
+            loop.create_task(_key_loop(upstreams.v2_resolver, stop), name="proxy-key-loop")
+        )
+    if peers is not None and not first_worker:
+        tasks.append(loop.create_task(_snapshot_loop(stats, peers, stop), name="proxy-metrics"))
+    return tasks
+
+
+async def _serve(
+    settings: ProxySettings,
+    sockets: list[tuple[socket.socket, bool]],
+    first_worker: bool,
+    peers: Path | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    health = HealthState()
+    stats = ProxyStats()
+    upstreams = await _upstreams(settings, health)
     table = RouteTable(
         mode=settings.mode,
         wildcard_suffix=settings.wildcard_suffix,
@@ -379,21 +434,13 @@ async def _serve(
         loop=loop,
         table=table,
         limits=settings.limits,
-        local=LocalAnswers(settings, health, key_json, link),
-        resolver=resolver,
-        primary=primary_target,
+        local=LocalAnswers(settings, health, upstreams.key_json, upstreams.link),
+        resolver=upstreams.resolver,
+        primary=upstreams.primary,
         stats=stats,
         hardening=settings.hardening,
     )
-    tls_context = build_tls_context(settings) if settings.tls_address else None
-    for sock, is_tls in sockets:
-        listener = await loop.create_server(
-            server.protocol_factory("https" if is_tls else "http"),
-            sock=sock,
-            ssl=tls_context if is_tls else None,
-            backlog=4096,
-        )
-        server.servers.append(listener)
+    await _listen(settings, server, sockets)
     server.start_sweep()
     metrics_server = None
     if settings.prometheus_address is not None and first_worker:
@@ -402,43 +449,23 @@ async def _serve(
             metrics_server = await serve_metrics(stats_registry(stats, peers), host, port)
         except OSError as error:
             raise ProxyError(f"cannot serve metrics on {host}:{port} ({error.strerror})") from error
-
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tasks: list[asyncio.Task[None]] = []
-    if link is not None and first_worker:
-        if not await link.register_once():
-            log.warning("first registration failed; retrying every %ss", REGISTER_INTERVAL_SECONDS)
-        tasks.append(loop.create_task(link.loop(stop), name="proxy-register-loop"))
-    elif link is not None:
-        tasks.append(loop.create_task(_health_loop(link, stop), name="proxy-health-loop"))
-    if v2_resolver is not None:
-        tasks.append(loop.create_task(_key_loop(v2_resolver, stop), name="proxy-key-loop"))
-    if peers is not None and not first_worker:
-        tasks.append(loop.create_task(_snapshot_loop(stats, peers, stop), name="proxy-metrics"))
-    addresses = ", ".join(
-        f"{'https' if is_tls else 'http'}://{s.getsockname()[0]}:{s.getsockname()[1]}"
-        for s, is_tls in sockets
-    )
-    log.info("proxy (%s) listening on %s", settings.mode, addresses)
-    print(f"coder-migrate proxy listening on {addresses}", flush=True)
-    failure: BaseException | None = None
+    tasks = await _tasks(upstreams, stats, stop, first_worker, peers)
     stopper = loop.create_task(stop.wait(), name="proxy-stop-wait")
     await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    for task in tasks:
-        if task.done() and task.exception() is not None:
-            failure = task.exception()
+    failure = next((t.exception() for t in tasks if t.done() and t.exception()), None)
     log.info("draining connections (up to %ss)", settings.limits.drain_timeout)
     health.draining = True
     stop.set()
     for task in tasks:
         task.cancel()
     await server.drain(settings.limits.drain_timeout)
-    if link is not None and first_worker:
-        await link.deregister()
-    if link is not None:
-        await link.client.aclose()
+    if upstreams.link is not None:
+        if first_worker:
+            await upstreams.link.deregister()
+        await upstreams.link.client.aclose()
     if metrics_server is not None:
         metrics_server.close()
     stopper.cancel()

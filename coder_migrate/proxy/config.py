@@ -328,19 +328,9 @@ def load_settings(
     """Read and check every setting. ``env_file`` given explicitly must exist; otherwise
     :data:`DEFAULT_ENV_FILE` is read when present and readable."""
 
-    flags = flags or {}
     environ = os.environ if environ is None else environ
-    file_values: dict[str, str] = {}
-    file_name = str(env_file or DEFAULT_ENV_FILE)
-    if env_file is not None:
-        if not env_file.is_file():
-            raise ConfigError(f"{env_file}: env file not found")
-        file_values = parse_env_file(env_file)
-    elif DEFAULT_ENV_FILE.is_file() and os.access(DEFAULT_ENV_FILE, os.R_OK):
-        # Under systemd the unit's EnvironmentFile= already passed these settings; the file
-        # itself is root's (0600), and the service user need not read it.
-        file_values = parse_env_file(DEFAULT_ENV_FILE)
-    reader = _Reader(flags, environ, file_values, file_name)
+    file_values, file_name = _env_file_values(env_file)
+    reader = _Reader(flags or {}, environ, file_values, file_name)
 
     mode = reader.text("mode", _default_mode(reader))
     if mode not in ("workspace-proxy", "satellite"):
@@ -351,56 +341,18 @@ def load_settings(
         expected = "the proxy token from `coder wsproxy create`: <uuid>:<64 hex> (required)"
         raise reader.fail("proxy_session_token", expected, token if token else None)
 
-    tls_enable = reader.boolean("tls_enable", False)
     http_address = reader.address("http_address", "127.0.0.1:3000")
-    tls_address = reader.address("tls_address", "127.0.0.1:3443") if tls_enable else None
-    cert = key = client_ca = None
-    client_auth = reader.text("tls_client_auth", "none").lower()
-    if client_auth not in _TLS_CLIENT_AUTH:
-        raise reader.fail("tls_client_auth", " | ".join(_TLS_CLIENT_AUTH), client_auth)
-    if tls_enable:
-        cert = reader.file("tls_cert_file")
-        key = reader.file("tls_key_file")
-        if cert is None or key is None:
-            missing = "tls_cert_file" if cert is None else "tls_key_file"
-            raise reader.fail(missing, "a PEM file when CODER_TLS_ENABLE is true")
-        client_ca = reader.file("tls_client_ca_file")
-        if client_auth in ("verify-if-given", "require-and-verify") and client_ca is None:
-            raise reader.fail("tls_client_ca_file", f"a CA file for client auth {client_auth}")
+    tls_address, cert, key, client_auth, client_ca = _tls(reader)
     if http_address is None and tls_address is None:
         raise reader.fail("http_address", "a listen address (or CODER_TLS_ENABLE with an address)")
 
-    default_scheme, default_address = (
-        ("https", tls_address) if tls_address else ("http", http_address)
-    )
-    assert default_address is not None
-    listen_host = default_address[0] if default_address[0] != "0.0.0.0" else "127.0.0.1"  # noqa: S104
-    access_url = reader.url(
-        "access_url", f"{default_scheme}://{listen_host}:{default_address[1]}", required=False
-    )
+    access_url = _access_url(reader, http_address, tls_address)
 
     prometheus_address = None
     if reader.boolean("prometheus_enable", False):
         prometheus_address = reader.address("prometheus_address", "127.0.0.1:2112")
 
-    satellite_key = reader.text("satellite_private_key")
-    satellite_key_file_text = reader.text("satellite_private_key_file")
-    satellite_key_file = Path(satellite_key_file_text) if satellite_key_file_text else None
-    if mode == "satellite":
-        if satellite_key and "PRIVATE KEY-----" not in satellite_key:
-            raise reader.fail("satellite_private_key", "a PEM ECDSA private key", "(sensitive)")
-        if not satellite_key and satellite_key_file is None:
-            raise reader.fail(
-                "satellite_private_key_file",
-                "a key file path (created when missing) or CODER_SATELLITE_PRIVATE_KEY",
-            )
-        if satellite_key_file is not None and not satellite_key_file.parent.is_dir():
-            raise reader.fail(
-                "satellite_private_key_file",
-                "a path in an existing directory",
-                str(satellite_key_file),
-            )
-
+    satellite_key, satellite_key_file = _satellite_key(reader, mode)
     limits = _read_limits(reader)
     workers = int(reader.number("workers", 1, minimum=1, integer=True))
     if workers > 64:
@@ -427,6 +379,76 @@ def load_settings(
         verbose=reader.boolean("verbose", False),
         sources=dict(reader.sources),
     )
+
+
+def _access_url(
+    reader: _Reader, http_address: tuple[str, int] | None, tls_address: tuple[str, int] | None
+) -> str:
+    """``CODER_ACCESS_URL``, or the listen URL (TLS first) when it is not set."""
+    default_scheme, default_address = (
+        ("https", tls_address) if tls_address else ("http", http_address)
+    )
+    assert default_address is not None
+    listen_host = default_address[0] if default_address[0] != "0.0.0.0" else "127.0.0.1"  # noqa: S104
+    return reader.url(
+        "access_url", f"{default_scheme}://{listen_host}:{default_address[1]}", required=False
+    )
+
+
+def _tls(
+    reader: _Reader,
+) -> tuple[tuple[str, int] | None, Path | None, Path | None, str, Path | None]:
+    """TLS listen address, certificate, key, client auth mode and client CA."""
+    tls_enable = reader.boolean("tls_enable", False)
+    tls_address = reader.address("tls_address", "127.0.0.1:3443") if tls_enable else None
+    client_auth = reader.text("tls_client_auth", "none").lower()
+    if client_auth not in _TLS_CLIENT_AUTH:
+        raise reader.fail("tls_client_auth", " | ".join(_TLS_CLIENT_AUTH), client_auth)
+    if not tls_enable:
+        return None, None, None, client_auth, None
+    cert = reader.file("tls_cert_file")
+    key = reader.file("tls_key_file")
+    if cert is None or key is None:
+        missing = "tls_cert_file" if cert is None else "tls_key_file"
+        raise reader.fail(missing, "a PEM file when CODER_TLS_ENABLE is true")
+    client_ca = reader.file("tls_client_ca_file")
+    if client_auth in ("verify-if-given", "require-and-verify") and client_ca is None:
+        raise reader.fail("tls_client_ca_file", f"a CA file for client auth {client_auth}")
+    return tls_address, cert, key, client_auth, client_ca
+
+
+def _env_file_values(env_file: Path | None) -> tuple[dict[str, str], str]:
+    if env_file is not None:
+        if not env_file.is_file():
+            raise ConfigError(f"{env_file}: env file not found")
+        return parse_env_file(env_file), str(env_file)
+    if DEFAULT_ENV_FILE.is_file() and os.access(DEFAULT_ENV_FILE, os.R_OK):
+        # Under systemd the unit's EnvironmentFile= already passed these settings; the file
+        # itself is root's (0600), and the service user need not read it.
+        return parse_env_file(DEFAULT_ENV_FILE), str(DEFAULT_ENV_FILE)
+    return {}, str(DEFAULT_ENV_FILE)
+
+
+def _satellite_key(reader: _Reader, mode: str) -> tuple[str, Path | None]:
+    satellite_key = reader.text("satellite_private_key")
+    satellite_key_file_text = reader.text("satellite_private_key_file")
+    satellite_key_file = Path(satellite_key_file_text) if satellite_key_file_text else None
+    if mode != "satellite":
+        return satellite_key, satellite_key_file
+    if satellite_key and "PRIVATE KEY-----" not in satellite_key:
+        raise reader.fail("satellite_private_key", "a PEM ECDSA private key", "(sensitive)")
+    if not satellite_key and satellite_key_file is None:
+        raise reader.fail(
+            "satellite_private_key_file",
+            "a key file path (created when missing) or CODER_SATELLITE_PRIVATE_KEY",
+        )
+    if satellite_key_file is not None and not satellite_key_file.parent.is_dir():
+        raise reader.fail(
+            "satellite_private_key_file",
+            "a path in an existing directory",
+            str(satellite_key_file),
+        )
+    return satellite_key, satellite_key_file
 
 
 def _read_limits(reader: _Reader) -> Limits:

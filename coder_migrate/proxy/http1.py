@@ -276,30 +276,7 @@ def _validate(
         raise HttpReject(400, "request target must be a path")
     if version not in ("1.1", "1.0"):
         raise HttpReject(505, "HTTP version not supported")
-    host = None
-    content_length: int | None = None
-    chunked = False
-    connection: bytes | None = None
-    # llhttp (strict) has already refused bad name tokens and control characters in values.
-    for name, value in headers:
-        if len(name) not in _FRAMING_NAME_LENGTHS:
-            continue
-        lowered = name.lower()
-        if lowered == b"host":
-            if host is not None:
-                raise HttpReject(400, "more than one Host header")
-            host = value
-        elif lowered == b"content-length":
-            value = value.strip(b" \t")  # RFC 9110 §5.5: surrounding whitespace is not the value
-            if content_length is not None or not value.isdigit() or len(value) > 18:
-                raise HttpReject(400, "invalid Content-Length")
-            content_length = int(value)
-        elif lowered == b"transfer-encoding":
-            if chunked or value.strip().lower() != b"chunked":
-                raise HttpReject(400, "unsupported Transfer-Encoding")
-            chunked = True
-        elif lowered == b"connection":
-            connection = value if connection is None else connection + b"," + value
+    host, content_length, chunked, connection = _framing(headers)
     if chunked and content_length is not None:
         raise HttpReject(400, "Content-Length together with Transfer-Encoding")
     if chunked and version == "1.0":
@@ -326,6 +303,37 @@ def _validate(
         keep_alive=True,
         connection=connection,
     )
+
+
+def _framing(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[bytes | None, int | None, bool, bytes | None]:
+    """Host, Content-Length, chunked and Connection, each checked for duplicates."""
+    host = None
+    content_length: int | None = None
+    chunked = False
+    connection: bytes | None = None
+    # llhttp (strict) has already refused bad name tokens and control characters in values.
+    for name, value in headers:
+        if len(name) not in _FRAMING_NAME_LENGTHS:
+            continue
+        lowered = name.lower()
+        if lowered == b"host":
+            if host is not None:
+                raise HttpReject(400, "more than one Host header")
+            host = value
+        elif lowered == b"content-length":
+            value = value.strip(b" \t")  # RFC 9110 §5.5: surrounding whitespace is not the value
+            if content_length is not None or not value.isdigit() or len(value) > 18:
+                raise HttpReject(400, "invalid Content-Length")
+            content_length = int(value)
+        elif lowered == b"transfer-encoding":
+            if chunked or value.strip().lower() != b"chunked":
+                raise HttpReject(400, "unsupported Transfer-Encoding")
+            chunked = True
+        elif lowered == b"connection":
+            connection = value if connection is None else connection + b"," + value
+    return host, content_length, chunked, connection
 
 
 def _host_name(host: bytes) -> str:

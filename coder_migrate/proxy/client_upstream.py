@@ -1,0 +1,275 @@
+"""The client connection's side that talks to upstreams: heads out, answers back.
+
+A mixin of :class:`~.client.ClientConnection`, kept apart so each module stays small: it
+sends the request head built by :func:`~.exchange.upstream_request_head`, takes response
+heads through the upstream's :class:`~.exchange.ResponseReader`, and writes what the client
+receives. A pooled connection that dies before answering an idempotent request is retried
+once on a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, cast
+
+from coder_migrate.proxy import upgrades
+from coder_migrate.proxy.exchange import (
+    BodyFraming,
+    Exchange,
+    Phase,
+    ReaderState,
+    ResponseError,
+    ResponseStart,
+    client_response_head,
+    upstream_request_head,
+)
+from coder_migrate.proxy.http1 import parse_response_head
+from coder_migrate.proxy.metrics import ProxyStats
+from coder_migrate.proxy.responses import Target
+from coder_migrate.proxy.router import AppRoute, route, terminal_query
+from coder_migrate.proxy.upstream import UpstreamClient, UpstreamConnection
+
+if TYPE_CHECKING:
+    from coder_migrate.proxy.client import ClientConnection
+    from coder_migrate.proxy.http1 import RequestHead
+    from coder_migrate.proxy.server import ProxyServer
+
+__all__ = ["UpstreamSide", "app_path"]
+
+log = logging.getLogger("coder_migrate.proxy")
+_PAUSE_WAITING = 2
+
+
+class UpstreamSide:
+    """Upstream-facing methods of a client connection (see :mod:`.client`)."""
+
+    server: ProxyServer
+    stats: ProxyStats
+    transport: asyncio.Transport | None
+    exchange: Exchange | None
+    upstream: UpstreamConnection | None
+    task: asyncio.Task[None] | None
+    forwarded: bytes
+    closing: bool
+    deadline: float
+    relay_started: float
+
+    # Provided by the connection class.
+    def pause(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def resume(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def fail(self, status: int) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _exchange_done(self) -> None:
+        raise NotImplementedError
+
+    def _proxy(self, target: Target, path: str | bytes, *, fresh: bool = False) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.target = target
+        if type(path) is str:
+            if target.path_prefix and target.path_prefix != "/":
+                path = target.path_prefix.rstrip("/") + path
+            path = path.encode("latin-1")
+        request_head = upstream_request_head(
+            exchange.head,
+            cast(bytes, path),
+            forwarded=self.forwarded,
+            strip_credentials=target.strip_credentials,
+        )
+        server = self.server
+        upstream = None if fresh else server.pool.take(target.key)
+        if upstream is not None:
+            exchange.reused_upstream = True
+            self._send_head(upstream, request_head)
+            return
+        exchange.reused_upstream = False
+        exchange.phase = Phase.CONNECTING
+        self.pause(_PAUSE_WAITING)
+        self.task = server.loop.create_task(
+            self._connect(target, request_head), name="proxy-upstream-connect"
+        )
+
+    async def _connect(self, target: Target, request_head: bytes) -> None:
+        try:
+            upstream = await self.server.pool.connect(target)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            self.task = None
+            self.stats.upstream_error("timeout")
+            self.fail(504)
+            return
+        except (OSError, ssl.SSLError) as error:
+            self.task = None
+            self.stats.upstream_error("refused")
+            log.debug("upstream %s:%s unreachable: %s", target.host, target.port, error)
+            self.fail(502)
+            return
+        self.task = None
+        if self.closing or self.exchange is None:
+            self.server.pool.give_back(upstream)
+            return
+        self.resume(_PAUSE_WAITING)
+        self._send_head(upstream, request_head)
+
+    def _send_head(self, upstream: UpstreamConnection, request_head: bytes) -> None:
+        exchange = self.exchange
+        assert exchange is not None
+        exchange.phase = Phase.WAITING
+        self.upstream = upstream
+        upstream.client = cast("UpstreamClient", self)  # the mixin is part of one
+        transport = upstream.transport
+        assert transport is not None
+        buffered, exchange.body_buffer = exchange.body_buffer, None
+        if not buffered:
+            transport.write(request_head)
+            return
+        parts = [request_head]
+        for chunk in buffered:
+            if exchange.head.chunked:
+                parts.append(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunk else b"0\r\n\r\n")
+            else:
+                parts.append(chunk)
+        transport.writelines(parts)
+        self.server.budget.give(exchange.body_buffered)
+        exchange.body_buffered = 0
+        self.resume(_PAUSE_WAITING)
+
+    # -- from the upstream -------------------------------------------------------------
+
+    def upstream_head(
+        self, upstream: UpstreamConnection, raw: bytes, more: bool
+    ) -> ResponseStart | None:
+        """Check a response head and prepare the client's; ``None`` when the exchange ended."""
+        exchange = self.exchange
+        if exchange is None or self.transport is None:
+            return None
+        try:
+            parsed = parse_response_head(raw)
+            start = upstream.reader.begin(
+                parsed, method=exchange.head.method, upgrade=exchange.head.upgrade
+            )
+        except (ValueError, ResponseError) as error:
+            log.debug("unusable response from upstream: %s", error)
+            self.upstream_failed(upstream, "invalid")
+            return None
+        if start is ResponseStart.INTERIM:
+            self.transport.write(raw)  # 100 Continue: pass it on, the real head follows
+            return start
+        exchange.status = parsed.status
+        exchange.phase = Phase.STREAMING
+        self.deadline = self.server.now + self.server.limits.idle_timeout
+        if start is ResponseStart.SWITCHED:
+            exchange.response_started = True
+            self.transport.write(client_response_head(parsed, raw, keep_alive=False))
+            upgrades.start_relay(cast("ClientConnection", self), upstream, more)
+            return start
+        if exchange.head.upgrade:
+            exchange.keep_alive = False  # refused upgrade: the held bytes are never served
+        target = exchange.target
+        exchange.held_head = client_response_head(
+            parsed,
+            raw,
+            keep_alive=exchange.keep_alive,
+            set_cookie=target.set_cookie if target is not None else b"",
+        )
+        return start
+
+    def send_body(self, data: bytes | memoryview, hold: bool = False) -> None:
+        transport = self.transport
+        exchange = self.exchange
+        if transport is None or exchange is None:
+            return
+        self.stats.bytes_to_client += len(data)
+        held = exchange.held_head
+        if held:
+            if hold:
+                exchange.held_head = held + data  # framing not yet checked: keep it back
+                return
+            exchange.held_head = b""
+            exchange.response_started = True
+            if len(data) <= 16384:
+                transport.write(held + data)  # one small copy beats writev
+            else:
+                transport.writelines((held, data))
+        else:
+            transport.write(data)
+        self.deadline = self.server.now + self.server.limits.idle_timeout
+
+    def send_raw(self, data: bytes | memoryview) -> None:
+        if self.transport is not None:
+            self.stats.bytes_to_client += len(data)
+            self.transport.write(data)
+            self.deadline = self.server.now + self.server.websocket_idle_timeout
+
+    def _flush_head(self) -> None:
+        exchange = self.exchange
+        if exchange is not None and exchange.held_head and self.transport is not None:
+            self.transport.write(exchange.held_head)
+            exchange.held_head = b""
+            exchange.response_started = True
+
+    def upstream_done(self, upstream: UpstreamConnection) -> None:
+        self._flush_head()
+        exchange = self.exchange
+        if exchange is not None and not exchange.request_done:
+            upstream.forbid_reuse()  # the request body was not all sent
+            exchange.keep_alive = False
+        self.upstream = None
+        self.server.pool.give_back(upstream)
+        self._exchange_done()
+
+    def upstream_failed(self, upstream: UpstreamConnection, kind: str) -> None:
+        self.stats.upstream_error(kind)
+        if upstream is self.upstream:
+            self.upstream = None
+        upstream.close()
+        self.fail(502)
+
+    def upstream_lost(self, upstream: UpstreamConnection) -> None:
+        exchange = self.exchange
+        if upstream is not self.upstream or exchange is None:
+            return
+        self.upstream = None
+        if self.relay_started:
+            self.close()
+            return
+        reader = upstream.reader
+        if reader.state is ReaderState.BODY and reader.framing is BodyFraming.UNTIL_CLOSE:
+            self._flush_head()
+            self._exchange_done()  # close-delimited body: the close is the end
+            return
+        if not upstream.received_any and exchange.can_retry:
+            # A pooled connection the upstream had already closed: try once on a fresh one.
+            exchange.retried = True
+            self._retry(exchange)
+            return
+        self.stats.upstream_error("reset")
+        self.fail(502)
+
+    def _retry(self, exchange: Exchange) -> None:
+        target = exchange.target
+        assert target is not None
+        decision = route(exchange.head, self.server.table)
+        if type(decision) is AppRoute:
+            self._proxy(target, app_path(exchange.head, decision, target), fresh=True)
+        else:
+            self._proxy(target, exchange.head.target, fresh=True)
+
+
+def app_path(head: RequestHead, app: AppRoute, target: Target) -> str:
+    """The path an app receives; a terminal goes to the agent's pty endpoint."""
+    if app.access_method != "terminal":
+        return app.upstream_path
+    query = terminal_query(head.query)
+    return target.websocket_path + ("?" + query if query else "")
