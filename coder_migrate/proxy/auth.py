@@ -14,12 +14,15 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from coder_migrate.errors import CoderAPIError, CoderAuthError, CoderNotFound
 from coder_migrate.providers.coder.app_tokens import (
+    API_KEY_FEATURE,
+    API_KEY_QUERY_PARAMETER,
     APP_TOKEN_FEATURE,
     SignedAppToken,
+    decrypt_api_key,
     verify_app_token,
 )
 from coder_migrate.providers.coder.models_v1 import V1User
@@ -37,6 +40,7 @@ __all__ = [
     "V1_SESSION_COOKIE",
     "V1AppResolver",
     "V2AppResolver",
+    "hand_off_cookie",
     "subdomain_session_cookie",
     "target_for",
     "token_matches",
@@ -146,6 +150,7 @@ class V2AppResolver:
         self.subdomain_cookie = subdomain_session_cookie(wildcard_hostname)
         self.clock = clock
         self.keys: list[CryptoKey] = []
+        self.api_keys: list[CryptoKey] = []  # workspace_apps_api_key: the login hand-off
         self.keys_fetched = 0.0
         self.tokens: dict[str, SignedAppToken] = {}
         self.agents: dict[str, tuple[AgentAddress, float]] = {}
@@ -158,6 +163,7 @@ class V2AppResolver:
             return
         self.keys_fetched = now
         self.keys = await self.client.crypto_keys(APP_TOKEN_FEATURE)
+        self.api_keys = await self.client.crypto_keys(API_KEY_FEATURE)
 
     # -- tokens ------------------------------------------------------------------------
 
@@ -212,9 +218,51 @@ class V2AppResolver:
         self.agents[agent_id] = (address, self.clock() + _AGENT_TTL_SECONDS)
         return address
 
+    # -- the login hand-off ------------------------------------------------------------
+
+    async def _hand_off(self, head: RequestHead, app: AppRoute, scheme: str) -> Answer:
+        """Exchange the primary's encrypted API key for this proxy's session cookie and send
+        the browser to the same URL without it (coderd/workspaceapps/proxy.go,
+        ``handleAPIKeySmuggling``)."""
+        pairs = parse_qsl(head.query, keep_blank_values=True)
+        encrypted = next((v for k, v in pairs if k == API_KEY_QUERY_PARAMETER), "")
+        session = await self._decrypted(encrypted)
+        if not session:
+            return _page(
+                400,
+                "Bad Request",
+                "Could not decrypt API key. Please remove the query parameter and try again.",
+            )
+        cookie = hand_off_cookie(
+            app.access_method, session, self.wildcard_hostname, secure=scheme == "https"
+        )
+        rest = [(k, v) for k, v in pairs if k != API_KEY_QUERY_PARAMETER]
+        path = "/" + head.path.lstrip("/")  # origin-local: never "//host"
+        location = path + ("?" + _go_encode(rest) if rest else "")
+        return Answer(
+            303, b"", b"text/plain", [(b"Set-Cookie", cookie), (b"Location", location.encode())]
+        )
+
+    async def _decrypted(self, encrypted: str) -> str:
+        for attempt in (False, True):
+            try:
+                return decrypt_api_key(encrypted, self.api_keys, now=self.clock())
+            except CoderAuthError as error:
+                if attempt or "unknown key" not in str(error):
+                    log.debug("login hand-off refused: %s", error)
+                    return ""
+            try:
+                await self.refresh_keys(force=True)
+            except CoderAPIError as error:
+                log.warning("refreshing the API key keys failed: %s", error)
+                return ""
+        return ""
+
     # -- AppResolver -------------------------------------------------------------------
 
     def resolve_cached(self, head: RequestHead, app: AppRoute) -> Target | None:
+        if API_KEY_QUERY_PARAMETER in head.query:
+            return None  # the login hand-off: answered by resolve()
         for token in self._candidates(head, app):
             claims = self._cached_claims(token, app)
             if claims is None:
@@ -225,6 +273,8 @@ class V2AppResolver:
         return None
 
     async def resolve(self, head: RequestHead, app: AppRoute, scheme: str) -> Target | Answer:
+        if app.access_method in ("path", "subdomain") and API_KEY_QUERY_PARAMETER in head.query:
+            return await self._hand_off(head, app, scheme)
         for token in self._candidates(head, app):
             claims = self._cached_claims(token, app) or await self._verified(token)
             if claims is None or not token_matches(claims, app):
@@ -318,6 +368,23 @@ class V2AppResolver:
             f"{max(1, claims.exp - int(self.clock()))}; HttpOnly; SameSite=Lax{secure}"
         )
         return await self._target(claims, app, cookie.encode("latin-1"))
+
+
+def hand_off_cookie(access_method: str, session: str, wildcard: str, *, secure: bool) -> bytes:
+    """The app session cookie Coder's proxy sets after the hand-off: per access method, for
+    the whole wildcard domain on subdomain apps, no expiry, HttpOnly, SameSite=Lax."""
+    if access_method == "path":
+        name, domain = PATH_APP_SESSION_COOKIE, ""
+    else:
+        name = subdomain_session_cookie(wildcard)
+        domain = "; Domain=." + wildcard.split(".", 1)[1] if "." in wildcard else ""
+    tail = "; Secure" if secure else ""
+    return f"{name}={session}{domain}; Path=/; HttpOnly; SameSite=Lax{tail}".encode("latin-1")
+
+
+def _go_encode(pairs: list[tuple[str, str]]) -> str:
+    """Go's ``url.Values.Encode``: keys sorted, values in order."""
+    return urlencode(sorted(pairs, key=lambda pair: pair[0]), quote_via=quote, safe="")
 
 
 def _app_url(scheme: str, host: str, head: RequestHead) -> str:

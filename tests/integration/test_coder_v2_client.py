@@ -584,7 +584,10 @@ def test_auth_redirect_hands_a_session_to_a_proxy(coderd_v2: CoderEmulator) -> N
                 "/api/v2/applications/auth-redirect", params={"redirect_uri": target}
             )
             assert anonymous.status_code == 303
-            assert anonymous.headers["location"].startswith(f"{coderd_v2.url}/login?redirect=")
+            # httpmw.RedirectToLogin: message and redirect, encoded with sorted keys.
+            login = httpx.URL(anonymous.headers["location"])
+            assert str(login).startswith(f"{coderd_v2.url}/login?message=")
+            assert login.params["redirect"].startswith("/api/v2/applications/auth-redirect?")
             elsewhere = await http.get(
                 "/api/v2/applications/auth-redirect",
                 params={"redirect_uri": "http://evil.example.com/"},

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from coder_migrate.errors import ConfigError, PortBusy
+from coder_migrate.lab.coderd.app_auth import AppAuthRedirect
 from coder_migrate.lab.coderd.config import EmulatorConfig, FaultRule, Mode
 from coder_migrate.lab.coderd.core import ApiError, Emulator, error_response
 from coder_migrate.lab.coderd.store import Store
@@ -85,6 +86,7 @@ class EmulatorServer:
         if self.emu.is_v1:
             self.v1.routes(app)
         else:
+            AppAuthRedirect(self.emu).routes(app)  # first: it is the route that answers
             self.v2.routes(app)
         return app
 

@@ -7,7 +7,7 @@ Layout (docs/coder-emulator.md, partly ASSUMED):
 - encrypted API key (the ``coder_application_connect_api_key_35e783`` query parameter):
   compact JWE, ``alg`` A256GCMKW, ``enc`` A256GCM, ``kid`` = sequence, key =
   ``bytes.fromhex(secret)`` of a ``workspace_apps_api_key`` key; claims
-  ``{"api_key", "aud": "wsproxy", "iat", "exp"}``; valid one minute.
+  ``{"iss": "coderd", "aud": "wsproxy", "exp", "nbf", "api_key"}``; valid one minute.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from coder_migrate.providers.coder.models_v2 import CryptoKey
 __all__ = [
     "API_KEY_AUDIENCE",
     "API_KEY_FEATURE",
+    "API_KEY_ISSUER",
     "API_KEY_QUERY_PARAMETER",
     "APP_TOKEN_FEATURE",
     "APP_TOKEN_LIFETIME_SECONDS",
@@ -44,6 +45,7 @@ APP_TOKEN_FEATURE = "workspace_apps_token"  # noqa: S105 - a feature name, not a
 API_KEY_FEATURE = "workspace_apps_api_key"
 API_KEY_QUERY_PARAMETER = "coder_application_connect_api_key_35e783"
 API_KEY_AUDIENCE = "wsproxy"
+API_KEY_ISSUER = "coderd"
 APP_TOKEN_LIFETIME_SECONDS = 60
 _JWS_ALGORITHMS = ["HS512"]
 _JWE_ALGORITHMS = ["A256GCMKW", "A256GCM"]
@@ -145,13 +147,19 @@ def verify_app_token(
 
 
 def encrypt_api_key(session_token: str, *, key: CryptoKey, now: float | None = None) -> str:
-    """The JWE a primary hands a proxy (through the browser) after login."""
+    """The JWE a primary hands a proxy (through the browser) after login.
+
+    Claims as coderd's ``EncryptedAPIKeyPayload.Fill`` sets them
+    (coderd/workspaceapps/token.go): issuer ``coderd``, audience ``wsproxy``, expiry one
+    minute ahead, not-before one minute back.
+    """
     issued = int(time.time() if now is None else now)
     payload = {
-        "api_key": session_token,
+        "iss": API_KEY_ISSUER,
         "aud": API_KEY_AUDIENCE,
-        "iat": issued,
         "exp": issued + APP_TOKEN_LIFETIME_SECONDS,
+        "nbf": issued - APP_TOKEN_LIFETIME_SECONDS,
+        "api_key": session_token,
     }
     header = {"alg": "A256GCMKW", "enc": "A256GCM", "kid": str(key.sequence)}
     return jwe.encrypt_compact(
@@ -174,8 +182,15 @@ def decrypt_api_key(value: str, keys: Sequence[CryptoKey], *, now: float | None 
         payload = json.loads(decrypted.plaintext or b"")
     except (JoseError, ValueError) as error:
         raise CoderAuthError("encrypted API key cannot be decrypted") from error
-    if not isinstance(payload, dict) or payload.get("aud") != API_KEY_AUDIENCE:
-        raise CoderAuthError("encrypted API key has the wrong audience")
-    if int(payload.get("exp", 0)) <= (time.time() if now is None else now):
+    if not isinstance(payload, dict):
+        raise CoderAuthError("encrypted API key is malformed")
+    audience = payload.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if API_KEY_AUDIENCE not in audiences or payload.get("iss") != API_KEY_ISSUER:
+        raise CoderAuthError("encrypted API key has the wrong audience or issuer")
+    moment = time.time() if now is None else now
+    if "nbf" not in payload or int(payload["nbf"]) > moment:
+        raise CoderAuthError("encrypted API key is not valid yet")
+    if int(payload.get("exp", 0)) <= moment:
         raise CoderAuthError("encrypted API key has expired")
     return str(payload.get("api_key", ""))
