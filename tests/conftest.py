@@ -16,6 +16,7 @@ pytest_plugins: list[str] = [
     "tests.fixtures.dns",
     "tests.fixtures.lab",
     "tests.fixtures.proxy",
+    "tests.fixtures.scripted",
     # Fails any test whose captured output shows a planted or resolved secret.
     "tests.secret_scan",
     "pytester",
