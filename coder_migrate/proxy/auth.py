@@ -52,6 +52,7 @@ SIGNED_TOKEN_COOKIE = "coder_signed_app_token"  # noqa: S105 - a cookie name
 PATH_APP_SESSION_COOKIE = "coder_path_app_session_token"
 _MAX_TOKENS_TRIED = 4
 _TOKEN_CACHE_SIZE = 10_000
+_TOKEN_PRUNE_ABOVE = 512
 _AGENT_TTL_SECONDS = 30.0
 _KEY_REFRESH_SECONDS = 600.0
 _KEY_RETRY_SECONDS = 10.0
@@ -194,10 +195,19 @@ class V2AppResolver:
                 claims = verify_app_token(token, self.keys, now=self.clock())
             except CoderAuthError:
                 return None
-        if len(self.tokens) >= _TOKEN_CACHE_SIZE:
-            self.tokens.clear()
-        self.tokens[token] = claims
+        self._remember(token, claims)
         return claims
+
+    def _remember(self, token: str, claims: SignedAppToken) -> None:
+        # Tokens live a minute: past a few hundred entries, expired ones are dropped so the
+        # cache holds about a minute's worth rather than growing to its cap.
+        if len(self.tokens) >= _TOKEN_PRUNE_ABOVE:
+            now = self.clock()
+            for key in [k for k, c in self.tokens.items() if c.exp <= now]:
+                del self.tokens[key]
+            if len(self.tokens) >= _TOKEN_CACHE_SIZE:
+                self.tokens.clear()
+        self.tokens[token] = claims
 
     # -- agents ------------------------------------------------------------------------
 
