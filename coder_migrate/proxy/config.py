@@ -484,7 +484,7 @@ _HARDENING_SETTINGS = {
     "websocket_idle_timeout": "CODER_PROXY_WEBSOCKET_IDLE_TIMEOUT",
     "tunnel_ping_interval": "CODER_PROXY_TUNNEL_PING_INTERVAL",
     "frame_timeout": "CODER_PROXY_FRAME_TIMEOUT",
-    "buffer_budget_bytes": "CODER_PROXY_BUFFER_BUDGET_BYTES",
+    "buffer_budget_mib": "CODER_PROXY_BUFFER_BUDGET_MIB",
     "trusted_origins": "CODER_PROXY_TRUSTED_ORIGINS",
     "trusted_headers": "CODER_PROXY_TRUSTED_HEADERS",
     "proxy_protocol": "CODER_PROXY_PROXY_PROTOCOL",
@@ -541,9 +541,10 @@ def read_hardening(reader: _Reader) -> Hardening:
         ),
         buffer_budget_bytes=int(
             reader.number(
-                "buffer_budget_bytes", defaults.buffer_budget_bytes, minimum=1 << 20, integer=True
+                "buffer_budget_mib", defaults.buffer_budget_bytes >> 20, minimum=1, integer=True
             )
-        ),
+        )
+        << 20,
         trusted_origins=_networks(reader),
         trusted_header=headers[0] if headers else "",
         proxy_protocol=reader.boolean("proxy_protocol", False),

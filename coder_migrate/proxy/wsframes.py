@@ -128,6 +128,10 @@ class FrameReader:
             self._header = header
             return len(data)
         first, second = header[0], header[1]
+        if first & 0x70:
+            raise FrameError(PROTOCOL_ERROR, "reserved bits set")
+        if not second & 0x80:
+            raise FrameError(PROTOCOL_ERROR, "client frames must be masked")
         length = second & 0x7F
         needed = 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4
         if len(header) < needed:
@@ -135,10 +139,6 @@ class FrameReader:
             return len(data)
         used = needed - len(self._header)
         self._header = b""
-        if first & 0x70:
-            raise FrameError(PROTOCOL_ERROR, "reserved bits set")
-        if not second & 0x80:
-            raise FrameError(PROTOCOL_ERROR, "client frames must be masked")
         if length == 126:
             length = struct.unpack("!H", header[2:4])[0]
         elif length == 127:
