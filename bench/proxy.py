@@ -462,20 +462,209 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
     return lines
 
 
+def nginx_conf(work: Path, name: str, body: str) -> list[str]:
+    return ["nginx", "-c", str(write_nginx(work, name, body))]
+
+
+def upstream_body(work: Path, port: int) -> str:
+    return (
+        "http { access_log off; tcp_nodelay on; keepalive_requests 1000000;\n"
+        f"  server {{ listen 127.0.0.1:{port} backlog=8192; root {work}; location / {{ }} }} }}\n"
+    )
+
+
+def nginx_proxy_body(up_port: int, port: int) -> str:
+    return (
+        "http { access_log off; tcp_nodelay on;\n"
+        f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 512; }}\n"
+        f"  server {{ listen 127.0.0.1:{port} backlog=8192; location / {{\n"
+        "    proxy_pass http://backend; proxy_http_version 1.1;\n"
+        '    proxy_set_header Connection "";\n'
+        "    proxy_buffers 8 16k; proxy_buffer_size 16k;\n"
+        "  } } }\n"
+    )
+
+
+def export_baseline(ref: str, work: Path) -> Path:
+    """The proxy as it is at git ref ``ref``, to run beside this tree's in the same rounds."""
+    target = work / "baseline"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "coder_migrate"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+@dataclass
+class Targets:
+    """Every process of the HTTP and stream sections, and where each listens."""
+
+    ports: dict[str, int] = field(default_factory=dict)
+    cpu_pid: dict[str, int] = field(default_factory=dict)
+    stream_ports: dict[str, int] = field(default_factory=dict)
+    stream_pid: dict[str, int] = field(default_factory=dict)
+
+
+def start_proxy(
+    started: Started,
+    work: Path,
+    name: str,
+    primary: int,
+    port: int,
+    args: argparse.Namespace,
+    pythonpath: Path = ROOT,
+) -> subprocess.Popen[bytes]:
+    cap = args.idle + 1000
+    return started.start(
+        [
+            PYTHON, "-m", "coder_migrate.proxy", "--mode", "satellite",
+            "--satellite-private-key-file", str(work / f"{name}.key"),
+            "--max-connections-per-client", str(args.idle + 1000),
+            "--primary-access-url", f"http://127.0.0.1:{primary}",
+            "--http-address", f"127.0.0.1:{port}",
+        ],
+        PROXY_CORE,
+        env=dict(os.environ, PYTHONPATH=str(pythonpath), CODER_PROXY_MAX_CONNECTIONS=str(cap)),
+    )  # fmt: skip
+
+
+def start_targets(args: argparse.Namespace, started: Started, work: Path) -> Targets:
+    up_port, ngx_port, stream_port, sink_port, proxy_port, proxy_stream_port = (
+        free_port() for _ in range(6)
+    )
+    up = started.start(nginx_conf(work, "upstream", upstream_body(work, up_port)), CLIENT_CORE)
+    nginx = started.start(
+        nginx_conf(work, "proxy", nginx_proxy_body(up_port, ngx_port)), PROXY_CORE
+    )
+    stream_body = (
+        f"stream {{ server {{ listen 127.0.0.1:{stream_port} backlog=8192; "
+        f"proxy_pass 127.0.0.1:{sink_port}; proxy_buffer_size 1m; }} }}\n"
+    )
+    nginx_stream = started.start(nginx_conf(work, "stream", stream_body), PROXY_CORE)
+    (work / "sink.py").write_text(SINK_SOURCE)
+    started.start([PYTHON, str(work / "sink.py"), str(sink_port)], CLIENT_CORE)
+    proxy = start_proxy(started, work, "proxy", up_port, proxy_port, args)
+    proxy_stream = start_proxy(started, work, "stream", sink_port, proxy_stream_port, args)
+    targets = Targets(
+        ports={"direct": up_port, "nginx": ngx_port, "proxy": proxy_port},
+        stream_ports={
+            "direct": sink_port, "nginx stream": stream_port, "proxy": proxy_stream_port
+        },
+    )  # fmt: skip
+    pids = {"direct": up, "nginx": nginx, "proxy": proxy}
+    if args.baseline_ref:
+        baseline = export_baseline(args.baseline_ref, work)
+        name = f"proxy@{args.baseline_ref}"
+        targets.ports[name] = free_port()
+        pids[name] = start_proxy(
+            started, work, "baseline", up_port, targets.ports[name], args, baseline
+        )
+    for port in (*targets.ports.values(), *targets.stream_ports.values()):
+        wait_port(port)
+    targets.cpu_pid = {
+        name: nginx_worker_pid(p.pid) if name in ("direct", "nginx") else p.pid
+        for name, p in pids.items()
+    }
+    targets.stream_pid = {
+        "nginx stream": nginx_worker_pid(nginx_stream.pid),
+        "proxy": proxy_stream.pid,
+    }
+    return targets
+
+
+def http_rounds(args: argparse.Namespace, targets: Targets) -> dict[tuple[str, str, int], Cell]:
+    cases = [(p, c) for p in ("/small", "/big") for c in (50, 200)]
+    cells: dict[tuple[str, str, int], Cell] = {}
+    for port in targets.ports.values():  # warm-up: pools, caches
+        wrk(port, "/small", 50, 1)
+    for _round in range(args.rounds):
+        for path, conns in cases:
+            for target, port in targets.ports.items():
+                cpu_before = cpu_seconds(targets.cpu_pid[target])
+                rps, p50, p99, errors = wrk(port, path, conns, args.duration)
+                cpu = cpu_seconds(targets.cpu_pid[target]) - cpu_before
+                cell = cells.setdefault((target, path, conns), Cell())
+                cell.rps.append(rps)
+                cell.p50.append(p50)
+                cell.p99.append(p99)
+                cell.cpu_us.append(cpu / max(1.0, rps * args.duration) * 1e6)
+                cell.errors += errors
+    return cells
+
+
+def http_table(cells: dict[tuple[str, str, int], Cell], targets: Targets) -> list[str]:
+    lines = [
+        "| target | case | req/s | x nginx | p50 ms | p99 ms | p99 x nginx | CPU us/req "
+        "| CPU x nginx | err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in ("/small", "/big"):
+        for conns in (50, 200):
+            base = cells[("nginx", path, conns)]
+            for target in targets.ports:
+                cell = cells[(target, path, conns)]
+                size = "100 B" if path == "/small" else "64 KiB"
+                lines.append(
+                    f"| {target} | {size} c{conns} | {median(cell.rps):,.0f} | "
+                    f"{median(cell.rps) / median(base.rps):.2f} | {median(cell.p50):.2f} | "
+                    f"{median(cell.p99):.2f} | {median(cell.p99) / median(base.p99):.2f} | "
+                    f"{median(cell.cpu_us):.1f} | "
+                    f"{median(cell.cpu_us) / median(base.cpu_us):.2f} | {cell.errors} |"
+                )
+    return lines
+
+
+def stream_section(args: argparse.Namespace, targets: Targets) -> list[str]:
+    chunk = Path("/dev/shm") / f"bench-proxy-{os.getpid()}"
+    chunk.write_bytes(os.urandom(1 << 20) * 64)
+    stream: dict[str, list[float]] = {name: [] for name in targets.stream_ports}
+    stream_cpu: dict[str, list[float]] = {name: [] for name in targets.stream_pid}
+    total = args.stream_mib << 20
+    try:
+        for _round in range(args.rounds):
+            for name, port in targets.stream_ports.items():
+                pid = targets.stream_pid.get(name)
+                before = cpu_seconds(pid) if pid else 0.0
+                stream[name].append(stream_client(port, total, chunk))
+                if pid:
+                    stream_cpu[name].append((cpu_seconds(pid) - before) / (total / (1 << 30)))
+    finally:
+        chunk.unlink()
+    lines = [
+        f"Stream relay ({args.stream_mib} MiB per run through an upgraded connection, "
+        "MB/s = 1e6 B/s):",
+        "",
+        "| relay | MB/s median (min) | x nginx stream | CPU s/GiB |",
+        "|---|---|---|---|",
+    ]
+    for name, values in stream.items():
+        cpu_text = f"{median(stream_cpu[name]):.2f}" if name in stream_cpu else "-"
+        lines.append(
+            f"| {name} | {median(values):,.0f} ({min(values):,.0f}) | "
+            f"{median(values) / median(stream['nginx stream']):.2f} | {cpu_text} |"
+        )
+    return lines
+
+
+def idle_section(args: argparse.Namespace, targets: Targets) -> list[str]:
+    rows: list[tuple[str, int, float]] = []
+    for name in ("proxy", "nginx stream"):
+        pid = targets.stream_pid[name]
+        asyncio.run(
+            _hold_idle(targets.stream_ports[name], args.idle, pid, rss_kib(pid), rows, name)
+        )
+    lines = [
+        "| idle upgraded connections | count | RSS growth KiB | per connection |",
+        "|---|---|---|---|",
+    ]
+    for name, count, per in rows:
+        lines.append(f"| {name} | {count:,} | {per * count:,.0f} | {per:.1f} KiB |")
+    return lines
+
+
 def run(args: argparse.Namespace) -> str:
     raise_nofile()
-    if args.only == "tunnel":
-        os.sched_setaffinity(0, {int(CLIENT_CORE)})
-        work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
-        started = Started()
-        try:
-            load_before = load_average()
-            lines = run_tunnel(args, started, work)
-            lines.insert(0, f"Load average before {load_before}, after {load_average()}.\n")
-            return "\n".join(lines)
-        finally:
-            started.stop_all()
-            shutil.rmtree(work, ignore_errors=True)
     os.sched_setaffinity(0, {int(CLIENT_CORE)})
     work = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     work.chmod(0o755)  # nginx workers run as an unprivileged user
@@ -484,211 +673,24 @@ def run(args: argparse.Namespace) -> str:
     started = Started()
     lines: list[str] = []
     try:
-        up_port, ngx_port, stream_port, proxy_port, proxy_stream_port, sink_port = (
-            free_port() for _ in range(6)
-        )
-        up = started.start(
-            [
-                "nginx",
-                "-c",
-                str(
-                    write_nginx(
-                        work,
-                        "upstream",
-                        (
-                            "http { access_log off; tcp_nodelay on; keepalive_requests 1000000;\n"
-                            f"  server {{ listen 127.0.0.1:{up_port} backlog=8192; root {work}; "
-                            "location / { } } }\n"
-                        ),
-                    )
-                ),
-            ],
-            CLIENT_CORE,
-        )
-        nginx = started.start(
-            [
-                "nginx",
-                "-c",
-                str(
-                    write_nginx(
-                        work,
-                        "proxy",
-                        (
-                            "http { access_log off; tcp_nodelay on;\n"
-                            f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 512; }}\n"
-                            f"  server {{ listen 127.0.0.1:{ngx_port} backlog=8192; location / {{\n"
-                            "    proxy_pass http://backend; proxy_http_version 1.1;\n"
-                            '    proxy_set_header Connection "";\n'
-                            "    proxy_buffers 8 16k; proxy_buffer_size 16k;\n"
-                            "  } } }\n"
-                        ),
-                    )
-                ),
-            ],
-            PROXY_CORE,
-        )
-        nginx_stream = started.start(
-            [
-                "nginx",
-                "-c",
-                str(
-                    write_nginx(
-                        work,
-                        "stream",
-                        (
-                            f"stream {{ server {{ listen 127.0.0.1:{stream_port} backlog=8192; "
-                            f"proxy_pass 127.0.0.1:{sink_port}; proxy_buffer_size 1m; }} }}\n"
-                        ),
-                    )
-                ),
-            ],
-            PROXY_CORE,
-        )
-        (work / "sink.py").write_text(SINK_SOURCE)
-        started.start([PYTHON, str(work / "sink.py"), str(sink_port)], CLIENT_CORE)
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        proxy_args = [
-            PYTHON,
-            "-m",
-            "coder_migrate.proxy",
-            "--mode",
-            "satellite",
-            "--satellite-private-key-file",
-            str(work / "satellite.key"),
-            "--max-connections-per-client",
-            str(args.idle + 1000),
-        ]
-        proxy = started.start(
-            [
-                *proxy_args,
-                "--primary-access-url",
-                f"http://127.0.0.1:{up_port}",
-                "--http-address",
-                f"127.0.0.1:{proxy_port}",
-            ],
-            PROXY_CORE,
-            env=env,
-        )
-        proxy_stream = started.start(
-            [
-                *proxy_args,
-                "--primary-access-url",
-                f"http://127.0.0.1:{sink_port}",
-                "--http-address",
-                f"127.0.0.1:{proxy_stream_port}",
-                "--satellite-private-key-file",
-                str(work / "satellite2.key"),
-            ],
-            PROXY_CORE,
-            env=env,
-        )
-        for port in (up_port, ngx_port, stream_port, sink_port, proxy_port, proxy_stream_port):
-            wait_port(port)
-        cpu_pid = {
-            "direct": nginx_worker_pid(up.pid),
-            "nginx": nginx_worker_pid(nginx.pid),
-            "proxy": proxy.pid,
-        }
-        ports = {"direct": up_port, "nginx": ngx_port, "proxy": proxy_port}
-        load_before = load_average()
-        busy_before = busy_processes()
-        cases = [(p, c) for p in ("/small", "/big") for c in (50, 200)]
-        cells: dict[tuple[str, str, int], Cell] = {}
-        for target in ports:  # warm-up: pools, caches
-            wrk(ports[target], "/small", 50, 1)
-        for _round in range(args.rounds):
-            for path, conns in cases:
-                for target in ports:
-                    cpu_before = cpu_seconds(cpu_pid[target])
-                    rps, p50, p99, errors = wrk(ports[target], path, conns, args.duration)
-                    cpu = cpu_seconds(cpu_pid[target]) - cpu_before
-                    cell = cells.setdefault((target, path, conns), Cell())
-                    cell.rps.append(rps)
-                    cell.p50.append(p50)
-                    cell.p99.append(p99)
-                    cell.cpu_us.append(cpu / max(1.0, rps * args.duration) * 1e6)
-                    cell.errors += errors
-
-        # Stream relay, MB/s, interleaved rounds.
-        chunk = Path("/dev/shm") / f"bench-proxy-{os.getpid()}"
-        chunk.write_bytes(os.urandom(1 << 20) * 64)
-        stream: dict[str, list[float]] = {"direct": [], "nginx stream": [], "proxy": []}
-        stream_cpu: dict[str, list[float]] = {"nginx stream": [], "proxy": []}
-        stream_pid = {"nginx stream": nginx_worker_pid(nginx_stream.pid), "proxy": proxy_stream.pid}
-        stream_ports = {
-            "direct": sink_port,
-            "nginx stream": stream_port,
-            "proxy": proxy_stream_port,
-        }
-        total = args.stream_mib << 20
-        try:
-            for _round in range(args.rounds):
-                for name, port in stream_ports.items():
-                    before = cpu_seconds(stream_pid[name]) if name in stream_pid else 0.0
-                    stream[name].append(stream_client(port, total, chunk))
-                    if name in stream_pid:
-                        used = cpu_seconds(stream_pid[name]) - before
-                        stream_cpu[name].append(used / (total / (1 << 30)))
-        finally:
-            chunk.unlink()
-
-        # Idle upgraded connections.
-        idle_rows: list[tuple[str, int, float]] = []
-        for name, port, pid in (
-            ("proxy", proxy_stream_port, proxy_stream.pid),
-            ("nginx stream", stream_port, stream_pid["nginx stream"]),
-        ):
-            asyncio.run(_hold_idle(port, args.idle, pid, rss_kib(pid), idle_rows, name))
-        load_after = load_average()
-        busy_after = busy_processes()
-
-        # Tables.
-        lines.append(
+        load_before, busy_before = load_average(), busy_processes()
+        if args.only != "tunnel":
+            targets = start_targets(args, started, work)
+            cells = http_rounds(args, targets)
+            lines += http_table(cells, targets)
+            if args.only != "http":
+                lines += ["", *stream_section(args, targets), "", *idle_section(args, targets)]
+        if args.only in (None, "tunnel"):
+            lines += ["", *run_tunnel(args, started, work)]
+        header = [
             f"Machine: {os.cpu_count()} cores; load average before {load_before}, after "
-            f"{load_after}; busy before: {', '.join(busy_before) or 'none'}; after: "
-            f"{', '.join(busy_after) or 'none'}."
-        )
-        lines.append(
+            f"{load_average()}; busy before: {', '.join(busy_before) or 'none'}; after: "
+            f"{', '.join(busy_processes()) or 'none'}.",
             f"Rounds: {args.rounds} x {args.duration}s per cell (medians); wrk on core "
-            f"{CLIENT_CORE}, proxies on core {PROXY_CORE}, upstream on core {CLIENT_CORE}."
-        )
-        lines.append("")
-        lines.append(
-            "| target | case | req/s | x nginx | p50 ms | p99 ms | p99 x nginx | CPU us/req | err |"
-        )
-        lines.append("|---|---|---|---|---|---|---|---|---|")
-        for path, conns in cases:
-            base = cells[("nginx", path, conns)]
-            for target in ports:
-                cell = cells[(target, path, conns)]
-                size = "100 B" if path == "/small" else "64 KiB"
-                lines.append(
-                    f"| {target} | {size} c{conns} | {median(cell.rps):,.0f} | "
-                    f"{median(cell.rps) / median(base.rps):.2f} | {median(cell.p50):.2f} | "
-                    f"{median(cell.p99):.2f} | {median(cell.p99) / median(base.p99):.2f} | "
-                    f"{median(cell.cpu_us):.1f} | {cell.errors} |"
-                )
-        lines.append("")
-        lines.append(
-            f"Stream relay ({args.stream_mib} MiB per run through an upgraded connection, "
-            "MB/s = 1e6 B/s):"
-        )
-        lines.append("")
-        lines.append("| relay | MB/s median (min) | xnginx stream | CPU s/GiB |")
-        lines.append("|---|---|---|---|")
-        for name, values in stream.items():
-            cpu_text = f"{median(stream_cpu[name]):.2f}" if name in stream_cpu else "-"
-            lines.append(
-                f"| {name} | {median(values):,.0f} ({min(values):,.0f}) | "
-                f"{median(values) / median(stream['nginx stream']):.2f} | {cpu_text} |"
-            )
-        lines.append("")
-        lines.append("| idle upgraded connections | count | RSS growth KiB | per connection |")
-        lines.append("|---|---|---|---|")
-        for name, count, per in idle_rows:
-            lines.append(f"| {name} | {count:,} | {per * count:,.0f} | {per * 1.024:.1f} KB |")
-        lines.append("")
-        lines.extend(run_tunnel(args, started, work))
+            f"{CLIENT_CORE}, proxies on core {PROXY_CORE}, upstream on core {CLIENT_CORE}.",
+            "",
+        ]
+        lines = header + lines
     finally:
         started.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -714,7 +716,11 @@ def main() -> None:
     parser.add_argument("--stream-mib", type=int, default=1024)
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--tunnel-mib", type=int, default=256)
-    parser.add_argument("--only", choices=("tunnel",), help="Run one section only.")
+    parser.add_argument("--only", choices=("tunnel", "http"), help="Run one section only.")
+    parser.add_argument(
+        "--baseline-ref",
+        help="Also run the proxy as it is at this git ref (e.g. main) in the same rounds.",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.duration > 30 or args.rounds > 10 or args.idle > 20000 or args.tunnel_mib > 4096:
