@@ -40,6 +40,14 @@ _HELP = {
     "drain_timeout": "Seconds to finish in-flight requests on shutdown [15].",
     "max_connections_per_client": "Open connections per client address [1024].",
     "verbose": "Debug logging.",
+    "max_connections": "Open connections of all clients together [10000].",
+    "websocket_idle_timeout": "Seconds an upgraded relay may carry nothing [300].",
+    "tunnel_ping_interval": "Seconds of silence before a TCP tunnel is pinged [30].",
+    "frame_timeout": "Seconds for a tunnel frame's header or control frame [30].",
+    "buffer_budget_mib": "MiB all connections may hold in the proxy's buffers [64].",
+    "trusted_origins": "Load balancer CIDRs whose word about the client is taken.",
+    "trusted_headers": "Header naming the client behind them (X-Forwarded-For).",
+    "proxy_protocol": "Trusted origins send a PROXY protocol header first.",
 }
 
 

@@ -9,7 +9,7 @@ ignoring the hand-off and redirecting again) fails at the hop where it happens.
 
 from __future__ import annotations
 
-import uuid
+import json
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,7 +19,7 @@ import pytest
 from coder_migrate.providers.coder.app_tokens import API_KEY_QUERY_PARAMETER
 from coder_migrate.proxy.auth import PATH_APP_SESSION_COOKIE, subdomain_session_cookie
 from tests.fixtures.coderd import CoderEmulator
-from tests.fixtures.proxy import ProxyFactory, RunningProxy
+from tests.fixtures.proxy import ProxyFactory, RunningProxy, workspace_proxy_env
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +44,7 @@ class LoopbackDNS(httpx.HTTPTransport):
 
 @pytest.fixture
 def wsproxy(coderd_v2: CoderEmulator, proxy_factory: ProxyFactory) -> RunningProxy:
-    name = f"login-{uuid.uuid4().hex[:8]}"
-    response = coderd_v2.admin("POST", "/api/v2/workspaceproxies", {"name": name})
-    assert response.status_code == 201, response.text
-    return proxy_factory(
-        {
-            "CODER_PRIMARY_ACCESS_URL": coderd_v2.url,
-            "CODER_PROXY_SESSION_TOKEN": response.json()["proxy_token"],
-            "CODER_WILDCARD_ACCESS_URL": WILDCARD,
-        }
-    )
+    return proxy_factory(workspace_proxy_env(coderd_v2, "login"))
 
 
 def hop(browser: httpx.Client, url: str, status: int = 303) -> httpx.Response:
@@ -135,3 +126,55 @@ def test_a_forged_or_replayed_hand_off_is_refused(
         refused = browser.get(forged)
         assert refused.status_code == 400 and "Could not decrypt API key" in refused.text
         assert "set-cookie" not in refused.headers
+
+
+def test_the_primary_hands_off_as_coderd_does(
+    wsproxy: RunningProxy, coderd_v2: CoderEmulator
+) -> None:
+    """coder/coder coderd/workspaceapps.go ``workspaceApplicationAuth`` (f16e0f69: missing
+    ``redirect_uri`` 400, ``ValidWorkspaceAppHostname`` 400 "Invalid redirect_uri.", scheme
+    forced to the proxy's, ``q.Set`` + ``Encode``, 303) and coderd/workspaceapps/token.go
+    ``EncryptedAPIKeyPayload.Fill`` (iss coderd, aud wsproxy, exp +1 min, nbf -1 min)."""
+    session = {"Coder-Session-Token": coderd_v2.user_token(OWNER)}
+    url = f"{coderd_v2.url}/api/v2/applications/auth-redirect"
+    missing = httpx.get(url, headers=session)
+    assert missing.status_code == 400
+    assert missing.json()["message"] == "Missing redirect_uri query parameter."
+    elsewhere = httpx.get(url, params={"redirect_uri": "http://evil.example/"}, headers=session)
+    assert elsewhere.status_code == 400 and elsewhere.json()["message"] == "Invalid redirect_uri."
+    app = f"https://code-server--main--{WORKSPACE}--{OWNER}{WILDCARD[1:]}:{wsproxy.port}/a?z=1&b=2"
+    handed = httpx.get(url, params={"redirect_uri": app}, headers=session)
+    assert handed.status_code == 303
+    location = handed.headers["location"]
+    assert location.startswith("http://")  # the proxy's access URL is http: scheme forced
+    query = urlsplit(location).query
+    assert [pair.split("=")[0] for pair in query.split("&")] == [
+        "b",
+        API_KEY_QUERY_PARAMETER,
+        "z",
+    ]
+    keys = httpx.get(
+        f"{coderd_v2.url}/api/v2/workspaceproxies/me/crypto-keys",
+        params={"feature": "workspace_apps_api_key"},
+        headers={
+            "Coder-External-Proxy-Token": workspace_proxy_env(coderd_v2, "keys")[
+                "CODER_PROXY_SESSION_TOKEN"
+            ]
+        },
+    ).json()["crypto_keys"]
+    from joserfc import jwe
+    from joserfc.jwk import OctKey
+
+    encrypted = parse_qs(query)[API_KEY_QUERY_PARAMETER][0]
+    key = max(keys, key=lambda k: k["sequence"])
+    claims = json.loads(
+        jwe.decrypt_compact(
+            encrypted, OctKey.import_key(bytes.fromhex(key["secret"])), algorithms=JWE
+        ).plaintext
+        or b"{}"
+    )
+    assert (claims["iss"], claims["aud"]) == ("coderd", "wsproxy")
+    assert claims["exp"] - claims["nbf"] == 120 and claims["api_key"]
+
+
+JWE = ["A256GCMKW", "A256GCM"]

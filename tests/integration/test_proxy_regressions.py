@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from tests.fixtures.coderd import CoderEmulator
-from tests.fixtures.proxy import ProxyFactory, RunningProxy
+from tests.fixtures.proxy import ProxyFactory, RunningProxy, workspace_proxy_env
 from tests.fixtures.scripted import ScriptedUpstream
 
 pytestmark = pytest.mark.integration
@@ -320,19 +320,14 @@ def test_proxy_protocol_from_a_trusted_balancer_names_the_client(
 
 @pytest.fixture
 def keepalive_proxy(coderd_v2: CoderEmulator, proxy_factory: ProxyFactory) -> RunningProxy:
-    response = coderd_v2.admin(
-        "POST", "/api/v2/workspaceproxies", {"name": f"idle-{uuid.uuid4().hex[:8]}"}
-    )
-    assert response.status_code == 201, response.text
     return proxy_factory(
-        {
-            "CODER_PRIMARY_ACCESS_URL": coderd_v2.url,
-            "CODER_PROXY_SESSION_TOKEN": response.json()["proxy_token"],
-            "CODER_WILDCARD_ACCESS_URL": WILDCARD,
-            "CODER_PROXY_WEBSOCKET_IDLE_TIMEOUT": "2",
-            "CODER_PROXY_TUNNEL_PING_INTERVAL": "1",
-            "CODER_PROXY_FRAME_TIMEOUT": "1",
-        }
+        workspace_proxy_env(
+            coderd_v2,
+            "idle",
+            CODER_PROXY_WEBSOCKET_IDLE_TIMEOUT="2",
+            CODER_PROXY_TUNNEL_PING_INTERVAL="1",
+            CODER_PROXY_FRAME_TIMEOUT="1",
+        )
     )
 
 

@@ -20,7 +20,6 @@ import os
 import resource
 import struct
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import httpx
 import pytest
 
 from tests.fixtures.coderd import CoderEmulator
-from tests.fixtures.proxy import ProxyFactory, RunningProxy
+from tests.fixtures.proxy import ProxyFactory, RunningProxy, workspace_proxy_env
 
 pytestmark = pytest.mark.integration
 
@@ -64,23 +63,18 @@ def many_files() -> None:
 
 @pytest.fixture
 def hardened(coderd_v2: CoderEmulator, proxy_factory: ProxyFactory) -> RunningProxy:
-    response = coderd_v2.admin(
-        "POST", "/api/v2/workspaceproxies", {"name": f"res-{uuid.uuid4().hex[:8]}"}
-    )
-    assert response.status_code == 201, response.text
     return proxy_factory(
-        {
-            "CODER_PRIMARY_ACCESS_URL": coderd_v2.url,
-            "CODER_PROXY_SESSION_TOKEN": response.json()["proxy_token"],
-            "CODER_WILDCARD_ACCESS_URL": WILDCARD,
-            "CODER_PROXY_HEADER_TIMEOUT": "2",
-            "CODER_PROXY_IDLE_TIMEOUT": "60",
-            "CODER_PROXY_WEBSOCKET_IDLE_TIMEOUT": "60",
-            "CODER_PROXY_TUNNEL_PING_INTERVAL": "3",
-            "CODER_PROXY_FRAME_TIMEOUT": "3",
-            "CODER_PROXY_MAX_CONNECTIONS": "2500",
-            "CODER_PROXY_MAX_CONNECTIONS_PER_CLIENT": "100000",
-        }
+        workspace_proxy_env(
+            coderd_v2,
+            "res",
+            CODER_PROXY_HEADER_TIMEOUT="2",
+            CODER_PROXY_IDLE_TIMEOUT="60",
+            CODER_PROXY_WEBSOCKET_IDLE_TIMEOUT="60",
+            CODER_PROXY_TUNNEL_PING_INTERVAL="3",
+            CODER_PROXY_FRAME_TIMEOUT="3",
+            CODER_PROXY_MAX_CONNECTIONS="2500",
+            CODER_PROXY_MAX_CONNECTIONS_PER_CLIENT="100000",
+        )
     )
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from coder_migrate.proxy.exchange import ChunkScanner
 from coder_migrate.proxy.http1 import HttpReject, RequestHead, RequestParser, parse_response_head
 from coder_migrate.proxy.router import AppRoute, Forward, Local, Reject, RouteTable, route
-from coder_migrate.proxy.exchange import ChunkScanner
 
 TABLES = [
     RouteTable(mode="workspace-proxy", wildcard_suffix=".apps.example.com"),

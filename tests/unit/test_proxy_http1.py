@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from coder_migrate.proxy.http1 import HttpReject, RequestHead, RequestParser, parse_response_head
 from coder_migrate.proxy.exchange import ChunkScanner
+from coder_migrate.proxy.http1 import HttpReject, RequestHead, RequestParser, parse_response_head
 from coder_migrate.proxy.responses import simple_response
 
 
