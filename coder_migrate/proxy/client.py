@@ -17,8 +17,9 @@ from coder_migrate.proxy import upgrades
 from coder_migrate.proxy.admission import ProxyHeaderError, parse_proxy_header
 from coder_migrate.proxy.client_upstream import UpstreamSide, app_path
 from coder_migrate.proxy.exchange import (
+    ANSWERED,
+    UPGRADED,
     Exchange,
-    Phase,
 )
 from coder_migrate.proxy.http1 import HttpReject, RequestHead, RequestParser
 from coder_migrate.proxy.responses import Answer, AppResolver, Target, error_page, simple_response
@@ -263,7 +264,7 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
             self.queue.append((head, [], False))
             self.pause(PAUSE_QUEUE)
             return
-        if self.server.addresses.trusted and not self.server.addresses.proxy_protocol:
+        if self.server.client_from_header:
             client = self.server.addresses.from_header(self.peer, head.headers)
             if not self._rekey(client):
                 raise HttpReject(503, "per-client connection cap")
@@ -460,8 +461,9 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
     def _exchange_done(self) -> None:
         exchange = self.exchange
         assert exchange is not None
-        exchange.phase = Phase.ANSWERED
-        self._release_buffers()
+        exchange.phase = ANSWERED
+        if exchange.body_buffered or exchange.upgrade_leftover or self.queued_bytes:
+            self._release_buffers()
         keep_alive = exchange.keep_alive and not self.closing
         if exchange.discard_body and not exchange.request_done:
             keep_alive = False
@@ -535,7 +537,7 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
             else:
                 self.close()  # idle keep-alive connection, or one that never spoke
             return
-        if exchange.response_started or exchange.phase is Phase.UPGRADED:
+        if exchange.response_started or exchange.phase is UPGRADED:
             self.close()
             return
         self.stats.upstream_error("timeout")

@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING, cast
 
 from coder_migrate.proxy import upgrades
 from coder_migrate.proxy.exchange import (
-    BodyFraming,
+    CONNECTING,
+    INTERIM,
+    READING_BODY,
+    STREAMING,
+    SWITCHED,
+    UNTIL_CLOSE,
+    WAITING,
     Exchange,
-    Phase,
-    ReaderState,
     ResponseError,
     ResponseStart,
     client_response_head,
@@ -29,7 +33,7 @@ from coder_migrate.proxy.http1 import parse_response_head
 from coder_migrate.proxy.metrics import ProxyStats
 from coder_migrate.proxy.responses import Target
 from coder_migrate.proxy.router import AppRoute, route, terminal_query
-from coder_migrate.proxy.upstream import UpstreamClient, UpstreamConnection
+from coder_migrate.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from coder_migrate.proxy.client import ClientConnection
@@ -82,9 +86,9 @@ class UpstreamSide:
             path = path.encode("latin-1")
         request_head = upstream_request_head(
             exchange.head,
-            cast(bytes, path),
-            forwarded=self.forwarded,
-            strip_credentials=target.strip_credentials,
+            path,  # type: ignore[arg-type]  # bytes by now (type() narrows no further)
+            self.forwarded,
+            target.strip_credentials,
         )
         server = self.server
         upstream = None if fresh else server.pool.take(target.key)
@@ -93,7 +97,7 @@ class UpstreamSide:
             self._send_head(upstream, request_head)
             return
         exchange.reused_upstream = False
-        exchange.phase = Phase.CONNECTING
+        exchange.phase = CONNECTING
         self.pause(_PAUSE_WAITING)
         self.task = server.loop.create_task(
             self._connect(target, request_head), name="proxy-upstream-connect"
@@ -125,9 +129,9 @@ class UpstreamSide:
     def _send_head(self, upstream: UpstreamConnection, request_head: bytes) -> None:
         exchange = self.exchange
         assert exchange is not None
-        exchange.phase = Phase.WAITING
+        exchange.phase = WAITING
         self.upstream = upstream
-        upstream.client = cast("UpstreamClient", self)  # the mixin is part of one
+        upstream.client = self  # type: ignore[assignment]  # the mixin is part of one
         transport = upstream.transport
         assert transport is not None
         buffered, exchange.body_buffer = exchange.body_buffer, None
@@ -163,25 +167,22 @@ class UpstreamSide:
             log.debug("unusable response from upstream: %s", error)
             self.upstream_failed(upstream, "invalid")
             return None
-        if start is ResponseStart.INTERIM:
+        if start is INTERIM:
             self.transport.write(raw)  # 100 Continue: pass it on, the real head follows
             return start
         exchange.status = parsed.status
-        exchange.phase = Phase.STREAMING
+        exchange.phase = STREAMING
         self.deadline = self.server.now + self.server.limits.idle_timeout
-        if start is ResponseStart.SWITCHED:
+        if start is SWITCHED:
             exchange.response_started = True
-            self.transport.write(client_response_head(parsed, raw, keep_alive=False))
+            self.transport.write(client_response_head(parsed, raw, False))
             upgrades.start_relay(cast("ClientConnection", self), upstream, more)
             return start
         if exchange.head.upgrade:
             exchange.keep_alive = False  # refused upgrade: the held bytes are never served
         target = exchange.target
         exchange.held_head = client_response_head(
-            parsed,
-            raw,
-            keep_alive=exchange.keep_alive,
-            set_cookie=target.set_cookie if target is not None else b"",
+            parsed, raw, exchange.keep_alive, target.set_cookie if target is not None else b""
         )
         return start
 
@@ -220,8 +221,9 @@ class UpstreamSide:
             exchange.response_started = True
 
     def upstream_done(self, upstream: UpstreamConnection) -> None:
-        self._flush_head()
         exchange = self.exchange
+        if exchange is not None and exchange.held_head:
+            self._flush_head()
         if exchange is not None and not exchange.request_done:
             upstream.forbid_reuse()  # the request body was not all sent
             exchange.keep_alive = False
@@ -245,7 +247,7 @@ class UpstreamSide:
             self.close()
             return
         reader = upstream.reader
-        if reader.state is ReaderState.BODY and reader.framing is BodyFraming.UNTIL_CLOSE:
+        if reader.state is READING_BODY and reader.framing is UNTIL_CLOSE:
             self._flush_head()
             self._exchange_done()  # close-delimited body: the close is the end
             return

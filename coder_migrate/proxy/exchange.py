@@ -19,12 +19,31 @@ from __future__ import annotations
 
 import enum
 import time
+from typing import Final
 
 from coder_migrate.proxy.http1 import HOP_BY_HOP, RequestHead, ResponseHead
 from coder_migrate.proxy.responses import Target
 
 __all__ = [
+    "ANSWERED",
+    "BODY_FOLLOWS",
+    "BY_LENGTH",
+    "CHUNKED",
+    "COMPLETE",
+    "CONNECTING",
+    "INTERIM",
+    "NO_BODY",
+    "READING_BODY",
+    "READING_HEAD",
+    "READ_DONE",
+    "READ_UPGRADED",
+    "ROUTING",
+    "STREAMING",
+    "SWITCHED",
+    "UNTIL_CLOSE",
+    "UPGRADED",
     "UPSTREAM_HEAD_LIMIT",
+    "WAITING",
     "BodyFraming",
     "ChunkScanner",
     "Exchange",
@@ -65,14 +84,17 @@ def strip_coder_cookies(value: bytes) -> bytes:
     return b"; ".join(kept)
 
 
+_NO_TOKENS: frozenset[bytes] = frozenset()
+
+
 def _connection_tokens(head: RequestHead) -> frozenset[bytes]:
     if head.connection is None:
-        return frozenset()
+        return _NO_TOKENS
     return frozenset(t.strip().lower() for t in head.connection.split(b",") if t.strip())
 
 
 def upstream_request_head(
-    head: RequestHead, path: bytes, *, forwarded: bytes, strip_credentials: bool
+    head: RequestHead, path: bytes, forwarded: bytes, strip_credentials: bool
 ) -> bytes:
     """The head sent upstream for ``head`` with request target ``path``.
 
@@ -116,7 +138,7 @@ def upstream_request_head(
 
 
 def client_response_head(
-    parsed: ResponseHead, raw: bytes, *, keep_alive: bool, set_cookie: bytes = b""
+    parsed: ResponseHead, raw: bytes, keep_alive: bool, set_cookie: bytes = b""
 ) -> bytes:
     """The response head the client receives: hop-by-hop lines dropped, ``Connection``
     stated when the connection ends (or upgrades), the proxy's cookie added."""
@@ -234,8 +256,8 @@ class ResponseReader:
         self.reset()
 
     def reset(self) -> None:
-        self.state = ReaderState.HEAD
-        self.framing = BodyFraming.NONE
+        self.state = READING_HEAD
+        self.framing = NO_BODY
         self.remaining = 0
         self.chunks: ChunkScanner | None = None
         self.pending = b""
@@ -267,45 +289,45 @@ class ResponseReader:
         """Decide how the body that follows ``parsed`` is framed."""
         status = parsed.status
         if status < 200 and status != 101:
-            return ResponseStart.INTERIM
+            return INTERIM
         if status == 101:
             if not upgrade:
                 self.reusable = False
                 raise ResponseError("101 to a request that asked for no upgrade")
             self.reusable = False
-            self.state = ReaderState.UPGRADED
-            return ResponseStart.SWITCHED
+            self.state = READ_UPGRADED
+            return SWITCHED
         if parsed.close or upgrade:
             # Refused upgrade: what the upstream sends next is not for another request.
             self.reusable = False
         if method == "HEAD" or status in (204, 304) or parsed.content_length == 0:
-            self.state = ReaderState.DONE
-            return ResponseStart.COMPLETE
-        self.state = ReaderState.BODY
+            self.state = READ_DONE
+            return COMPLETE
+        self.state = READING_BODY
         if parsed.chunked:
-            self.framing = BodyFraming.CHUNKED
+            self.framing = CHUNKED
             self.chunks = ChunkScanner()
         elif parsed.content_length > 0:
-            self.framing = BodyFraming.LENGTH
+            self.framing = BY_LENGTH
             self.remaining = parsed.content_length
         else:
-            self.framing = BodyFraming.UNTIL_CLOSE
+            self.framing = UNTIL_CLOSE
             self.reusable = False
-        return ResponseStart.BODY
+        return BODY_FOLLOWS
 
     def body_end(self, data: bytes, offset: int) -> int:
         """How far ``data[offset:]`` belongs to the body; the state becomes DONE at its end."""
         framing = self.framing
-        if framing is BodyFraming.LENGTH:
+        if framing is BY_LENGTH:
             size = len(data) - offset
             if size >= self.remaining:
                 if size > self.remaining:
                     self.reusable = False  # more than announced: framing is broken
                 size = self.remaining
-                self.state = ReaderState.DONE
+                self.state = READ_DONE
             self.remaining -= size
             return offset + size
-        if framing is BodyFraming.CHUNKED:
+        if framing is CHUNKED:
             assert self.chunks is not None
             try:
                 end = self.chunks.feed(data, offset)
@@ -316,13 +338,13 @@ class ResponseReader:
                 return len(data)
             if end < len(data):
                 self.reusable = False  # bytes after the last chunk: do not reuse
-            self.state = ReaderState.DONE
+            self.state = READ_DONE
             return end
         return len(data)
 
     @property
     def upgraded(self) -> bool:
-        return self.state is ReaderState.UPGRADED
+        return self.state is READ_UPGRADED
 
     @property
     def holds_head_back(self) -> bool:
@@ -340,45 +362,53 @@ class Phase(enum.Enum):
     ANSWERED = "answered"  # the response is complete
 
 
-class Exchange:
-    """The request in flight on a client connection and how far its answer got."""
+# Members bound to module names: reading an Enum member costs about five global reads, and
+# these are compared on every request.
+READING_HEAD: Final = ReaderState.HEAD
+READING_BODY: Final = ReaderState.BODY
+READ_DONE: Final = ReaderState.DONE
+READ_UPGRADED: Final = ReaderState.UPGRADED
+NO_BODY: Final = BodyFraming.NONE
+BY_LENGTH: Final = BodyFraming.LENGTH
+CHUNKED: Final = BodyFraming.CHUNKED
+UNTIL_CLOSE: Final = BodyFraming.UNTIL_CLOSE
+INTERIM: Final = ResponseStart.INTERIM
+SWITCHED: Final = ResponseStart.SWITCHED
+BODY_FOLLOWS: Final = ResponseStart.BODY
+COMPLETE: Final = ResponseStart.COMPLETE
+ROUTING: Final = Phase.ROUTING
+CONNECTING: Final = Phase.CONNECTING
+WAITING: Final = Phase.WAITING
+STREAMING: Final = Phase.STREAMING
+UPGRADED: Final = Phase.UPGRADED
+ANSWERED: Final = Phase.ANSWERED
 
-    __slots__ = (
-        "body_buffer",
-        "body_buffered",
-        "discard_body",
-        "head",
-        "held_head",
-        "keep_alive",
-        "metric_path",
-        "phase",
-        "request_done",
-        "response_started",
-        "retried",
-        "reused_upstream",
-        "started",
-        "status",
-        "target",
-        "upgrade_leftover",
-    )
+
+class Exchange:
+    """The request in flight on a client connection and how far its answer got.
+
+    Rarely changed fields have class-level defaults, so starting an exchange sets only what
+    every request has (this runs once per request).
+    """
+
+    target: Target | None = None
+    status = 0
+    request_done = False
+    response_started = False  # bytes of the answer reached the client transport
+    held_head = b""  # the answer's head, sent with its first body bytes
+    body_buffer: list[bytes] | None = None
+    body_buffered = 0
+    discard_body = False
+    upgrade_leftover = b""  # bytes after an upgrade request, held until a 101
+    retried = False
+    reused_upstream = False
 
     def __init__(self, head: RequestHead, *, keep_alive: bool) -> None:
         self.head = head
         self.started = time.perf_counter()
         self.metric_path = ""
-        self.phase = Phase.ROUTING
-        self.status = 0
-        self.target: Target | None = None
+        self.phase = ROUTING
         self.keep_alive = keep_alive and head.version != "1.0"
-        self.request_done = False
-        self.response_started = False  # bytes of the answer reached the client transport
-        self.held_head = b""  # the answer's head, sent with its first body bytes
-        self.body_buffer: list[bytes] | None = None
-        self.body_buffered = 0
-        self.discard_body = False
-        self.upgrade_leftover = b""  # bytes after an upgrade request, held until a 101
-        self.retried = False
-        self.reused_upstream = False
 
     @property
     def can_retry(self) -> bool:

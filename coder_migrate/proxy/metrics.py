@@ -97,7 +97,9 @@ class ProxyStats:
         histogram = self.latencies.get((method, path))
         if histogram is None:
             histogram = self.latencies[(method, path)] = _Histogram(LATENCY_BUCKETS)
-        histogram.observe(seconds)
+        # _Histogram.observe, inlined: this runs once per request.
+        histogram.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        histogram.total += seconds
 
     def websocket_done(self, path: str, seconds: float) -> None:
         histogram = self.websocket_durations.get(path)

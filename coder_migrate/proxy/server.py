@@ -100,6 +100,8 @@ class ProxyServer:
         )
         if not hardening.trusted_header and not hardening.proxy_protocol:
             self.addresses = ClientAddresses()  # nothing to trust without a source of truth
+        # Checked on every request head: the client is named by a trusted balancer's header.
+        self.client_from_header = bool(self.addresses.trusted) and not self.addresses.proxy_protocol
         self.budget = BufferBudget(hardening.buffer_budget_bytes)
         self.websocket_idle_timeout = hardening.websocket_idle_timeout
         self.write_high_water = WRITE_HIGH_WATER

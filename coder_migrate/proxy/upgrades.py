@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from websockets.http11 import Response
 
-from coder_migrate.proxy.exchange import Phase
+from coder_migrate.proxy.exchange import UPGRADED
 from coder_migrate.proxy.http1 import RequestHead
 from coder_migrate.proxy.relay import SpliceRelay
 from coder_migrate.proxy.responses import Target, error_page
@@ -38,7 +38,7 @@ _INF = float("inf")
 def _begin(client: ClientConnection) -> None:
     exchange = client.exchange
     assert exchange is not None
-    exchange.phase = Phase.UPGRADED
+    exchange.phase = UPGRADED
     exchange.status = 101
     client.stats.concurrent_websockets += 1
     client.relay_started = time.perf_counter()

@@ -14,7 +14,16 @@ import ssl
 from typing import Protocol, cast
 
 from coder_migrate.proxy.config import Limits
-from coder_migrate.proxy.exchange import ReaderState, ResponseError, ResponseReader, ResponseStart
+from coder_migrate.proxy.exchange import (
+    INTERIM,
+    READ_DONE,
+    READ_UPGRADED,
+    READING_BODY,
+    READING_HEAD,
+    ResponseError,
+    ResponseReader,
+    ResponseStart,
+)
 from coder_migrate.proxy.metrics import ProxyStats
 from coder_migrate.proxy.responses import Target
 
@@ -93,31 +102,43 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received_any = True
         reader = self.reader
-        if reader.state is ReaderState.UPGRADED:
+        if reader.state is READ_UPGRADED:
             client.send_raw(data)
             return
         try:
-            offset = self._heads(client, data) if reader.state is ReaderState.HEAD else 0
+            offset = self._heads(client, data) if reader.state is READING_HEAD else 0
             if offset < 0:
                 return
-            if reader.state is ReaderState.BODY and offset < len(data):
+            if reader.state is READING_BODY and offset < len(data):
                 stop = reader.body_end(data, offset)
+                chunks = reader.chunks
+                hold = chunks is not None and not chunks.sized  # see holds_head_back
                 if offset or stop != len(data):
-                    client.send_body(memoryview(data)[offset:stop], reader.holds_head_back)
+                    client.send_body(memoryview(data)[offset:stop], hold)
                 else:
-                    client.send_body(data, reader.holds_head_back)
+                    client.send_body(data, hold)
             elif reader.upgraded and offset < len(data):
                 client.send_raw(memoryview(data)[offset:])
                 return
         except ResponseError:
             client.upstream_failed(self, "invalid")
             return
-        if reader.state is ReaderState.DONE and self.client is client:
+        if reader.state is READ_DONE and self.client is client:
             client.upstream_done(self)
 
     def _heads(self, client: UpstreamClient, data: bytes) -> int:
         """Pass response heads to the client; the offset after the final one, or -1."""
         offset = 0
+        if not self.reader.pending:
+            # The usual case, a whole head at the start of a read, without the general loop.
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                offset = end + 4
+                start = client.upstream_head(self, data[:offset], offset < len(data))
+                if start is None or self.client is not client:
+                    return -1
+                if start is not INTERIM:
+                    return offset
         while True:
             raw, offset = self.reader.take_head(data, offset)
             if raw is None:
@@ -125,12 +146,12 @@ class UpstreamConnection(asyncio.Protocol):
             start = client.upstream_head(self, raw, offset < len(data))
             if start is None or self.client is not client:
                 return -1
-            if start is not ResponseStart.INTERIM:
+            if start is not INTERIM:
                 return offset
 
     def eof_received(self) -> bool | None:
         client = self.client
-        if self.reader.state is ReaderState.UPGRADED and client is not None:
+        if self.reader.state is READ_UPGRADED and client is not None:
             client.relay_eof(client.transport)
             return True
         return None
@@ -171,11 +192,12 @@ class UpstreamPool:
 
     def give_back(self, connection: UpstreamConnection) -> None:
         transport = connection.transport
-        if not connection.reusable or transport is None or transport.is_closing():
+        reader = connection.reader
+        if not reader.reusable or transport is None or transport.is_closing():
             connection.close()
             return
         connection.client = None
-        connection.reader.reset()
+        reader.reset()
         connection.received_any = False
         idle = self.idle.setdefault(connection.key, [])
         if len(idle) >= _POOL_IDLE_PER_TARGET:

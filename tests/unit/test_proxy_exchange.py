@@ -42,7 +42,7 @@ def head_of(raw: bytes) -> RequestHead:
 
 
 def rebuilt(raw: bytes, path: bytes = b"/p", *, strip: bool = True) -> bytes:
-    return upstream_request_head(head_of(raw), path, forwarded=FORWARDED, strip_credentials=strip)
+    return upstream_request_head(head_of(raw), path, FORWARDED, strip)
 
 
 def test_the_upstream_head_drops_hop_by_hop_and_sets_forwarding() -> None:
@@ -84,15 +84,15 @@ def test_upgrades_http10_and_chunked_bodies() -> None:
 def test_the_client_head_states_the_connection_and_adds_the_cookie() -> None:
     raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n"
     parsed = parse_response_head(raw)
-    assert client_response_head(parsed, raw, keep_alive=True) == (
+    assert client_response_head(parsed, raw, True) == (
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
     )
-    closing = client_response_head(parsed, raw, keep_alive=False, set_cookie=b"a=b; Path=/")
+    closing = client_response_head(parsed, raw, False, b"a=b; Path=/")
     assert closing.endswith(b"Connection: close\r\nSet-Cookie: a=b; Path=/\r\n\r\n")
     switched = (
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n"
     )
-    out = client_response_head(parse_response_head(switched), switched, keep_alive=True)
+    out = client_response_head(parse_response_head(switched), switched, True)
     assert out == (
         b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
     )
