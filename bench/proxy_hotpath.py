@@ -1,0 +1,129 @@
+"""The proxy's own Python per request, without sockets: this tree against another git ref.
+
+One client connection and one pooled upstream connection are driven with byte strings
+through stand-in transports (a wrk-like GET of 100 B from nginx, satellite mode, so the
+full path: parse, checks, route, upstream head, response head, framing, metrics). Only the
+interpreter's work is measured (process CPU time), so the number holds on a busy machine
+where wrk's are noisy; it leaves out the syscalls, which are the same in both trees.
+Each tree runs in its own process, interleaved, and the best of the runs is kept.
+
+    .venv/bin/python bench/proxy_hotpath.py [--baseline-ref main] [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DRIVER = r"""
+import asyncio, sys, time
+from coder_migrate.proxy.server import ProxyServer
+from coder_migrate.proxy.router import RouteTable
+from coder_migrate.proxy.config import Limits
+from coder_migrate.proxy.metrics import ProxyStats
+try:  # the split data path
+    from coder_migrate.proxy.responses import Answer, Target
+    from coder_migrate.proxy.upstream import UpstreamConnection
+    SPLIT = True
+except ImportError:  # the single server module
+    from coder_migrate.proxy.server import Answer, Target, UpstreamConnection
+    SPLIT = False
+
+class Transport:
+    def write(self, data): pass
+    def writelines(self, parts): pass
+    def pause_reading(self): pass
+    def resume_reading(self): pass
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 5555) if name == "peername" else None
+    def set_write_buffer_limits(self, high=None, low=None): pass
+    def close(self): pass
+    def is_closing(self): return False
+    def get_write_buffer_size(self): return 0
+
+class Local:
+    def answer(self, kind, head): return Answer(200, b"OK")
+    async def health_report(self): return Answer(200, b"{}")
+
+loop = asyncio.new_event_loop()
+primary = Target("127.0.0.1", 1, strip_credentials=False)
+server = ProxyServer(loop=loop, table=RouteTable(mode="satellite"), limits=Limits(),
+                     local=Local(), resolver=None, primary=primary, stats=ProxyStats())
+client = server.protocol_factory("http")()
+client.connection_made(Transport())
+if SPLIT:
+    upstream = UpstreamConnection(primary.key)
+else:
+    upstream = UpstreamConnection(server.pool, primary.key)
+upstream.connection_made(Transport())
+server.pool.idle[primary.key] = [upstream]
+request = b"GET /small HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+response = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 05 Dec 2026 21:00:00 GMT\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 100\r\n"
+            b"Last-Modified: Sat, 05 Dec 2026 20:00:00 GMT\r\nConnection: keep-alive\r\n"
+            b"ETag: \"x\"\r\nAccept-Ranges: bytes\r\n\r\n" + b"s" * 100)
+for _ in range(2000):
+    client.data_received(request); upstream.data_received(response)
+count = int(sys.argv[1])
+started = time.process_time()
+for _ in range(count):
+    client.data_received(request); upstream.data_received(response)
+print((time.process_time() - started) / count * 1e6)
+"""
+
+
+def export(ref: str, into: Path) -> Path:
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "coder_migrate"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def measure(tree: Path, count: int) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(count)],
+        env=dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1"),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline-ref", default="main")
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=40_000)
+    args = parser.parse_args()
+    if not 1 <= args.runs <= 50 or not 1000 <= args.requests <= 1_000_000:
+        parser.error("bounded: --runs 1..50, --requests 1000..1000000")
+    with tempfile.TemporaryDirectory(prefix="bench-hotpath-") as work:
+        baseline = export(args.baseline_ref, Path(work))
+        results: dict[str, list[float]] = {"this tree": [], args.baseline_ref: []}
+        for _ in range(args.runs):
+            results["this tree"].append(measure(ROOT, args.requests))
+            results[args.baseline_ref].append(measure(baseline, args.requests))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    base = min(results[args.baseline_ref])
+    print(f"Python per request, best of {args.runs} x {args.requests:,} (load average {load}):")
+    print("")
+    print("| tree | us per request (best) | median | x baseline |")
+    print("|---|---|---|---|")
+    for name, values in results.items():
+        values.sort()
+        print(
+            f"| {name} | {values[0]:.2f} | {values[len(values) // 2]:.2f} | "
+            f"{values[0] / base:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
