@@ -98,7 +98,9 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
             self.awaiting_proxy_header = b" "  # marks "expected"; the bytes come later
         set_nodelay(transport)
         self.transport.set_write_buffer_limits(high=server.write_high_water)
-        self.deadline = server.now + server.limits.header_timeout
+        # The loop's clock, not the sweep's (up to a second old): a short header timeout
+        # must not expire before the client had the whole of it.
+        self.deadline = server.loop.time() + server.limits.header_timeout
 
     def _set_client(self, address: str) -> None:
         self.forwarded = b"\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s" % (
@@ -147,7 +149,8 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
             # Absolute: from the first byte of a request (leading CRLF included) to the end
             # of its head; nothing the client sends meanwhile moves it.
             self.head_armed = True
-            self.deadline = min(self.deadline, self.server.now + self.server.limits.header_timeout)
+            server = self.server
+            self.deadline = min(self.deadline, server.loop.time() + server.limits.header_timeout)
         parser = self.parser
         if parser is None:
             return
