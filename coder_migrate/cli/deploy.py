@@ -18,6 +18,7 @@ from coder_migrate.cli.console import console, err_console
 from coder_migrate.cli.options import (
     auto_approve_option,
     detailed_exitcode_option,
+    dns_verify_timeout_option,
     examples,
     gate_timeout_option,
     inventory_option,
@@ -28,6 +29,7 @@ from coder_migrate.cli.options import (
     plan_file_argument,
     rollback_force_option,
 )
+from coder_migrate.dns.verify import DEFAULT_VERIFY_TIMEOUT
 from coder_migrate.engine.apply import ApplyOptions, ApplyReport
 from coder_migrate.engine.plan import Action, Plan
 from coder_migrate.engine.run import DEPLOY, PlanScope, apply_deploy, compute_plan, scope_for
@@ -157,12 +159,13 @@ def show_plan(
 @auto_approve_option
 @click.option("--force", is_flag=True, help="Allow deletions and large DNS changes.")
 @gate_timeout_option
+@dns_verify_timeout_option
 @lock_wait_option
 @deploy_migration_option
 def apply(
     inventory_dir: Path, limit: tuple[str, ...], no_dns: bool, plan_file: Path | None,
-    auto_approve: bool, force: bool, gate_timeout: float, lock_wait: float,
-    migration: str | None,
+    auto_approve: bool, force: bool, gate_timeout: float, dns_verify_timeout: float,
+    lock_wait: float, migration: str | None,
 ) -> None:
     """Carry out the plan: lock, journal, waves with health gates."""
     if migration is not None:
@@ -188,7 +191,7 @@ def apply(
     result, report = run_apply(
         engine, scope, compute=compute_plan, execute=apply_deploy, saved=saved,
         plan_file=plan_file, auto_approve=auto_approve, force=force,
-        gate_timeout=gate_timeout, lock_wait=lock_wait,
+        gate_timeout=gate_timeout, lock_wait=lock_wait, dns_verify_timeout=dns_verify_timeout,
     )
     if result.is_empty:
         console.print("No changes. The deployment matches the inventory.")
@@ -226,7 +229,7 @@ def run_apply(
     compute: Callable[[Engine, PlanScope], Coroutine[Any, Any, Plan]],
     execute: Callable[..., Coroutine[Any, Any, tuple[Plan, ApplyReport]]],
     saved: Plan | None, plan_file: Path | None, auto_approve: bool, force: bool,
-    gate_timeout: float, lock_wait: float,
+    gate_timeout: float, lock_wait: float, dns_verify_timeout: float = DEFAULT_VERIFY_TIMEOUT,
 ) -> tuple[Plan, ApplyReport]:
     """The one apply flow of every operation: preview and confirm (unless --auto-approve),
     then apply exactly the saved or confirmed plan, or refuse it as stale."""
@@ -240,7 +243,7 @@ def run_apply(
             saved = preview  # apply exactly what was confirmed, or refuse
     options = ApplyOptions(
         force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
-        reviewed=saved is not None,
+        reviewed=saved is not None, dns_verify_timeout=dns_verify_timeout,
     )
     source = str(plan_file) if plan_file else "the plan you confirmed"
     try:

@@ -98,6 +98,12 @@ gate_timeout_option = click.option(
     help="Seconds each region may take to become healthy after its changes.",
 )
 
+dns_verify_timeout_option = click.option(
+    "--dns-verify-timeout", type=click.FloatRange(min=0), default=60.0, show_default=True,
+    help="Seconds the DNS wave waits, after warming the health checks, for every region's "
+    "answers to be as planned (exit 7 when they are not).",
+)
+
 lock_wait_option = click.option(
     "--lock-wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
     help="Seconds to wait for another apply's lock instead of stopping at once.",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,8 @@ def _wildcard_probe(region: Region) -> str | None:
 def _shared(
     topology: Topology, region: Region, rdtype: str, *, geo: bool, down: bool
 ) -> tuple[tuple[str, ...], str]:
+    if not topology.geo_routed:
+        return fallback_targets(topology, rdtype), "shared hostname: the primary (not geo-routed)"
     if not geo:
         every = [*topology.primary.dns_targets, *(a for r in topology.regions
                                                    for a in r.dns_targets)]
@@ -303,6 +305,14 @@ def check_servers(topology: Topology, override: Sequence[str] = ()) -> tuple[str
     elif topology.dns.provider == "rfc2136":
         assert topology.dns.rfc2136 is not None
         servers = (topology.dns.rfc2136.server,)
+    elif topology.dns.provider == "route53":
+        assert topology.dns.route53 is not None
+        servers = topology.dns.route53.nameservers
+        if not servers:
+            raise ConfigError(
+                "coder_dns.route53.nameservers: expected the hosted zone's name servers "
+                "(host:53) to query, or --server host:port"
+            )
     else:
         raise ConfigError(
             "coder_dns.provider zonefile names no server to query: expected --server host:port "
@@ -332,6 +342,10 @@ async def _probe(server: str, zone: str, timeout: float) -> None:
         raise DnsError(f"DNS server {server} is not authoritative for zone {zone} (no SOA)")
 
 
+RoundHook = Callable[[Sequence["CheckResult"], float], None]
+"""Called after each round that left answers wrong: those answers and the seconds so far."""
+
+
 async def check_dns(
     topology: Topology,
     *,
@@ -342,11 +356,13 @@ async def check_dns(
     wait: float = 0.0,
     timeout: float = 2.0,
     capabilities: Capabilities | None = None,
+    on_round: RoundHook | None = None,
 ) -> CheckReport:
     """Ask every server every expectation; re-ask wrong answers until *wait* seconds passed.
 
     *capabilities* default to what the inventory's DNS provider reports (PowerDNS: its API),
-    so the check expects what a plan on that server writes.
+    so the check expects what a plan on that server writes. *on_round* sees the answers
+    still wrong after each round (apply's verify step shows them as progress).
     """
     started = time.monotonic()
     _validate_regions(topology, limit, "--limit")
@@ -355,8 +371,52 @@ async def check_dns(
     if capabilities is None:
         async with open_adapter(topology) as adapter:
             capabilities = await adapter.capabilities()
+    notes = _check_notes(topology, capabilities, expect_down=expect_down,
+                         geo_clients=geo_clients)
+    wanted = expectations(
+        topology, capabilities, regions=set(limit) if limit else None,
+        expect_down=set(expect_down), geo_clients=geo_clients,
+    )
+    if not wanted:
+        raise ConfigError(
+            "coder_geo.test_subnets: expected at least one test subnet in a checked region "
+            "with coder_dns_targets"
+        )
+    await asyncio.gather(*(_probe(s, topology.dns.zone, timeout) for s in targets))
+    results = await _ask_until_right(
+        [(e, s) for s in targets for e in wanted], timeout=timeout,
+        deadline=started + wait, started=started, on_round=on_round,
+    )
+    return CheckReport(
+        zone=topology.dns.zone,
+        provider=capabilities.provider,
+        geo_routing=capabilities.geo_routing,
+        geoip=capabilities.geoip,
+        servers=targets,
+        results=tuple(results[(e, s)] for s in targets for e in wanted),
+        notes=tuple(notes),
+        seconds=time.monotonic() - started,
+    )
+
+
+def _check_notes(
+    topology: Topology, capabilities: Capabilities, *, expect_down: Collection[str],
+    geo_clients: Mapping[str, str] | None,
+) -> list[str]:
+    """What the reader must know about this provider's answers; ConfigError for options
+    the provider makes meaningless."""
     notes: list[str] = []
-    if not capabilities.geo_routing:
+    if not topology.geo_routed:
+        if expect_down:
+            raise ConfigError(
+                f"--expect-down: {topology.dns.shared_hostname} is not geo-routed "
+                f"({topology.generation}), so no region fails over"
+            )
+        notes.append(
+            f"{topology.dns.shared_hostname} is not geo-routed ({topology.generation}): it is "
+            "checked to answer the primary; per-region names as usual"
+        )
+    elif not capabilities.geo_routing:
         if expect_down:
             raise ConfigError(
                 f"--expect-down: provider {capabilities.provider} has no geo routing or health "
@@ -376,17 +436,13 @@ async def check_dns(
             f"--geo-client: the {capabilities.provider} server has no GeoIP database, so no "
             "answer depends on a client's country"
         )
-    wanted = expectations(
-        topology, capabilities, regions=set(limit) if limit else None,
-        expect_down=set(expect_down), geo_clients=geo_clients,
-    )
-    if not wanted:
-        raise ConfigError(
-            "coder_geo.test_subnets: expected at least one test subnet in a checked region "
-            "with coder_dns_targets"
-        )
-    await asyncio.gather(*(_probe(s, topology.dns.zone, timeout) for s in targets))
+    return notes
 
+
+async def _ask_until_right(
+    pending: list[tuple[Expectation, str]], *, timeout: float, deadline: float,
+    started: float, on_round: RoundHook | None,
+) -> dict[tuple[Expectation, str], CheckResult]:
     gate = asyncio.Semaphore(_CONCURRENT_QUERIES)
 
     async def ask(expectation: Expectation, server: str) -> CheckResult:
@@ -395,26 +451,15 @@ async def check_dns(
                                   expectation.rdtype, timeout=timeout)
         return CheckResult(expectation, server, got)
 
-    pending = [(e, s) for s in targets for e in wanted]
     results: dict[tuple[Expectation, str], CheckResult] = {}
-    deadline = started + wait
     while True:
         for result in await asyncio.gather(*(ask(e, s) for e, s in pending)):
             results[(result.expectation, result.server)] = result
         pending = [(e, s) for (e, s), r in results.items() if not r.ok]
         if not pending or time.monotonic() >= deadline:
-            break
+            return results
+        if on_round is not None:
+            on_round([results[key] for key in pending], time.monotonic() - started)
         # LUA health checks start at a region's first query and run every interval: a
         # region answers correctly only once its first check has passed.
         await asyncio.sleep(_RETRY_PAUSE_SECONDS)
-    ordered = tuple(results[(e, s)] for s in targets for e in wanted)
-    return CheckReport(
-        zone=topology.dns.zone,
-        provider=capabilities.provider,
-        geo_routing=capabilities.geo_routing,
-        geoip=capabilities.geoip,
-        servers=targets,
-        results=ordered,
-        notes=tuple(notes),
-        seconds=time.monotonic() - started,
-    )

@@ -9,10 +9,12 @@ For each site (the primary and every region) with ``coder_dns_targets``:
 
 and for the shared hostname (``coder_dns.shared_hostname``):
 
-- with LUA records (PowerDNS): one ``LUA`` rrset answering with the nearest healthy region
-  (:mod:`coder_migrate.dns.lua`), falling back to the primary's targets;
-- without: a plain ``A``/``AAAA`` rrset with every site's targets, and a plan note saying that
-  geo routing is not available on this provider.
+- not geo-routed (v2 by default: workspace proxies serve neither the dashboard nor the API,
+  so users open the primary): a plain ``A``/``AAAA`` rrset with the primary's targets;
+- geo-routed (v1 by default) with LUA records (PowerDNS): one ``LUA`` rrset answering with the
+  nearest healthy region (:mod:`coder_migrate.dns.lua`), falling back to the primary's targets;
+- geo-routed without: a plain ``A``/``AAAA`` rrset with every site's targets, and a plan note
+  saying that geo routing is not available on this provider.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from coder_migrate.dns.lua import HealthCheck, LuaRegion, family, health_url, sh
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory.model import Primary, Region, Topology
 from coder_migrate.inventory.rules import cross_field_findings
+from coder_migrate.providers.coder.health import health_path
 from coder_migrate.providers.dns.base import Capabilities, RRSet, RRSetKey, relative_to_zone
+from coder_migrate.providers.dns.route53 import (
+    DEFAULT_LOCATION,
+    GEO_TYPE,
+    GeoRecord,
+    check_config,
+    check_url,
+)
 
 __all__ = [
     "DesiredRRSet",
@@ -44,7 +54,9 @@ class GeoOptions:
 
     geoip: bool | None = None
     health_check: HealthCheck = "url"
-    health_path: str = "/healthz"
+    health_path: str | None = None
+    """Path the health checks probe; default: what the generation's server serves
+    (:mod:`coder_migrate.providers.coder.health`)."""
     owner: str | None = None
     """Owner id written into markers; default: the shared hostname."""
 
@@ -67,6 +79,8 @@ class DesiredState:
     notes: tuple[str, ...] = ()
     regions: tuple[str, ...] = field(default=())
     """``primary`` then the regions in inventory order: the order changes are listed in."""
+    threshold_min_rrsets: int = 10
+    """The update/delete threshold applies from this many owned rrsets on."""
 
     def by_key(self) -> dict[RRSetKey, DesiredRRSet]:
         return {d.rrset.key: d for d in self.rrsets}
@@ -153,7 +167,6 @@ def desired_state(
     _check_inventory(topology)
     dns = topology.dns
     shared, ttl = dns.shared_hostname, dns.ttl
-    owner = options.owner or shared
     notes: list[str] = []
     rrsets: list[DesiredRRSet] = list(_site_rrsets(topology.primary, shared, ttl, PRIMARY))
     for region in topology.regions:
@@ -161,77 +174,160 @@ def desired_state(
         if not region_rrsets:
             notes.append(f"{region.name} has no coder_dns_targets: no DNS records for it")
         rrsets.extend(region_rrsets)
-
-    geo_wanted = any(
-        r.geo.subnets or r.geo.countries or r.geo.continents for r in topology.regions
-    )
-    if capabilities.lua_records:
-        geoip = capabilities.geoip if options.geoip is None else options.geoip
-        if options.geoip and not capabilities.geoip:
-            notes.append(
-                f"the {capabilities.provider} server has no GeoIP database loaded; "
-                "country and continent rules will match nothing"
-            )
-        if not capabilities.client_subnet:
-            notes.append(
-                f"the {capabilities.provider} server ignores EDNS Client Subnet: "
-                "clients are placed by their resolver's address"
-            )
-        if not geoip and any(r.geo.countries or r.geo.continents for r in topology.regions):
-            notes.append(
-                "country and continent routing is off (no GeoIP database): "
-                "only coder_geo.subnets route to a region"
-            )
-        records = []
-        for rtype in ("A", "AAAA"):
-            fallback = fallback_targets(topology, rtype)
-            regions = [
-                LuaRegion(
-                    name=r.name,
-                    targets=split_by_family(r.dns_targets).get(rtype, ()),
-                    subnets=r.geo.subnets,
-                    countries=r.geo.countries,
-                    continents=r.geo.continents,
-                    health_url=health_url(r.access_url, r.dns_name or "", options.health_path),
-                )
-                for r in topology.regions
-            ]
-            if not fallback:
-                continue
-            script = shared_record_script(
-                regions, fallback, geoip=geoip, health_check=options.health_check
-            )
-            records.append(f'{rtype} "{script}"')
-        if records:
-            rrsets.append(
-                DesiredRRSet(
-                    RRSet(name=shared, type="LUA", ttl=ttl, records=tuple(records)), PRIMARY,
-                    "shared hostname: the nearest healthy region, else the primary",
-                )
-            )
+    if not topology.geo_routed:
+        rrsets.extend(_shared_to_primary(topology))
+        notes.append(
+            f"{shared} is not geo-routed ({topology.generation}"
+            f"{', coder_dns.geo_routing: false' if dns.geo_routing is False else ''}): "
+            "it answers the primary; each region has its own hostname and wildcard"
+        )
+    elif capabilities.lua_records:
+        rrsets.extend(_shared_lua(topology, capabilities, options, notes))
+    elif capabilities.geolocation:
+        rrsets.extend(_shared_geolocation(topology, options, notes))
     else:
-        if geo_wanted:
-            notes.append(
-                f"geo routing is not available on provider {capabilities.provider}: "
-                f"{shared} answers every deployment's addresses to every client"
-            )
-        every = [
-            *topology.primary.dns_targets,
-            *(a for r in topology.regions for a in r.dns_targets),
-        ]
-        for rtype, targets in split_by_family(every).items():
-            rrsets.append(
-                DesiredRRSet(
-                    RRSet(name=shared, type=rtype, ttl=ttl, records=targets), PRIMARY,
-                    "shared hostname: every deployment (no geo routing on this provider)",
-                )
-            )
+        rrsets.extend(_shared_everywhere(topology, capabilities, notes))
     _check_names(topology, rrsets)
     return DesiredState(
         zone=dns.zone,
-        owner=owner,
+        owner=options.owner or shared,
         ttl=ttl,
         rrsets=tuple(rrsets),
         notes=tuple(notes),
         regions=(PRIMARY, *(r.name for r in topology.regions)),
+        threshold_min_rrsets=dns.threshold_min_rrsets,
     )
+
+
+def _shared_to_primary(topology: Topology) -> Iterator[DesiredRRSet]:
+    """v2 (and v1 with geo routing off): the shared hostname is the primary's, like its own
+    name; the dashboard picks a workspace proxy, DNS does not (seeds 003 and 004)."""
+    dns = topology.dns
+    for rtype in ("A", "AAAA"):
+        targets = fallback_targets(topology, rtype)
+        if targets:
+            yield DesiredRRSet(
+                RRSet(name=dns.shared_hostname, type=rtype, ttl=dns.ttl, records=targets),
+                PRIMARY, "shared hostname: the primary (not geo-routed)",
+            )
+
+
+def _lua_notes(topology: Topology, capabilities: Capabilities, options: GeoOptions) -> list[str]:
+    notes: list[str] = []
+    geoip = capabilities.geoip if options.geoip is None else options.geoip
+    if options.geoip and not capabilities.geoip:
+        notes.append(
+            f"the {capabilities.provider} server has no GeoIP database loaded; "
+            "country and continent rules will match nothing"
+        )
+    if not capabilities.client_subnet:
+        notes.append(
+            f"the {capabilities.provider} server ignores EDNS Client Subnet: "
+            "clients are placed by their resolver's address"
+        )
+    if not geoip and any(r.geo.countries or r.geo.continents for r in topology.regions):
+        notes.append(
+            "country and continent routing is off (no GeoIP database): "
+            "only coder_geo.subnets route to a region"
+        )
+    return notes
+
+
+def _shared_lua(
+    topology: Topology, capabilities: Capabilities, options: GeoOptions, notes: list[str]
+) -> Iterator[DesiredRRSet]:
+    """PowerDNS: one LUA rrset, the nearest healthy region, else the primary."""
+    notes.extend(_lua_notes(topology, capabilities, options))
+    geoip = capabilities.geoip if options.geoip is None else options.geoip
+    path = options.health_path or health_path(topology.generation)
+    records = []
+    for rtype in ("A", "AAAA"):
+        fallback = fallback_targets(topology, rtype)
+        if not fallback:
+            continue
+        regions = [
+            LuaRegion(
+                name=r.name,
+                targets=split_by_family(r.dns_targets).get(rtype, ()),
+                subnets=r.geo.subnets,
+                countries=r.geo.countries,
+                continents=r.geo.continents,
+                health_url=health_url(r.access_url, r.dns_name or "", path),
+            )
+            for r in topology.regions
+        ]
+        script = shared_record_script(
+            regions, fallback, geoip=geoip, health_check=options.health_check
+        )
+        records.append(f'{rtype} "{script}"')
+    if records:
+        dns = topology.dns
+        yield DesiredRRSet(
+            RRSet(name=dns.shared_hostname, type="LUA", ttl=dns.ttl, records=tuple(records)),
+            PRIMARY, "shared hostname: the nearest healthy region, else the primary",
+        )
+
+
+def _geolocation_lines(
+    topology: Topology, rtype: str, path: str, health_check: HealthCheck
+) -> Iterator[str]:
+    fallback = fallback_targets(topology, rtype)
+    if not fallback:
+        return
+    yield GeoRecord(rtype, PRIMARY, DEFAULT_LOCATION, fallback).text()
+    taken: set[str] = set()
+    for region in topology.regions:
+        targets = split_by_family(region.dns_targets).get(rtype, ())
+        if not targets:
+            continue
+        url = ""
+        if health_check == "url":
+            # Through the Route 53 form and back: the text matches what observe reads.
+            url = check_url(check_config(health_url(region.access_url, region.dns_name or "",
+                                                    path), 30))
+        locations = [*(f"country={c}" for c in region.geo.countries),
+                     *(f"continent={c}" for c in region.geo.continents)]
+        for location in locations:
+            if location not in taken:  # the first region listing a location gets it, as in LUA
+                taken.add(location)
+                yield GeoRecord(rtype, region.name, location, targets, url).text()
+
+
+def _shared_geolocation(
+    topology: Topology, options: GeoOptions, notes: list[str]
+) -> Iterator[DesiredRRSet]:
+    """Route 53: per region and location a geolocation record set carrying the region's
+    health check; the default record set (no check) answers the primary."""
+    if any(r.geo.subnets for r in topology.regions):
+        notes.append(
+            "coder_geo.subnets are not used by provider route53: it routes by the client's "
+            "country and continent (geolocation)"
+        )
+    path = options.health_path or health_path(topology.generation)
+    lines = [line for rtype in ("A", "AAAA")
+             for line in _geolocation_lines(topology, rtype, path, options.health_check)]
+    if lines:
+        dns = topology.dns
+        yield DesiredRRSet(
+            RRSet(name=dns.shared_hostname, type=GEO_TYPE, ttl=dns.ttl, records=tuple(lines)),
+            PRIMARY, "shared hostname: geolocation per region with its health check, default "
+            "the primary",
+        )
+
+
+def _shared_everywhere(
+    topology: Topology, capabilities: Capabilities, notes: list[str]
+) -> Iterator[DesiredRRSet]:
+    """A provider without geo routing: every deployment's addresses, to every client."""
+    dns = topology.dns
+    if any(r.geo.subnets or r.geo.countries or r.geo.continents for r in topology.regions):
+        notes.append(
+            f"geo routing is not available on provider {capabilities.provider}: "
+            f"{dns.shared_hostname} answers every deployment's addresses to every client"
+        )
+    every = [*topology.primary.dns_targets, *(a for r in topology.regions for a in r.dns_targets)]
+    for rtype, targets in split_by_family(every).items():
+        yield DesiredRRSet(
+            RRSet(name=dns.shared_hostname, type=rtype, ttl=dns.ttl, records=targets), PRIMARY,
+            "shared hostname: every deployment (no geo routing on this provider)",
+        )

@@ -10,9 +10,11 @@ Rules, in the order they are applied:
 - Each change carries the rrset as observed (``before``: the snapshot restored on
   rollback) and as wanted (``after``). Markers are written before the rrset they claim and
   removed after it, so an interrupted apply never leaves an owned rrset without its marker.
-- Updating or deleting more than 30% of the owned rrsets (markers not counted), or touching
-  NS or SOA, needs ``--force``: those changes carry ``needs_force`` and
-  :meth:`coder_migrate.engine.plan.Plan.raise_if_unsafe` refuses them without it.
+- Updating or deleting more than 30% of the owned rrsets (markers not counted) in a zone
+  where the deployment owns at least ``coder_dns.threshold_min_rrsets`` (10, octoDNS'
+  ``MIN_EXISTING_RECORDS``), or touching NS or SOA, needs ``--force``: those changes carry
+  ``needs_force`` and :meth:`coder_migrate.engine.plan.Plan.raise_if_unsafe` refuses them
+  without it.
 
 Applying re-observes the zone once and checks, per change, that the rrset is still what the
 plan saw (already-applied changes are skipped, so a resumed apply converges); rollback puts
@@ -43,6 +45,7 @@ from coder_migrate.providers.dns.base import (
 __all__ = [
     "KIND",
     "MAX_SAFE_CHANGE_FRACTION",
+    "MIN_OWNED_FOR_THRESHOLD",
     "DnsPlan",
     "apply_dns_changes",
     "describe_records",
@@ -54,10 +57,13 @@ __all__ = [
 
 KIND = "DnsRRSet"
 MAX_SAFE_CHANGE_FRACTION = 0.30
+MIN_OWNED_FOR_THRESHOLD = 10
+"""Below this many owned rrsets the fraction rule does not apply: one region's update in a
+three-region zone is a third of it (octoDNS: ``MIN_EXISTING_RECORDS``)."""
 PROTECTED_TYPES = frozenset({"NS", "SOA"})
 # Types that cannot share a name with each other when the owners differ: a CNAME excludes
 # everything, and two parties answering addresses for one name would fight.
-_ADDRESS_TYPES = frozenset({"A", "AAAA", "LUA", "CNAME"})
+_ADDRESS_TYPES = frozenset({"A", "AAAA", "LUA", "CNAME", "GEO"})
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,10 @@ def diff_rrsets(desired: DesiredState, observed: Iterable[RRSet], *, provider: s
         )
 
     changes = [*markers_first, *data, *deletes, *markers_last]
-    changes = _apply_threshold(changes, owned=len([k for k in ours if k in current]), notes=notes)
+    changes = _apply_threshold(
+        changes, owned=len([k for k in ours if k in current]), notes=notes,
+        min_owned=desired.threshold_min_rrsets,
+    )
     return DnsPlan(
         zone=desired.zone, provider=provider, changes=(*changes, *keeps), notes=tuple(notes)
     )
@@ -255,12 +264,14 @@ def _blocker(
     return ""
 
 
-def _apply_threshold(changes: list[Change], *, owned: int, notes: list[str]) -> list[Change]:
+def _apply_threshold(
+    changes: list[Change], *, owned: int, notes: list[str], min_owned: int
+) -> list[Change]:
     touched = [
         c for c in changes
         if c.action in (Action.UPDATE, Action.DELETE) and parse_marker_change(c) is False
     ]
-    if not owned or len(touched) / owned <= MAX_SAFE_CHANGE_FRACTION:
+    if not owned or owned < min_owned or len(touched) / owned <= MAX_SAFE_CHANGE_FRACTION:
         return changes
     share = f"{len(touched)} of {owned} owned rrsets"
     notes.append(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from coder_migrate.dns.plan import KIND as KIND_DNS
 from coder_migrate.dns.plan import apply_dns_changes, open_adapter
+from coder_migrate.dns.verify import DEFAULT_VERIFY_TIMEOUT, raise_unless_verified
 from coder_migrate.engine.deploy import (
     KIND_NAMESPACE,
     KIND_PROXY,
@@ -87,6 +88,8 @@ class ApplyOptions:
     gate_timeout: float = GATE_TIMEOUT
     lock_wait: float = 0.0
     """Seconds to wait for a lock someone else holds (the Ansible roles wait; the CLI not)."""
+    dns_verify_timeout: float = DEFAULT_VERIFY_TIMEOUT
+    """Seconds the DNS wave's verify step waits for every region's answers to be as planned."""
     progress: Progress | None = None
     reviewed: bool = True
     """The user saw this plan (a plan file, or a preview they confirmed): under the lock it
@@ -146,6 +149,7 @@ async def apply_plan(
         journal = Journal(engine.primary_kube, engine.state_namespace)
         runner = _Runner(engine, fresh, journal, report, identity, progress)
         runner.key_timeout = options.gate_timeout
+        runner.dns_verify_timeout = options.dns_verify_timeout
         for index, wave in enumerate(fresh.waves):
             try:
                 await runner.run_wave(wave)
@@ -200,6 +204,7 @@ class _Runner:
         self.key_timeout = GATE_TIMEOUT
         """How long a new satellite may take to serve its key (the wave's gate timeout)."""
         self.gate_sem = asyncio.Semaphore(CONCURRENCY)
+        self.dns_verify_timeout = DEFAULT_VERIFY_TIMEOUT
 
     async def run_wave(self, wave: Wave) -> None:
         by_region: dict[str, list[Change]] = defaultdict(list)
@@ -379,7 +384,13 @@ class _Runner:
     # -- health gates -----------------------------------------------------------------------
 
     async def gate(self, wave: Wave, timeout: float) -> None:
-        if wave.name in ("removals", "dns"):
+        if wave.name == "dns":
+            await raise_unless_verified(
+                self.topology, {c.region for c in wave.effective},
+                timeout=self.dns_verify_timeout, progress=self.progress,
+            )
+            return
+        if wave.name == "removals":
             return
         regions = sorted({c.region for c in wave.effective})
         await asyncio.gather(*(self._gate_site(name, timeout) for name in regions))

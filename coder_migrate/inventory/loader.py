@@ -43,7 +43,9 @@ __all__ = [
 ]
 
 PREFIX = "coder_"
-_SECRET_FIELDS = frozenset({"session_token", "api_key", "tsig_secret"})
+_SECRET_FIELDS = frozenset(
+    {"session_token", "api_key", "tsig_secret", "access_key_id", "secret_access_key"}
+)
 # Settings that are, or hold, secret references (which may be !vault values).
 _SECRET_VARS = frozenset({"coder_session_token", "coder_dns"})
 

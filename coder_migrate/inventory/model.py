@@ -39,6 +39,7 @@ __all__ = [
     "Primary",
     "Region",
     "Rfc2136Settings",
+    "Route53Settings",
     "SecretRef",
     "TestWorkspace",
     "TlsSecrets",
@@ -356,6 +357,33 @@ class Rfc2136Settings(BaseModel):
     """Reference to the base64 TSIG secret."""
 
 
+class Route53Settings(BaseModel):
+    """Amazon Route 53: credentials by reference or from the standard AWS chain, never literal."""
+
+    model_config = _frozen()
+
+    hosted_zone_id: Annotated[Literal_, Field(pattern=r"^[A-Z0-9]{1,32}$")] | None = None
+    """Id of the public hosted zone (Z0123...); default: the hosted zone named coder_dns.zone."""
+    profile: Literal_ | None = None
+    """AWS profile of the standard credential chain (~/.aws/config); default: the chain's own."""
+    access_key_id: Secret | None = None
+    """Reference to an access key id; default: the standard AWS credential chain."""
+    secret_access_key: Secret | None = None
+    """Reference to the secret access key that goes with access_key_id."""
+    endpoint_url: BaseUrl | None = None
+    """Route 53 API endpoint; default: AWS's own (set it for a Route 53 compatible server)."""
+    health_check_interval: Literal[10, 30] = 30
+    """Seconds between Route 53's health checks of a region (10 or 30)."""
+    nameservers: tuple[HostPort, ...] = ()
+    """The hosted zone's name servers (host:53) that dns check and apply's verify query."""
+
+    @model_validator(mode="after")
+    def _key_pair(self) -> Route53Settings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("access_key_id and secret_access_key together, or neither")
+        return self
+
+
 class ZoneFileSettings(BaseModel):
     model_config = _frozen()
 
@@ -368,18 +396,24 @@ class DnsSettings(BaseModel):
 
     model_config = _frozen()
 
-    provider: Literal["powerdns", "rfc2136", "zonefile"]
-    """DNS provider: PowerDNS with LUA geo records, RFC 2136 (BIND), or a zone file."""
+    provider: Literal["powerdns", "rfc2136", "zonefile", "route53"]
+    """DNS provider: PowerDNS with LUA geo records, RFC 2136 (BIND), a zone file, Route 53."""
     zone: DnsName
     """The zone every hostname lives under."""
     shared_hostname: DnsName
     """The one hostname for every developer (coder.example.com)."""
+    geo_routing: bool | None = None
+    """Route the shared hostname to the nearest region; default: v1 yes, v2 no (docs/dns.md)."""
     ttl: Annotated[int, Field(ge=1, le=86400)] = 60
     """TTL of the records coder-migrate owns, in seconds."""
+    threshold_min_rrsets: Annotated[int, Field(ge=0)] = 10
+    """The 30% update/delete threshold applies from this many owned rrsets on (octoDNS)."""
     powerdns: PowerDnsSettings | None = None
     """Settings for provider powerdns."""
     rfc2136: Rfc2136Settings | None = None
     """Settings for provider rfc2136."""
+    route53: Route53Settings | None = None
+    """Settings for provider route53."""
     zonefile: ZoneFileSettings | None = None
     """Settings for provider zonefile."""
 
@@ -402,7 +436,7 @@ class _Site(BaseModel):
     wildcard_host: WildcardHost | None = None
     """Wildcard host for dev URLs and subdomain apps, '*.<domain>'."""
     hostname: DnsName | None = None
-    """DNS name of the site when the access URL uses an IP address (the lab)."""
+    """The site's own DNS name; default: the access URL's host (the primary: seed 001's name)."""
     kube_context: Annotated[Literal_, Field(min_length=1)]
     """kubeconfig context of the site's cluster."""
     kubeconfig: Literal_ | None = None
@@ -435,6 +469,20 @@ class _Site(BaseModel):
 
 class Primary(_Site):
     """The Coder primary deployment."""
+
+    @property
+    def own_url(self) -> str:
+        """The primary's URL on its own name, which no geo rule answers: the access URL with
+        its host replaced by ``hostname`` (scheme and port kept). An access URL on an
+        address stays as it is: no DNS answers it. v1 satellites' ``primaryURL``."""
+        parts = urlsplit(self.access_url)
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{self.dns_name or host}{port}"
+        return self.access_url
 
 
 class Region(_Site):
@@ -490,6 +538,15 @@ class Topology(BaseModel):
 
     def chart_for(self, site: _Site) -> ChartRef:
         return site.chart or self.chart
+
+    @property
+    def geo_routed(self) -> bool:
+        """Whether the shared hostname goes to the nearest region: v1 by default (satellites
+        proxy everything to the primary); v2 only when asked (proxies serve neither the
+        dashboard nor the API)."""
+        if self.dns.geo_routing is not None:
+            return self.dns.geo_routing
+        return self.generation == "v1"
 
 
 def _under(name: str, zone: str) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from coder_migrate.inventory.model import Region, Topology, _under
@@ -33,6 +34,7 @@ def cross_field_findings(topology: Topology) -> list[Finding]:
         *_subnets_do_not_overlap(topology),
         *_one_canary(topology),
         *_shared_hostname_not_a_region(topology),
+        *_geodns_per_generation(topology),
     ]
 
 
@@ -168,3 +170,69 @@ def _shared_hostname_not_a_region(topology: Topology) -> Iterator[Finding]:
                 f"a region host other than the shared hostname {topology.dns.shared_hostname}",
                 region.dns_name,
             )
+
+
+# -- GeoDNS per generation (seeds 001, 003, 004; docs/dns.md) ---------------------------------
+
+def _geo_routed(shared: str) -> str:
+    return (f"the geo-routed {shared}, from inside a region, resolves to the nearest region, "
+            "possibly the region itself")
+
+
+def _geodns_per_generation(topology: Topology) -> Iterator[Finding]:
+    """v1: satellites reach the primary by its own name; v2: the primary's access URL is not
+    geo-routed. Only when the shared hostname is geo-routed (``Topology.geo_routed``)."""
+    if not topology.geo_routed:
+        return
+    if topology.generation == "v1":
+        yield from _v1_primary_has_its_own_name(topology)
+        yield from _v1_primary_url_overrides(topology)
+    else:
+        yield from _v2_primary_access_url_not_geo_routed(topology)
+
+
+def _v1_primary_has_its_own_name(topology: Topology) -> Iterator[Finding]:
+    shared = topology.dns.shared_hostname
+    primary = topology.primary
+    if urlsplit(primary.own_url).hostname == shared:
+        yield Finding(
+            primary.name, "coder_hostname",
+            "the primary's own DNS name, which no geo rule answers (seed 001: "
+            "coder-primary.example.com next to the shared coder.example.com); satellites' "
+            f"coderd.satellite.primaryURL is built from it, and {_geo_routed(shared)}",
+            primary.hostname or f"nothing (the access URL's host is {shared})",
+        )
+
+
+def _nested(values: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(values, dict):
+            return None
+        values = values.get(key)  # type: ignore[assignment]
+    return values
+
+
+def _v1_primary_url_overrides(topology: Topology) -> Iterator[Finding]:
+    shared = topology.dns.shared_hostname
+    for region in topology.regions:
+        url = _nested(region.values, "coderd", "satellite", "primaryURL")
+        if isinstance(url, str) and (urlsplit(url).hostname or "").lower() == shared:
+            yield Finding(
+                region.name, "coder_values.coderd.satellite.primaryURL",
+                f"the primary's own name ({topology.primary.own_url}), not the shared hostname: "
+                f"{_geo_routed(shared)}, so the satellite would proxy to a satellite",
+                url,
+            )
+
+
+def _v2_primary_access_url_not_geo_routed(topology: Topology) -> Iterator[Finding]:
+    shared = topology.dns.shared_hostname
+    primary = topology.primary
+    if (urlsplit(primary.access_url).hostname or "").lower() == shared:
+        yield Finding(
+            primary.name, "coder_access_url",
+            f"the primary's own name, not the geo-routed shared hostname {shared} "
+            "(coder_dns.geo_routing is true): workspace proxies serve neither the dashboard "
+            "nor the API (seeds 003 and 004), and proxies' CODER_PRIMARY_ACCESS_URL is this URL",
+            primary.access_url,
+        )

@@ -48,8 +48,10 @@ def test_region_name_and_wildcard_point_at_the_region_targets() -> None:
     assert eu.rrset.records == ("127.0.1.1",) and eu.region == "eu-west"
     assert rrsets[(f"*.coder-eu-west.{LAB_ZONE}", "A")].rrset.records == ("127.0.1.1",)
     assert rrsets[(f"*.{SHARED}", "A")].region == "primary"
-    # The primary's name is the shared hostname: it gets no plain A of its own.
+    # The primary's access URL is the shared hostname, which only the LUA record answers;
+    # its own name (seed 001's coder-primary) is a plain A that no geo rule touches.
     assert (SHARED, "A") not in rrsets and (SHARED, "LUA") in rrsets
+    assert rrsets[(f"coder-primary.{LAB_ZONE}", "A")].rrset.records == ("127.0.9.1",)
 
 
 def test_ipv6_targets_get_aaaa_and_a_second_lua_record() -> None:
@@ -71,7 +73,8 @@ def test_lua_record_is_byte_identical_for_the_same_inventory() -> None:
     script = first.records[0]
     assert script.startswith('A ";local fallback={\'127.0.9.1\'}') and "\n" not in script
     assert "netmask({'203.0.113.0/26'})" in script
-    assert f"pick('http://coder-eu-west.{LAB_ZONE}:8443/healthz',{{'127.0.1.1'}})" in script
+    # v1 probes /cem-healthz, what coder/coder 1.21's probes use (providers/coder/health.py).
+    assert f"pick('http://coder-eu-west.{LAB_ZONE}:8443/cem-healthz',{{'127.0.1.1'}})" in script
 
 
 def test_geo_part_of_the_script_follows_the_geoip_switch() -> None:
@@ -176,26 +179,47 @@ def test_owned_rrsets_no_longer_wanted_are_deleted_marker_last() -> None:
     assert deletes[data_index].before is not None  # the snapshot rollback puts back
 
 
-def test_more_than_30_percent_of_owned_rrsets_need_force() -> None:
-    desired = _state()
-    observed = _applied(desired)
+def _move_two_regions(data: dict[str, Any]) -> None:
+    data["regions"][0]["dns_targets"] = ["127.0.1.9"]
+    data["regions"][1]["dns_targets"] = ["127.0.2.9"]
 
-    def move_two_regions(data: dict[str, Any]) -> None:
-        data["regions"][0]["dns_targets"] = ["127.0.1.9"]
-        data["regions"][1]["dns_targets"] = ["127.0.2.9"]
+
+def _threshold_from(minimum: int) -> Any:
+    def edit(data: dict[str, Any]) -> None:
+        data["dns"]["threshold_min_rrsets"] = minimum
+        _move_two_regions(data)
+
+    return edit
+
+
+def test_more_than_30_percent_of_owned_rrsets_need_force_from_the_minimum_on() -> None:
+    desired = _state(edit=lambda d: d["dns"].update(threshold_min_rrsets=9))
+    observed = _applied(desired)  # 9 owned rrsets: 4 names, 4 wildcards, the LUA record
 
     def new_subnet(data: dict[str, Any]) -> None:
+        data["dns"]["threshold_min_rrsets"] = 9
         data["regions"][2]["geo"]["subnets"].append("192.0.2.128/26")
 
     small = diff_rrsets(_state(edit=new_subnet), observed, provider="powerdns")
     assert [c.target for c in small.effective] == [f"LUA {SHARED}"]
-    small.raise_if_unsafe(force=False)  # 1 of 8 owned rrsets
-    large = diff_rrsets(_state(edit=move_two_regions), observed, provider="powerdns")
+    small.raise_if_unsafe(force=False)  # 1 of 9 owned rrsets
+    large = diff_rrsets(_state(edit=_threshold_from(9)), observed, provider="powerdns")
     assert all(c.needs_force for c in large.effective if c.action is Action.UPDATE)
     with pytest.raises(UnsafePlan, match="need --force"):
         large.raise_if_unsafe(force=False)
     large.raise_if_unsafe(force=True)
-    assert any("more than 30%" in n for n in large.notes)
+    assert any("5 of 9 owned rrsets (more than 30%)" in n for n in large.notes)
+
+
+def test_below_the_minimum_of_owned_rrsets_no_change_needs_force() -> None:
+    """octoDNS applies its threshold only from MIN_EXISTING_RECORDS (10): moving two of three
+    regions touches 5 of 9 owned rrsets and applies without --force by default."""
+    observed = _applied(_state())
+    plan = diff_rrsets(_state(edit=_move_two_regions), observed, provider="powerdns")
+    assert len([c for c in plan.effective if c.action is Action.UPDATE]) == 5
+    assert not any(c.needs_force for c in plan.effective)
+    plan.raise_if_unsafe(force=False)
+    assert not any("more than 30%" in n for n in plan.notes)
 
 
 def test_touching_ns_or_soa_needs_force_even_when_small() -> None:

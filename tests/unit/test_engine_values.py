@@ -14,7 +14,8 @@ def test_v1_satellite_values_follow_the_satellite_docs() -> None:
     values = release_values(TOPOLOGY, eu_west)
     assert values["coderd"]["satellite"] == {
         "enable": True,
-        "primaryURL": "https://coder.example.com",
+        # The primary's own name (seed 001): no geo rule answers it.
+        "primaryURL": "https://coder-primary.example.com",
         "accessURL": "https://coder-eu-west.example.com",
     }
     assert values["coderd"]["devurlsHost"] == "*.coder-eu-west.example.com"

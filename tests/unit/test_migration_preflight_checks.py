@@ -52,7 +52,9 @@ def test_the_probed_url_is_the_one_rendered_into_the_satellite_values(tmp_path: 
     inventory = copy_inventory(tmp_path)
     topology = load_topology(inventory)
     region = topology.regions[0]
-    assert satellite_primary_url(topology, region) == topology.primary.access_url
+    # The primary on its own name (seed 001), not the geo-routed access URL.
+    assert satellite_primary_url(topology, region) == topology.primary.own_url
+    assert topology.primary.own_url == "https://coder-primary.example.com"
 
     internal = "https://coder.coder.svc.cluster.local"
     edit_yaml(inventory / "host_vars" / f"{region.name}.yml", lambda d: d.setdefault(

@@ -1,7 +1,7 @@
-"""DNS adapters behind one interface (:class:`DnsAdapter`): PowerDNS, RFC 2136, zone file.
+"""DNS adapters behind one interface (:class:`DnsAdapter`): PowerDNS, RFC 2136, zone file,
+Route 53.
 
-Adding a provider (a cloud DNS such as Route 53 with latency or geolocation records and set
-identifiers) means one more :class:`DnsAdapter` subclass, a settings model in
+Adding a provider means one more :class:`DnsAdapter` subclass, a settings model in
 ``coder_migrate.inventory.model.DnsSettings`` and a branch in :func:`adapter_for`; the plan,
 ownership markers and rollback need nothing new. A provider with geo routing of its own
 declares it in :class:`Capabilities` and the desired state picks it up there.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from coder_migrate.errors import ConfigError
 from coder_migrate.inventory.model import DnsSettings
 from coder_migrate.providers.dns.base import (
     Capabilities,
@@ -21,6 +22,7 @@ from coder_migrate.providers.dns.base import (
 )
 from coder_migrate.providers.dns.powerdns import PowerDnsAdapter
 from coder_migrate.providers.dns.rfc2136 import Rfc2136Adapter
+from coder_migrate.providers.dns.route53 import Route53Adapter
 from coder_migrate.providers.dns.zonefile import ZoneFileAdapter
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "RRSetChange",
     "RRSetKey",
     "Rfc2136Adapter",
+    "Route53Adapter",
     "ZoneFileAdapter",
     "adapter_for",
 ]
@@ -58,8 +61,41 @@ def adapter_for(settings: DnsSettings, *, base: Path | None = None) -> DnsAdapte
             tsig_secret=rfc.tsig_secret.resolve(base),
             tsig_algorithm=rfc.tsig_algorithm,
         )
+    if settings.provider == "route53":
+        return _route53(settings, base)
     assert settings.zonefile is not None
     path = Path(settings.zonefile.path).expanduser()
     if base is not None and not path.is_absolute():
         path = base / path
     return ZoneFileAdapter(path=path, zone=settings.zone, shared_hostname=settings.shared_hostname)
+
+
+def _route53(settings: DnsSettings, base: Path | None) -> Route53Adapter:
+    import boto3
+    import botocore.exceptions
+
+    r53 = settings.route53
+    assert r53 is not None
+    key_id = secret_key = None
+    source = "the standard AWS credential chain"
+    if r53.profile:
+        source += f" (profile {r53.profile})"
+    if r53.access_key_id is not None and r53.secret_access_key is not None:
+        key_id = r53.access_key_id.resolve(base)
+        secret_key = r53.secret_access_key.resolve(base)
+        source = f"{r53.access_key_id.describe()} and {r53.secret_access_key.describe()}"
+    try:
+        session = boto3.session.Session(
+            profile_name=r53.profile, aws_access_key_id=key_id, aws_secret_access_key=secret_key
+        )
+    except botocore.exceptions.ProfileNotFound:
+        raise ConfigError(
+            f"coder_dns.route53.profile: expected an AWS profile of this machine's AWS "
+            f"configuration, found {r53.profile!r}"
+        ) from None
+    return Route53Adapter(
+        zone=settings.zone, owner=settings.shared_hostname, hosted_zone_id=r53.hosted_zone_id,
+        session=session,
+        endpoint_url=r53.endpoint_url, credentials_source=source,
+        health_check_interval=r53.health_check_interval,
+    )

@@ -103,6 +103,8 @@ class Capabilities:
     provider: str
     lua_records: bool = False
     """Server-side scripted answers (PowerDNS LUA records): geo routing and health checks."""
+    geolocation: bool = False
+    """Geolocation record sets with health checks and a default (Route 53)."""
     client_subnet: bool = False
     """The server answers by the EDNS Client Subnet of a query, not only the resolver."""
     geoip: bool = False
@@ -116,7 +118,7 @@ class Capabilities:
 
     @property
     def geo_routing(self) -> bool:
-        return self.lua_records
+        return self.lua_records or self.geolocation
 
 
 class DnsAdapter(ABC):
