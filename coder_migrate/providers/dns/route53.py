@@ -18,9 +18,10 @@ the default record set: the primary, which has no check.
 Health checks are created for the URLs a change needs (tagged ``coder-migrate-owner`` with
 the deployment's owner id) before the record sets that use them, and those of this owner
 that no record set uses any more are deleted after. Every rrset change is one
-``ChangeResourceRecordSets`` batch (atomic); its ``DELETE`` actions carry the record sets
-exactly as observed, so Route 53 itself refuses a change to an rrset that moved since the
-plan. Credentials come from references or the standard AWS chain; errors name the
+``ChangeResourceRecordSets`` batch (atomic): ``CREATE`` for a new rrset and ``DELETE`` with
+the record sets exactly as observed, which Route 53 refuses when the rrset is not (or no
+longer) so, and ``UPSERT`` for an update, which the plan's own check of the observed rrset
+precedes. Credentials come from references or the standard AWS chain; errors name the
 operation and the reference, never a key.
 """
 
@@ -201,7 +202,6 @@ class Route53Adapter(DnsAdapter):
     async def capabilities(self) -> Capabilities:
         return Capabilities(
             provider=self.provider, geolocation=True, client_subnet=True, geoip=True,
-            conditional_update=True,
         )
 
     async def _record_sets(self) -> list[dict[str, Any]]:
@@ -233,11 +233,12 @@ class Route53Adapter(DnsAdapter):
         for change in changes:
             if change.key[1] == GEO_TYPE:
                 await self._apply_geo(change)
-            else:
-                await self._change_batch(f"{change.key[1]} {change.key[0]}", [
-                    *(("DELETE", r) for r in _plain(change.before)),
-                    *(("CREATE", r) for r in _plain(change.after)),
-                ])
+                continue
+            # CREATE fails if the rrset exists and DELETE unless it is exactly as given;
+            # an update is one UPSERT (the plan checked the rrset just before).
+            action = {"create": "CREATE", "update": "UPSERT", "delete": "DELETE"}[change.action]
+            record = next(_plain(change.after or change.before))
+            await self._change_batch(f"{change.key[1]} {change.key[0]}", [(action, record)])
 
     async def _change_batch(self, what: str, actions: Sequence[tuple[str, dict[str, Any]]]) -> None:
         if not actions:
@@ -257,15 +258,18 @@ class Route53Adapter(DnsAdapter):
             raise
 
     async def _apply_geo(self, change: RRSetChange) -> None:
+        """One batch: UPSERT the record sets wanted, DELETE (exactly as they are) those of
+        the name no longer wanted; health checks made before, unused ones removed after."""
         name = change.key[0]
         wanted = [GeoRecord.parse(line) for line in (change.after.records if change.after else ())]
         ids = await self._ensure_checks({r.check for r in wanted if r.check})
         current = [r for r in await self._record_sets()
                    if _name(r["Name"]) == name and "SetIdentifier" in r]
+        keep = {r.set_identifier for r in wanted}
         ttl = change.after.ttl if change.after else 0
         await self._change_batch(f"{GEO_TYPE} {name}", [
-            *(("DELETE", r) for r in current),
-            *(("CREATE", _geo_record_set(name, ttl, r, ids)) for r in wanted),
+            *(("DELETE", r) for r in current if r["SetIdentifier"] not in keep),
+            *(("UPSERT", _geo_record_set(name, ttl, r, ids)) for r in wanted),
         ])
         await self._delete_unused_checks()
 
