@@ -38,9 +38,11 @@ import dns.rcode
 import dns.rdatatype
 
 from coder_migrate.dns.desired import fallback_targets, split_by_family
+from coder_migrate.dns.lua import health_url
 from coder_migrate.dns.plan import open_adapter
 from coder_migrate.errors import ConfigError, DnsError
 from coder_migrate.inventory.model import Region, Topology
+from coder_migrate.providers.coder.health import health_path
 from coder_migrate.providers.dns.base import Capabilities
 
 __all__ = [
@@ -92,9 +94,13 @@ def _shared(
         every = [*topology.primary.dns_targets, *(a for r in topology.regions
                                                    for a in r.dns_targets)]
         return split_by_family(every).get(rdtype, ()), "shared hostname: every site (no geo)"
+    # The URL the server's health check probes (the generation's path): when the answer is
+    # the fallback instead of the region, that URL is where to look.
+    probe = health_url(region.access_url, region.dns_name or "", health_path(topology.generation))
     if down:
-        return fallback_targets(topology, rdtype), f"shared hostname: fallback, {region.name} down"
-    return _family_targets(region, rdtype), "shared hostname: nearest region"
+        return (fallback_targets(topology, rdtype),
+                f"shared hostname: fallback, {region.name} down ({probe})")
+    return _family_targets(region, rdtype), f"shared hostname: nearest region, checked at {probe}"
 
 
 def expectations(
@@ -142,7 +148,7 @@ def expectations(
             shared, why = _shared(topology, region, rdtype, geo=True,
                                   down=region.name in expect_down)
             found.append(Expectation(region.name, topology.dns.shared_hostname, subnet, rdtype,
-                                     shared, why.replace("nearest region", f"country {country}"),
+                                     shared, why.replace("nearest region", f"country {country}", 1),
                                      country))
     return found
 

@@ -61,8 +61,9 @@ class VerifyOutcome:
 def describe_answer(result: CheckResult) -> str:
     e = result.expectation
     got = ", ".join(result.got) or "nothing"
+    why = f" ({e.why})" if e.why else ""
     return (f"{e.rdtype} {e.name} from {e.client_subnet} via {result.server} answered {got}, "
-            f"expected {', '.join(e.expected) or 'nothing'}")
+            f"expected {', '.join(e.expected) or 'nothing'}{why}")
 
 
 def _first_per_region(results: Sequence[CheckResult]) -> dict[str, CheckResult]:

@@ -93,6 +93,9 @@ def test_a_region_still_wrong_at_the_timeout_stops_apply_naming_it(
     assert message.startswith("DNS answers not as planned after 3 s: eu-west: ")
     assert (f"A {SHARED} from {eu['test']} via {server.nameserver} answered {PRIMARY_TARGET}, "
             f"expected {eu['target']}") in message
+    # ... and the URL the server's health check probes: v1's /cem-healthz.
+    port = health_endpoints["eu-west"].port
+    assert f"checked at http://coder-eu-west.{LAB_ZONE}:{port}/cem-healthz)" in message
     assert "us-east" not in message and "ap-southeast" not in message
     # The progress said which region was still wrong while it waited.
     assert any(region == "eu-west" and phase == "gate" and "not as planned yet" in text

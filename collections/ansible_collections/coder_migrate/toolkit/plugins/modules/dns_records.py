@@ -28,6 +28,20 @@ options:
         the owned rrsets, or touching NS or SOA).
     type: bool
     default: false
+  verify:
+    description:
+      - Verify the answers after applying (see O(verify_timeout)).
+    type: bool
+    default: true
+  verify_timeout:
+    description:
+      - After applying, warm every region's health check and wait up to this many seconds until
+        the authoritative answers from each region's test subnets equal the plan (the verify
+        step of C(coder-migrate apply)); the task fails naming each region still wrong.
+      - C(0) asks once and does not wait. Nothing is verified in check mode or when nothing
+        changed.
+    type: float
+    default: 60
 attributes:
   check_mode:
     support: full
@@ -68,6 +82,12 @@ applied:
   type: list
   elements: str
   returned: always
+verified:
+  description:
+    - What the verify step found after applying, for example "every region answers as planned
+      (9 answers)", or why nothing could be verified; empty when nothing was applied.
+  type: str
+  returned: always
 notes:
   description:
     - What the reader must know about the plan, for example that geo routing is not available.
@@ -95,12 +115,15 @@ def main() -> None:
         argument_spec={
             "inventory": {"type": "path", "required": True},
             "force": {"type": "bool", "default": False},
+            "verify": {"type": "bool", "default": True},
+            "verify_timeout": {"type": "float", "default": 60.0},
         },
         supports_check_mode=True,
     )
     try:
         from coder_migrate.dns import apply_dns_changes, open_adapter, plan_dns
         from coder_migrate.dns.plan import DnsPlan
+        from coder_migrate.dns.verify import raise_unless_verified
         from coder_migrate.engine.plan import Action
         from coder_migrate.errors import CoderMigrateError
         from coder_migrate.inventory import load_topology
@@ -108,17 +131,25 @@ def main() -> None:
         module.fail_json(msg=engine_missing(error))
         return
 
-    async def run() -> tuple[DnsPlan, list[str]]:
+    async def run() -> tuple[DnsPlan, list[str], str]:
         topology = load_topology(module.params["inventory"])
         async with open_adapter(topology) as adapter:
             plan = await plan_dns(topology, adapter)
             plan.raise_if_unsafe(force=module.params["force"])
             if module.check_mode or plan.is_empty:
-                return plan, []
-            return plan, await apply_dns_changes(adapter, plan.changes)
+                return plan, [], ""
+            applied = await apply_dns_changes(adapter, plan.changes)
+        if not module.params["verify"]:
+            return plan, applied, "answers not verified: verify is false"
+        outcome = await raise_unless_verified(
+            topology, {c.region for c in plan.effective}, timeout=module.params["verify_timeout"]
+        )
+        verified = (f"answers not verified: {outcome.skipped}" if outcome.skipped else
+                    f"every region answers as planned ({outcome.answers} answers)")
+        return plan, applied, verified
 
     try:
-        plan, applied = asyncio.run(run())
+        plan, applied, verified = asyncio.run(run())
     except CoderMigrateError as error:
         module.fail_json(msg=str(error))
         return
@@ -137,6 +168,7 @@ def main() -> None:
             for c in plan.changes if c.action is Action.KEEP
         ],
         "applied": applied,
+        "verified": verified,
         "notes": list(plan.notes),
     }
     if module._diff:
