@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,8 @@ from tests.integration.test_deploy import REGIONS, delete_tagged_namespaces, run
 pytestmark = pytest.mark.integration
 
 ADDRESS_BLOCK = 13
-# PowerDNS starts a LUA record's health checks at its first query and repeats them every
-# 5 s (the lab keeps the default interval); three rounds are plenty.
-CHECK_WAIT_SECONDS = "15"
+# inventories/lab's coder_geo.test_subnets of us-east, eu-west, ap-southeast (REGIONS' order).
+TEST_SUBNETS = ("198.51.100.1/32", "203.0.113.1/32", "192.0.2.1/32")
 
 
 def _zone_url(lab: LabHandle) -> str:
@@ -107,6 +107,8 @@ def test_deploy_with_dns_writes_region_records_and_the_shared_lua_record(
 
     applied = run_cli("apply", "-i", str(inventory), "--auto-approve")
     assert applied.returncode == 0, applied.stdout + applied.stderr
+    # The DNS wave ended with its verify step: health checks warmed, answers awaited.
+    assert "every region answers as planned" in applied.stderr, applied.stderr
 
     records = tagged_rrsets(lab, tag)
     for index, region in enumerate(REGIONS, start=1):
@@ -119,9 +121,18 @@ def test_deploy_with_dns_writes_region_records_and_the_shared_lua_record(
     assert all(f"127.0.{ADDRESS_BLOCK}.{i}" in script for i in (1, 2, 3))
     assert (f"_coder-migrate-lua.{shared}", "TXT") in records
 
-    check = run_cli("dns", "check", "-i", str(inventory), "--wait", CHECK_WAIT_SECONDS,
-                    "--output", "json")
+    # Right after apply, with no waiting by the user: dns check (no --wait) is green, and
+    # dig from every region's test subnet gets that region.
+    check = run_cli("dns", "check", "-i", str(inventory), "--output", "json")
     assert check.returncode == 0, check.stdout + check.stderr
+    assert json.loads(check.stdout)["ok"]
+    host, port = lab.endpoints.powerdns_dns
+    for index, subnet in enumerate(TEST_SUBNETS, start=1):
+        dig = subprocess.run(
+            ["dig", f"@{host}", "-p", str(port), f"+subnet={subnet}", "+short", shared, "A"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        assert dig.stdout.split() == [f"127.0.{ADDRESS_BLOCK}.{index}"], (subnet, dig.stdout)
 
     again = run_cli("plan", "-i", str(inventory), "--detailed-exitcode")
     assert again.returncode == 0, again.stdout + again.stderr
