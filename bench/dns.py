@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import os
 import shutil
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,17 +82,27 @@ def _first_answer(server: PowerDnsServer, name: str, subnet: str, expected: list
     raise SystemExit(f"{name} never answered {expected} from {subnet}")
 
 
+@contextlib.contextmanager
+def _healthy_regions() -> Iterator[int]:
+    """Every region's health endpoint up on a new port (a cold health check); the port."""
+    port = free_loopback_port()
+    endpoints = [HealthEndpoint(s["target"], port) for s in REGIONS.values()]
+    for endpoint in endpoints:
+        endpoint.start()
+    try:
+        yield port
+    finally:
+        for endpoint in endpoints:
+            endpoint.stop()
+
+
 def time_to_answer(server: PowerDnsServer, rounds: int) -> list[tuple[float, float]]:
     """Per round: (seconds to the shared name's correct answer, to the plain A's answer)."""
     spec = REGIONS[REGION]
     results = []
     for _ in range(rounds):
         server.reset_zone()
-        port = free_loopback_port()
-        endpoints = [HealthEndpoint(s["target"], port) for s in REGIONS.values()]
-        for endpoint in endpoints:
-            endpoint.start()
-        try:
+        with _healthy_regions() as port:
             topology = _topology(server, port)
 
             async def apply(topology: Topology) -> float:
@@ -108,9 +120,6 @@ def time_to_answer(server: PowerDnsServer, rounds: int) -> list[tuple[float, flo
             )
             lua = _first_answer(server, SHARED, spec["test"], [spec["target"]], start)
             results.append((lua, plain))
-        finally:
-            for endpoint in endpoints:
-                endpoint.stop()
     return results
 
 
@@ -147,11 +156,7 @@ def time_to_green(server: PowerDnsServer, rounds: int) -> list[tuple[float, floa
     results = []
     for _ in range(rounds):
         server.reset_zone()
-        port = free_loopback_port()
-        endpoints = [HealthEndpoint(s["target"], port) for s in REGIONS.values()]
-        for endpoint in endpoints:
-            endpoint.start()
-        try:
+        with _healthy_regions() as port:
             topology = _topology(server, port)
 
             async def apply_and_verify(topology: Topology) -> tuple[float, float]:
@@ -168,20 +173,13 @@ def time_to_green(server: PowerDnsServer, rounds: int) -> list[tuple[float, floa
                 return time.monotonic() - start, applied
 
             results.append(asyncio.run(apply_and_verify(topology)))
-        finally:
-            for endpoint in endpoints:
-                endpoint.stop()
     return results
 
 
 def throughput(server: PowerDnsServer, args: argparse.Namespace,
                workdir: Path) -> dict[str, list[float]]:
     """Queries per second of the plain A, a minimal LUA record and the shared-name LUA."""
-    port = free_loopback_port()
-    endpoints = [HealthEndpoint(s["target"], port) for s in REGIONS.values()]
-    for endpoint in endpoints:
-        endpoint.start()
-    try:
+    with _healthy_regions() as port:
         server.reset_zone()
 
         async def apply() -> None:
@@ -206,9 +204,6 @@ def throughput(server: PowerDnsServer, args: argparse.Namespace,
             rates["lua"].append(dnsperf(server, SHARED, args.duration, args.clients,
                                         spec["test"], workdir))
         return rates
-    finally:
-        for endpoint in endpoints:
-            endpoint.stop()
 
 
 def _median_ratio(numerator: list[float], denominator: list[float]) -> float:

@@ -298,26 +298,20 @@ class CheckReport:
 
 def check_servers(topology: Topology, override: Sequence[str] = ()) -> tuple[str, ...]:
     """The authoritative servers to ask: *override*, else the ones the inventory names."""
+    dns_settings = topology.dns
     if override:
         servers = tuple(override)
-    elif topology.dns.provider == "powerdns":
-        assert topology.dns.powerdns is not None
-        servers = topology.dns.powerdns.nameservers
+    elif dns_settings.provider == "rfc2136":
+        assert dns_settings.rfc2136 is not None
+        servers = (dns_settings.rfc2136.server,)
+    elif dns_settings.provider in ("powerdns", "route53"):
+        settings = dns_settings.powerdns or dns_settings.route53
+        assert settings is not None
+        servers = settings.nameservers
         if not servers:
             raise ConfigError(
-                "coder_dns.powerdns.nameservers: expected the authoritative servers (host:port) "
-                "to query, or --server host:port"
-            )
-    elif topology.dns.provider == "rfc2136":
-        assert topology.dns.rfc2136 is not None
-        servers = (topology.dns.rfc2136.server,)
-    elif topology.dns.provider == "route53":
-        assert topology.dns.route53 is not None
-        servers = topology.dns.route53.nameservers
-        if not servers:
-            raise ConfigError(
-                "coder_dns.route53.nameservers: expected the hosted zone's name servers "
-                "(host:53) to query, or --server host:port"
+                f"coder_dns.{dns_settings.provider}.nameservers: expected the authoritative "
+                "servers (host:port) to query, or --server host:port"
             )
     else:
         raise ConfigError(

@@ -91,15 +91,20 @@ async def verify_dns(
     progress: Progress | None = None,
 ) -> VerifyOutcome:
     """Warm every health check, then wait until each region's answers equal the plan."""
-    shown = {"at": -PROGRESS_EVERY_SECONDS}
+    shown: list[float] = []
 
     def on_round(wrong: Sequence[CheckResult], seconds: float) -> None:
-        if progress is None or seconds - shown["at"] < PROGRESS_EVERY_SECONDS:
+        if progress is None or (shown and seconds - shown[-1] < PROGRESS_EVERY_SECONDS):
             return
-        shown["at"] = seconds
-        for region, result in _first_per_region(wrong).items():
-            progress(region, "gate", f"DNS not as planned yet ({seconds:.0f} s): "
-                                     f"{describe_answer(result)}")
+        first = _first_per_region(wrong)
+        if not shown:  # the warm-up round: each region's full answer, once
+            for region, result in first.items():
+                progress(region, "gate", f"DNS not as planned yet: {describe_answer(result)}")
+        else:
+            still = ", ".join(f"{region} ({', '.join(r.got) or 'nothing'})"
+                              for region, r in first.items())
+            progress("dns", "gate", f"still not as planned after {seconds:.0f} s: {still}")
+        shown.append(seconds)
 
     try:
         report = await check_dns(
