@@ -25,11 +25,17 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coder_migrate.dns.desired import PRIMARY, DesiredState, GeoOptions, desired_state
+from coder_migrate.dns.desired import (
+    PRIMARY,
+    DesiredRRSet,
+    DesiredState,
+    GeoOptions,
+    desired_state,
+)
 from coder_migrate.dns.ownership import Marker, marker_name, marker_rrset, parse_marker
 from coder_migrate.engine.plan import Action, Change
 from coder_migrate.errors import DnsError, UnsafePlan
@@ -134,108 +140,109 @@ def _change(
     )
 
 
+@dataclass
+class _Diff:
+    """What :func:`diff_rrsets` collects, in the order apply must follow."""
+
+    desired: DesiredState
+    current: dict[RRSetKey, RRSet]
+    ours: dict[RRSetKey, Marker] = field(default_factory=dict)
+    others: dict[RRSetKey, Marker] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    markers_first: list[Change] = field(default_factory=list)
+    data: list[Change] = field(default_factory=list)
+    deletes: list[Change] = field(default_factory=list)
+    markers_last: list[Change] = field(default_factory=list)
+    keeps: list[Change] = field(default_factory=list)
+    kept_keys: set[RRSetKey] = field(default_factory=set)
+
+
 def diff_rrsets(desired: DesiredState, observed: Iterable[RRSet], *, provider: str) -> DnsPlan:
     """Changes that turn *observed* into *desired* without touching what is not ours."""
-    current: dict[RRSetKey, RRSet] = {r.key: r for r in observed}
-    ours: dict[RRSetKey, Marker] = {}
-    others: dict[RRSetKey, Marker] = {}
-    for rrset in current.values():
+    diff = _Diff(desired, {r.key: r for r in observed}, notes=list(desired.notes))
+    for rrset in diff.current.values():
         marker = parse_marker(rrset)
         if marker is not None:
-            (ours if marker.owner == desired.owner else others)[marker.target] = marker
-    wanted = desired.by_key()
-    region_of = {key: d.region for key, d in wanted.items()}
+            (diff.ours if marker.owner == desired.owner else diff.others)[marker.target] = marker
     order = {name: index for index, name in enumerate(desired.regions)}
-    notes = list(desired.notes)
-
-    markers_first: list[Change] = []
-    data: list[Change] = []
-    deletes: list[Change] = []
-    markers_last: list[Change] = []
-    keeps: list[Change] = []
-
-    kept_keys: set[RRSetKey] = set()
-    for key, want in sorted(wanted.items(), key=lambda kv: (order.get(kv[1].region, 99), kv[0])):
-        name, rtype = key
-        have = current.get(key)
-        blocker = _blocker(key, current, ours, others)
-        if blocker:
-            keeps.append(
-                _change(
-                    region=want.region, before=have, after=want.rrset, action=Action.KEEP,
-                    reason=f"left as it is: {blocker} ({want.purpose} not applied)",
-                )
-            )
-            notes.append(f"{rtype} {name} was not changed: {blocker}")
-            kept_keys.add(key)
-            continue
-        marker_want = marker_rrset(key, owner=desired.owner, ttl=desired.ttl)
-        marker_have = current.get(marker_want.key)
-        marker_id: tuple[str, ...] = ()
-        if marker_have != marker_want:
-            change = _change(
-                region=want.region, before=marker_have, after=marker_want,
-                reason=f"ownership marker of {rtype} {name}",
-            )
-            markers_first.append(change)
-            marker_id = (change.id,)
-        if have != want.rrset:
-            data.append(
-                _change(
-                    region=want.region, before=have, after=want.rrset,
-                    reason=want.purpose, depends_on=marker_id,
-                )
-            )
-
-    for key, marker in sorted(ours.items()):
-        if key in wanted:
-            continue
-        region = region_of.get(key, PRIMARY)
-        have = current.get(key)
-        depends: tuple[str, ...] = ()
-        if have is not None:
-            change = _change(
-                region=region, before=have, after=None,
-                reason="owned by this deployment and no longer in the inventory",
-            )
-            deletes.append(change)
-            depends = (change.id,)
-        markers_last.append(
-            _change(
-                region=region, before=marker.rrset, after=None,
-                reason=f"ownership marker of {key[1]} {key[0]}, which is gone",
-                depends_on=depends,
-            )
-        )
-
-    region_at = {key[0]: d.region for key, d in wanted.items()}
-    our_markers = {(marker_name(key), "TXT") for key in ours}
-    foreign = [
-        rrset for key, rrset in sorted(current.items())
-        if key not in ours and key not in our_markers
-    ]
-    for rrset in foreign:
-        if rrset.name in region_at and rrset.key not in kept_keys:
-            keeps.append(
-                _change(
-                    region=region_at[rrset.name], before=rrset, after=rrset, action=Action.KEEP,
-                    reason="not owned by coder-migrate (no marker): left as it is",
-                )
-            )
-    if foreign:
-        notes.append(
-            f"rrsets in zone {desired.zone} without a coder-migrate marker of owner "
-            f"{desired.owner} are never changed or deleted"
-        )
-
-    changes = [*markers_first, *data, *deletes, *markers_last]
+    wanted = sorted(desired.by_key().items(),
+                    key=lambda kv: (order.get(kv[1].region, 99), kv[0]))
+    for key, want in wanted:
+        _diff_wanted(diff, key, want)
+    _diff_unwanted(diff)
+    _keep_foreign(diff)
+    changes = [*diff.markers_first, *diff.data, *diff.deletes, *diff.markers_last]
     changes = _apply_threshold(
-        changes, owned=len([k for k in ours if k in current]), notes=notes,
+        changes, owned=len([k for k in diff.ours if k in diff.current]), notes=diff.notes,
         min_owned=desired.threshold_min_rrsets,
     )
-    return DnsPlan(
-        zone=desired.zone, provider=provider, changes=(*changes, *keeps), notes=tuple(notes)
-    )
+    return DnsPlan(zone=desired.zone, provider=provider, changes=(*changes, *diff.keeps),
+                   notes=tuple(diff.notes))
+
+
+def _diff_wanted(diff: _Diff, key: RRSetKey, want: DesiredRRSet) -> None:
+    """A wanted rrset: its marker first, then the rrset; or kept, with the reason."""
+    name, rtype = key
+    have = diff.current.get(key)
+    blocker = _blocker(key, diff.current, diff.ours, diff.others)
+    if blocker:
+        diff.keeps.append(_change(
+            region=want.region, before=have, after=want.rrset, action=Action.KEEP,
+            reason=f"left as it is: {blocker} ({want.purpose} not applied)",
+        ))
+        diff.notes.append(f"{rtype} {name} was not changed: {blocker}")
+        diff.kept_keys.add(key)
+        return
+    marker_want = marker_rrset(key, owner=diff.desired.owner, ttl=diff.desired.ttl)
+    marker_have = diff.current.get(marker_want.key)
+    marker_id: tuple[str, ...] = ()
+    if marker_have != marker_want:
+        change = _change(region=want.region, before=marker_have, after=marker_want,
+                         reason=f"ownership marker of {rtype} {name}")
+        diff.markers_first.append(change)
+        marker_id = (change.id,)
+    if have != want.rrset:
+        diff.data.append(_change(region=want.region, before=have, after=want.rrset,
+                                 reason=want.purpose, depends_on=marker_id))
+
+
+def _diff_unwanted(diff: _Diff) -> None:
+    """Owned rrsets the inventory no longer asks for: the rrset, then its marker."""
+    wanted = diff.desired.by_key()
+    for key, marker in sorted(diff.ours.items()):
+        if key in wanted:
+            continue
+        region = PRIMARY
+        have = diff.current.get(key)
+        depends: tuple[str, ...] = ()
+        if have is not None:
+            change = _change(region=region, before=have, after=None,
+                             reason="owned by this deployment and no longer in the inventory")
+            diff.deletes.append(change)
+            depends = (change.id,)
+        diff.markers_last.append(_change(
+            region=region, before=marker.rrset, after=None,
+            reason=f"ownership marker of {key[1]} {key[0]}, which is gone", depends_on=depends,
+        ))
+
+
+def _keep_foreign(diff: _Diff) -> None:
+    """rrsets without our marker at names we manage: listed as kept, never touched."""
+    region_at = {key[0]: d.region for key, d in diff.desired.by_key().items()}
+    our_markers = {(marker_name(key), "TXT") for key in diff.ours}
+    foreign = [rrset for key, rrset in sorted(diff.current.items())
+               if key not in diff.ours and key not in our_markers]
+    for rrset in foreign:
+        if rrset.name in region_at and rrset.key not in diff.kept_keys:
+            diff.keeps.append(_change(
+                region=region_at[rrset.name], before=rrset, after=rrset, action=Action.KEEP,
+                reason="not owned by coder-migrate (no marker): left as it is",
+            ))
+    if foreign:
+        diff.notes.append(
+            f"rrsets in zone {diff.desired.zone} without a coder-migrate marker of owner "
+            f"{diff.desired.owner} are never changed or deleted"
+        )
 
 
 def _blocker(

@@ -154,9 +154,15 @@ def main() -> None:
         module.fail_json(msg=str(error))
         return
 
+    module.exit_json(**_result(plan, applied, verified, check_mode=module.check_mode,
+                               diff=module._diff, action=Action))
+
+
+def _result(plan: Any, applied: list[str], verified: str, *, check_mode: bool, diff: bool,
+            action: Any) -> dict[str, Any]:
     effective = plan.effective
     result: dict[str, Any] = {
-        "changed": bool(effective) if module.check_mode else bool(applied),
+        "changed": bool(effective) if check_mode else bool(applied),
         "zone": plan.zone,
         "provider": plan.provider,
         "changes": [
@@ -165,14 +171,14 @@ def main() -> None:
         ],
         "kept": [
             {"target": c.target, "reason": c.reason}
-            for c in plan.changes if c.action is Action.KEEP
+            for c in plan.changes if c.action is action.KEEP
         ],
         "applied": applied,
         "verified": verified,
         "notes": list(plan.notes),
     }
-    if module._diff:
-        shown = effective if module.check_mode else [c for c in effective if c.id in applied]
+    if diff:
+        shown = effective if check_mode else [c for c in effective if c.id in applied]
         result["diff"] = [
             {
                 "before_header": f"{c.target} (observed)",
@@ -182,7 +188,7 @@ def main() -> None:
             }
             for c in shown
         ]
-    module.exit_json(**result)
+    return result
 
 
 if __name__ == "__main__":
