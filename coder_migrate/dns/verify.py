@@ -22,6 +22,7 @@ from coder_migrate.inventory.model import Topology
 
 __all__ = [
     "DEFAULT_VERIFY_TIMEOUT",
+    "VERIFIED_OPERATION",
     "RegionProblem",
     "VerifyOutcome",
     "raise_unless_verified",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 DEFAULT_VERIFY_TIMEOUT = 60.0
+VERIFIED_OPERATION = "deploy"
+"""The operation (``engine.run.DEPLOY``) whose DNS wave writes exactly what the inventory asks
+for, so its answers can be compared with the plan; a migration checks DNS in its own steps,
+and a rollback restores older records."""
 PROGRESS_EVERY_SECONDS = 1.0
 PRIMARY = "primary"
 

@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 
 from coder_migrate.dns.plan import KIND as KIND_DNS
 from coder_migrate.dns.plan import apply_dns_changes, open_adapter
-from coder_migrate.dns.verify import DEFAULT_VERIFY_TIMEOUT, raise_unless_verified
+from coder_migrate.dns.verify import (
+    DEFAULT_VERIFY_TIMEOUT,
+    VERIFIED_OPERATION,
+    raise_unless_verified,
+)
 from coder_migrate.engine.deploy import (
     KIND_NAMESPACE,
     KIND_PROXY,
@@ -385,10 +389,11 @@ class _Runner:
 
     async def gate(self, wave: Wave, timeout: float) -> None:
         if wave.name == "dns":
-            await raise_unless_verified(
-                self.topology, {c.region for c in wave.effective},
-                timeout=self.dns_verify_timeout, progress=self.progress,
-            )
+            if self.plan.operation == VERIFIED_OPERATION:
+                await raise_unless_verified(
+                    self.topology, {c.region for c in wave.effective},
+                    timeout=self.dns_verify_timeout, progress=self.progress,
+                )
             return
         if wave.name == "removals":
             return

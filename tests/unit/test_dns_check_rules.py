@@ -124,3 +124,12 @@ def test_a_failed_report_names_the_regions_and_the_first_wrong_answer() -> None:
         f"A {SHARED} to 198.51.100.1/32 with 127.0.9.9, expected 127.0.2.1)"
     )
     assert report.to_json()["failed_regions"] == ["us-east"]
+
+
+def test_the_verified_operation_is_the_deploy() -> None:
+    """apply verifies the DNS wave of the deploy only (a migration checks its own DNS, a
+    rollback restores older records): the two names must stay one."""
+    from coder_migrate.dns.verify import VERIFIED_OPERATION
+    from coder_migrate.engine.run import DEPLOY
+
+    assert VERIFIED_OPERATION == DEPLOY
