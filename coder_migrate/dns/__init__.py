@@ -1,8 +1,10 @@
-"""GeoDNS for the engine: desired rrsets from the inventory, ownership, plan, apply, restore.
+"""GeoDNS for the engine: desired rrsets from the inventory, ownership, plan, apply, verify,
+restore.
 
 The engine calls :func:`plan_dns` (observe + desired + diff, nothing changed),
-:func:`apply_dns_changes` and :func:`restore_dns_changes` (rollback from the ``before``
-snapshots in the journal). Adapters live in :mod:`coder_migrate.providers.dns`.
+:func:`apply_dns_changes`, :func:`raise_unless_verified` (the verify step that ends the DNS
+wave) and :func:`restore_dns_changes` (rollback from the ``before`` snapshots in the
+journal). Adapters live in :mod:`coder_migrate.providers.dns`.
 """
 
 from coder_migrate.dns.check import (
@@ -25,6 +27,7 @@ from coder_migrate.dns.plan import (
     plan_dns,
     restore_dns_changes,
 )
+from coder_migrate.dns.verify import VerifyOutcome, raise_unless_verified, verify_dns
 
 __all__ = [
     "KIND",
@@ -36,6 +39,7 @@ __all__ = [
     "DnsPlan",
     "Expectation",
     "GeoOptions",
+    "VerifyOutcome",
     "apply_dns_changes",
     "check_dns",
     "desired_state",
@@ -47,5 +51,7 @@ __all__ = [
     "open_adapter",
     "parse_marker",
     "plan_dns",
+    "raise_unless_verified",
     "restore_dns_changes",
+    "verify_dns",
 ]

@@ -11,7 +11,8 @@ One record per address family (``A "<script>"``, ``AAAA "<script>"``), each a fu
 3. that region's targets if its health check passes, else the fallback (the primary's
    targets); no match at all also answers the fallback.
 
-The health check is ``ifurlup`` on the region's ``/healthz`` with two ordered sets, the
+The health check is ``ifurlup`` on the region's health path (the one its generation's server
+serves, :mod:`coder_migrate.providers.coder.health`) with two ordered sets, the
 region's targets then the fallback: on PowerDNS 4.7 it is the only check that takes ordered
 sets (``ifportup`` takes one flat list and, when all are down, still answers one of them), so
 "the region is down" is visible to the script as an answer that left the region's set.
