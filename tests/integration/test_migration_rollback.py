@@ -101,6 +101,10 @@ def test_rollback_of_one_region_restores_it_exactly_and_leaves_the_others(
     assert before and all(OLD_TARGET in v for (_, t), v in before.items() if t == "A")
     assert {r["step"] for r in _status(world).values()} == {"not started"}
 
+    # The region's 2 owned rrsets are below octoDNS's minimum of 10 for the threshold; this
+    # inventory asks for the rule at every size, so that it is seen refusing.
+    edit_yaml(world.inventory / "group_vars" / "all" / "coder.yml",
+              lambda d: d["coder_dns"].update(threshold_min_rrsets=0))
     refused = run_cli("migrate", "apply", "-i", str(world.inventory), "--auto-approve")
     assert refused.returncode != 0  # every owned rrset of the zone changes: DNS safety rule
     assert "need --force" in refused.stderr
