@@ -108,6 +108,7 @@ def test_a_wrong_api_key_fails_with_the_engine_line_and_no_key(host, tmp_path: P
     host.run_test(f"cp -r {shlex.quote(str(INVENTORY))} {shlex.quote(str(inventory))}")
     wrong_key = tmp_path / "wrong-key"
     wrong_key.write_text("0123456789abcdef-not-the-key\n")
+    wrong_key.chmod(0o600)  # a secret file others can read is refused before any request
     settings = inventory / "group_vars" / "all" / "coder.yml"
     text, replaced = re.subn(
         r"(api_key:\n\s+file: ).*", rf"\g<1>{wrong_key}", settings.read_text()
