@@ -369,7 +369,8 @@ def compile_component(
     for output, package in component.packages.items():
         target = out / output
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(binaries / go_binary_name(package), target)
+        shutil.move(binaries / go_binary_name(package), target)
+    shutil.rmtree(binaries, ignore_errors=True)
     for output, text in component.extra_files.items():
         target = out / output
         target.parent.mkdir(parents=True, exist_ok=True)
