@@ -32,6 +32,7 @@ shape, then anything shaped like a credential it has never seen.
     │   ├── UnsafePlan
     │   └── LockHeld
     ├── ApplyError ................ a change failed while applying; carries what was done
+    │   └── LockLost .............. the apply lock was taken over; apply stopped between changes
     └── ProxyError ................ the bundled proxy server cannot start or run
 """
 
@@ -59,6 +60,7 @@ __all__ = [
     "KubeError",
     "LabError",
     "LockHeld",
+    "LockLost",
     "PlanError",
     "PortBusy",
     "ProviderError",
@@ -288,6 +290,10 @@ class ApplyError(CoderMigrateError):
         self.done = done or []
         self.not_done = not_done or []
         super().__init__(message)
+
+
+class LockLost(ApplyError):
+    """Another holder took the apply lock: apply stops before its next change."""
 
 
 class ProxyError(CoderMigrateError):

@@ -37,6 +37,7 @@ from coder_migrate.engine.status import site_statuses
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import ApplyError, ConfigError
 from coder_migrate.inventory import load_topology
+from coder_migrate.kinds import KINDS
 from coder_migrate.migrations import MIGRATIONS
 
 __all__ = [
@@ -178,7 +179,8 @@ def apply(
     saved = None
     scope = scope_for(limit, dns=not no_dns)
     if plan_file is not None:
-        saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), source=str(plan_file))
+        saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), kinds=KINDS,
+                               source=str(plan_file))
         if (limit and tuple(dict.fromkeys(limit)) != saved.limit) or (
             no_dns and saved.operation == DEPLOY
         ):
@@ -232,7 +234,8 @@ def run_apply(
     gate_timeout: float, lock_wait: float, dns_verify_timeout: float = DEFAULT_VERIFY_TIMEOUT,
 ) -> tuple[Plan, ApplyReport]:
     """The one apply flow of every operation: preview and confirm (unless --auto-approve),
-    then apply exactly the saved or confirmed plan, or refuse it as stale."""
+    then apply exactly the saved or confirmed plan, or refuse it as stale. The apply itself
+    observes once (:func:`coder_migrate.engine.apply.apply_operation`)."""
     if not auto_approve:
         preview = asyncio.run(compute(engine, scope))
         if saved is not None:
@@ -243,7 +246,7 @@ def run_apply(
             saved = preview  # apply exactly what was confirmed, or refuse
     options = ApplyOptions(
         force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
-        reviewed=saved is not None, dns_verify_timeout=dns_verify_timeout,
+        dns_verify_timeout=dns_verify_timeout,
     )
     source = str(plan_file) if plan_file else "the plan you confirmed"
     try:

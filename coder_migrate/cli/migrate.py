@@ -37,15 +37,15 @@ from coder_migrate.engine.run import scope_for
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import ApplyError, ConfigError, PlanError
 from coder_migrate.inventory import load_topology
+from coder_migrate.kinds import KINDS
 from coder_migrate.migrations import MIGRATIONS
-from coder_migrate.migrations.v1_20_to_v1_21 import (
-    MIGRATION,
-    apply_migration,
-    compute_migration_plan,
+from coder_migrate.migrations.v1_20_to_v1_21 import MIGRATION
+from coder_migrate.migrations.v1_20_to_v1_21.plan import apply_migration, compute_migration_plan
+from coder_migrate.migrations.v1_20_to_v1_21.rollback import (
     compute_rollback_plan,
-    migration_status,
     rollback_migration,
 )
+from coder_migrate.migrations.v1_20_to_v1_21.status import migration_status
 
 __all__ = [
     "migrate",
@@ -88,7 +88,8 @@ def run_migration_apply(
     saved = None
     scope = scope_for(limit, dns=False)
     if plan_file is not None:
-        saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), source=str(plan_file))
+        saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), kinds=KINDS,
+                               source=str(plan_file))
         if saved.operation != migration:
             raise PlanError(f"{plan_file} is a {saved.operation} plan, not {migration}")
         scope = scope_for(saved.limit, dns=False)

@@ -39,10 +39,10 @@ import dns.rdatatype
 
 from coder_migrate.dns.desired import fallback_targets, split_by_family
 from coder_migrate.dns.lua import health_url
-from coder_migrate.dns.plan import open_adapter
 from coder_migrate.errors import ConfigError, DnsError
 from coder_migrate.inventory.model import Region, Topology
 from coder_migrate.providers.coder.health import health_path
+from coder_migrate.providers.dns import open_adapter
 from coder_migrate.providers.dns.base import Capabilities
 
 __all__ = [

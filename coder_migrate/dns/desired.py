@@ -45,9 +45,6 @@ __all__ = [
     "split_by_family",
 ]
 
-PRIMARY = "primary"
-
-
 @dataclass(frozen=True)
 class GeoOptions:
     """How the shared hostname routes. ``geoip=None``: use it when the server has it."""
@@ -65,7 +62,7 @@ class GeoOptions:
 class DesiredRRSet:
     rrset: RRSet
     region: str
-    """``primary`` or the region whose records these are (plan waves group by it)."""
+    """The primary's host name or the region whose records these are (waves group by it)."""
     purpose: str
     """Why the rrset exists, for the plan's reason column."""
 
@@ -78,9 +75,15 @@ class DesiredState:
     rrsets: tuple[DesiredRRSet, ...]
     notes: tuple[str, ...] = ()
     regions: tuple[str, ...] = field(default=())
-    """``primary`` then the regions in inventory order: the order changes are listed in."""
+    """The primary's host name, then the regions in inventory order: the order changes are
+    listed in."""
     threshold_min_rrsets: int = 10
     """The update/delete threshold applies from this many owned rrsets on."""
+
+    @property
+    def primary(self) -> str:
+        """The primary's host name: the site the shared names belong to."""
+        return self.regions[0]
 
     def by_key(self) -> dict[RRSetKey, DesiredRRSet]:
         return {d.rrset.key: d for d in self.rrsets}
@@ -168,7 +171,8 @@ def desired_state(
     dns = topology.dns
     shared, ttl = dns.shared_hostname, dns.ttl
     notes: list[str] = []
-    rrsets: list[DesiredRRSet] = list(_site_rrsets(topology.primary, shared, ttl, PRIMARY))
+    primary = topology.primary.name
+    rrsets: list[DesiredRRSet] = list(_site_rrsets(topology.primary, shared, ttl, primary))
     for region in topology.regions:
         region_rrsets = list(_site_rrsets(region, shared, ttl, region.name))
         if not region_rrsets:
@@ -194,7 +198,7 @@ def desired_state(
         ttl=ttl,
         rrsets=tuple(rrsets),
         notes=tuple(notes),
-        regions=(PRIMARY, *(r.name for r in topology.regions)),
+        regions=(primary, *(r.name for r in topology.regions)),
         threshold_min_rrsets=dns.threshold_min_rrsets,
     )
 
@@ -208,7 +212,7 @@ def _shared_to_primary(topology: Topology) -> Iterator[DesiredRRSet]:
         if targets:
             yield DesiredRRSet(
                 RRSet(name=dns.shared_hostname, type=rtype, ttl=dns.ttl, records=targets),
-                PRIMARY, "shared hostname: the primary (not geo-routed)",
+                topology.primary.name, "shared hostname: the primary (not geo-routed)",
             )
 
 
@@ -264,7 +268,8 @@ def _shared_lua(
         dns = topology.dns
         yield DesiredRRSet(
             RRSet(name=dns.shared_hostname, type="LUA", ttl=dns.ttl, records=tuple(records)),
-            PRIMARY, "shared hostname: the nearest healthy region, else the primary",
+            topology.primary.name,
+            "shared hostname: the nearest healthy region, else the primary",
         )
 
 
@@ -274,7 +279,7 @@ def _geolocation_lines(
     fallback = fallback_targets(topology, rtype)
     if not fallback:
         return
-    yield GeoRecord(rtype, PRIMARY, DEFAULT_LOCATION, fallback).text()
+    yield GeoRecord(rtype, topology.primary.name, DEFAULT_LOCATION, fallback).text()
     taken: set[str] = set()
     for region in topology.regions:
         targets = split_by_family(region.dns_targets).get(rtype, ())
@@ -310,8 +315,8 @@ def _shared_geolocation(
         dns = topology.dns
         yield DesiredRRSet(
             RRSet(name=dns.shared_hostname, type=GEO_TYPE, ttl=dns.ttl, records=tuple(lines)),
-            PRIMARY, "shared hostname: geolocation per region with its health check, default "
-            "the primary",
+            topology.primary.name,
+            "shared hostname: geolocation per region with its health check, default the primary",
         )
 
 
@@ -328,6 +333,7 @@ def _shared_everywhere(
     every = [*topology.primary.dns_targets, *(a for r in topology.regions for a in r.dns_targets)]
     for rtype, targets in split_by_family(every).items():
         yield DesiredRRSet(
-            RRSet(name=dns.shared_hostname, type=rtype, ttl=dns.ttl, records=targets), PRIMARY,
+            RRSet(name=dns.shared_hostname, type=rtype, ttl=dns.ttl, records=targets),
+            topology.primary.name,
             "shared hostname: every deployment (no geo routing on this provider)",
         )

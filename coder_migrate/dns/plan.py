@@ -24,35 +24,30 @@ the ``before`` snapshots back in reverse order under the same check.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from coder_migrate.dns.desired import (
-    PRIMARY,
-    DesiredRRSet,
-    DesiredState,
-    GeoOptions,
-    desired_state,
-)
+from coder_migrate.dns.desired import DesiredRRSet, DesiredState, GeoOptions, desired_state
 from coder_migrate.dns.ownership import Marker, marker_name, marker_rrset, parse_marker
-from coder_migrate.engine.plan import Action, Change
-from coder_migrate.errors import DnsError, UnsafePlan
-from coder_migrate.inventory.model import Topology
-from coder_migrate.providers.dns import adapter_for
-from coder_migrate.providers.dns.base import (
-    DnsAdapter,
-    RRSet,
-    RRSetChange,
-    RRSetKey,
+from coder_migrate.dns.rrset_change import (
+    KIND,
+    DnsRRSetChange,
+    apply_dns_changes,
+    describe_records,
+    open_adapter,
+    restore_dns_changes,
 )
+from coder_migrate.engine.change import Action
+from coder_migrate.errors import UnsafePlan
+from coder_migrate.inventory.model import Topology
+from coder_migrate.providers.dns.base import DnsAdapter, RRSet, RRSetKey
 
 __all__ = [
     "KIND",
     "MAX_SAFE_CHANGE_FRACTION",
     "MIN_OWNED_FOR_THRESHOLD",
     "DnsPlan",
+    "DnsRRSetChange",
     "apply_dns_changes",
     "describe_records",
     "diff_rrsets",
@@ -61,7 +56,6 @@ __all__ = [
     "restore_dns_changes",
 ]
 
-KIND = "DnsRRSet"
 MAX_SAFE_CHANGE_FRACTION = 0.30
 MIN_OWNED_FOR_THRESHOLD = 10
 """Below this many owned rrsets the fraction rule does not apply: one region's update in a
@@ -78,11 +72,11 @@ class DnsPlan:
 
     zone: str
     provider: str
-    changes: tuple[Change, ...]
+    changes: tuple[DnsRRSetChange, ...]
     notes: tuple[str, ...]
 
     @property
-    def effective(self) -> tuple[Change, ...]:
+    def effective(self) -> tuple[DnsRRSetChange, ...]:
         return tuple(c for c in self.changes if c.action is not Action.KEEP)
 
     @property
@@ -100,10 +94,6 @@ class DnsPlan:
             )
 
 
-def _snapshot(rrset: RRSet | None) -> dict[str, Any] | None:
-    return None if rrset is None else rrset.model_dump(mode="json")
-
-
 def _diff(before: RRSet | None, after: RRSet | None) -> str:
     old = before.lines() if before else []
     new = after.lines() if after else []
@@ -118,22 +108,21 @@ def _change(
     reason: str,
     action: Action | None = None,
     depends_on: tuple[str, ...] = (),
-) -> Change:
+) -> DnsRRSetChange:
     rrset = after or before
     assert rrset is not None
     if action is None:
         action = (
             Action.CREATE if before is None else Action.DELETE if after is None else Action.UPDATE
         )
-    return Change(
+    return DnsRRSetChange(
         id=f"{region}/{KIND}/{rrset.type}/{rrset.name}",
         region=region,
-        kind=KIND,
         action=action,
         target=f"{rrset.type} {rrset.name}",
         reason=reason,
-        before=_snapshot(before),
-        after=_snapshot(after),
+        before=before,
+        after=after,
         diff="" if action is Action.KEEP else _diff(before, after),
         needs_force=action is not Action.KEEP and rrset.type in PROTECTED_TYPES,
         depends_on=depends_on,
@@ -149,11 +138,11 @@ class _Diff:
     ours: dict[RRSetKey, Marker] = field(default_factory=dict)
     others: dict[RRSetKey, Marker] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    markers_first: list[Change] = field(default_factory=list)
-    data: list[Change] = field(default_factory=list)
-    deletes: list[Change] = field(default_factory=list)
-    markers_last: list[Change] = field(default_factory=list)
-    keeps: list[Change] = field(default_factory=list)
+    markers_first: list[DnsRRSetChange] = field(default_factory=list)
+    data: list[DnsRRSetChange] = field(default_factory=list)
+    deletes: list[DnsRRSetChange] = field(default_factory=list)
+    markers_last: list[DnsRRSetChange] = field(default_factory=list)
+    keeps: list[DnsRRSetChange] = field(default_factory=list)
     kept_keys: set[RRSetKey] = field(default_factory=set)
 
 
@@ -212,7 +201,7 @@ def _diff_unwanted(diff: _Diff) -> None:
     for key, marker in sorted(diff.ours.items()):
         if key in wanted:
             continue
-        region = PRIMARY
+        region = diff.desired.primary
         have = diff.current.get(key)
         depends: tuple[str, ...] = ()
         if have is not None:
@@ -272,8 +261,8 @@ def _blocker(
 
 
 def _apply_threshold(
-    changes: list[Change], *, owned: int, notes: list[str], min_owned: int
-) -> list[Change]:
+    changes: list[DnsRRSetChange], *, owned: int, notes: list[str], min_owned: int
+) -> list[DnsRRSetChange]:
     touched = [
         c for c in changes
         if c.action in (Action.UPDATE, Action.DELETE) and parse_marker_change(c) is False
@@ -298,19 +287,13 @@ def _apply_threshold(
     ]
 
 
-def parse_marker_change(change: Change) -> bool:
+def parse_marker_change(change: DnsRRSetChange) -> bool:
     """Whether *change* is about an ownership marker rather than a served rrset."""
-    snapshot = change.after or change.before or {}
-    return parse_marker(RRSet.model_validate(snapshot)) is not None
+    rrset = change.after or change.before
+    return rrset is not None and parse_marker(rrset) is not None
 
 
 # -- engine entry points ---------------------------------------------------------------------
-
-
-def open_adapter(topology: Topology) -> DnsAdapter:
-    """The adapter for the inventory's DNS provider, with its secret resolved."""
-    base = Path(topology.source) if topology.source else None
-    return adapter_for(topology.dns, base=base)
 
 
 async def plan_dns(
@@ -321,58 +304,3 @@ async def plan_dns(
     desired = desired_state(topology, capabilities, options)
     observed = await adapter.observe()
     return diff_rrsets(desired, observed, provider=capabilities.provider)
-
-
-def _rrset(snapshot: dict[str, Any] | None) -> RRSet | None:
-    return None if snapshot is None else RRSet.model_validate(snapshot)
-
-
-async def _replay(
-    adapter: DnsAdapter, steps: Sequence[tuple[Change, RRSet | None, RRSet | None]]
-) -> list[str]:
-    if not steps:
-        return []
-    current = {r.key: r for r in await adapter.observe()}
-    done: list[str] = []
-    for change, expect, target in steps:
-        rrset = target or expect
-        assert rrset is not None
-        have = current.get(rrset.key)
-        if have == target:
-            continue  # already there: an earlier, interrupted run applied it
-        if have != expect:
-            raise DnsError(
-                f"{rrset.describe()} changed since the plan was made "
-                f"(expected {describe_records(expect)}, found {describe_records(have)}); plan again"
-            )
-        await adapter.apply([RRSetChange(before=expect, after=target)])
-        done.append(change.id)
-    return done
-
-
-def describe_records(rrset: RRSet | None) -> str:
-    """An rrset's TTL and records on one short line, for messages."""
-    if rrset is None:
-        return "nothing"
-    text = " ".join(rrset.records)
-    return f"ttl {rrset.ttl}: {text[:80]}{'...' if len(text) > 80 else ''}"
-
-
-async def apply_dns_changes(adapter: DnsAdapter, changes: Iterable[Change]) -> list[str]:
-    """Apply the ``DnsRRSet`` changes in order; return the ids of those that acted."""
-    steps = [
-        (c, _rrset(c.before), _rrset(c.after))
-        for c in changes
-        if c.kind == KIND and c.action is not Action.KEEP
-    ]
-    return await _replay(adapter, steps)
-
-
-async def restore_dns_changes(adapter: DnsAdapter, changes: Iterable[Change]) -> list[str]:
-    """Put every changed rrset back to its ``before`` snapshot, in reverse order."""
-    steps = [
-        (c, _rrset(c.after), _rrset(c.before))
-        for c in reversed(list(changes))
-        if c.kind == KIND and c.action is not Action.KEEP
-    ]
-    return await _replay(adapter, steps)

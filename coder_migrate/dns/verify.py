@@ -7,22 +7,24 @@ hostname answers the fallback (the primary) for up to one ``lua-health-checks-in
 test subnets (that first round is what starts every health check: the warm-up), then
 re-asks the wrong answers until they equal the plan or the time is up, showing which regions
 are still wrong. It returns one problem per region that never answered as planned;
-:func:`raise_unless_verified` is what apply calls and stops on (exit 7).
+:func:`raise_unless_verified` is what apply calls and stops on (exit 7): the gate of the DNS
+wave (:meth:`coder_migrate.dns.rrset_change.DnsRRSetChange.verify`), once per wave.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from coder_migrate.dns.check import CheckResult, check_dns
+from coder_migrate.engine.change import Progress
 from coder_migrate.errors import ApplyError, ConfigError
 from coder_migrate.inventory.model import Topology
 
 __all__ = [
     "DEFAULT_VERIFY_TIMEOUT",
-    "VERIFIED_OPERATION",
+    "VERIFIED_OPERATIONS",
     "RegionProblem",
     "VerifyOutcome",
     "raise_unless_verified",
@@ -31,15 +33,11 @@ __all__ = [
 ]
 
 DEFAULT_VERIFY_TIMEOUT = 60.0
-VERIFIED_OPERATION = "deploy"
-"""The operation (``engine.run.DEPLOY``) whose DNS wave writes exactly what the inventory asks
-for, so its answers can be compared with the plan; a migration checks DNS in its own steps,
-and a rollback restores older records."""
+VERIFIED_OPERATIONS = frozenset({"deploy", "dns"})
+"""The operations (``engine.run.DEPLOY``, and ``engine.run.DNS`` of the ``geodns`` role) whose
+DNS wave writes exactly what the inventory asks for, so its answers can be compared with the
+plan; a migration checks DNS in its own steps, and a rollback restores older records."""
 PROGRESS_EVERY_SECONDS = 1.0
-PRIMARY = "primary"
-
-Progress = Callable[[str, str, str], None]
-"""``(region, phase, text)``, the shape of apply's progress lines (phases gate, gate-ok)."""
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def regions_to_verify(topology: Topology, wave_regions: Collection[str]) -> tupl
     """The regions whose answers a DNS wave can change: every region when the wave touched
     the primary's records (the shared hostname is the primary's), else the wave's own."""
     names = tuple(r.name for r in topology.regions)
-    if not wave_regions or PRIMARY in wave_regions:
+    if not wave_regions or topology.primary.name in wave_regions:
         return names
     return tuple(name for name in names if name in wave_regions)
 

@@ -13,19 +13,28 @@ cluster. Per site, in order:
   uninstalled (v1), or uninstalled, deleted and its token Secret removed (v2); these need
   ``--force``.
 
-Waves: the primary, then the canary region alone, then the other regions, then removals.
+Waves: the primary, then the canary region alone, then the other regions (the grouping the
+migration shares: :func:`region_groups`), then removals, each removed region forgotten in the
+sites record last.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from coder_migrate.engine.change import change_id
+from coder_migrate.engine.kinds.namespace import NamespaceChange
+from coder_migrate.engine.kinds.proxy import ProxyDoc, WorkspaceProxyChange
+from coder_migrate.engine.kinds.proxy_token import ProxyTokenChange, TokenDoc
+from coder_migrate.engine.kinds.registration import Registration, SatelliteRegistrationChange
+from coder_migrate.engine.kinds.release import HelmReleaseChange, ReleaseDoc, protected_releases
+from coder_migrate.engine.kinds.site_record import SiteRecordChange
 from coder_migrate.engine.plan import SENSITIVE, Action, Change, Plan, Wave
 from coder_migrate.engine.values import TokenSecret, release_values
 from coder_migrate.engine.world import ManagedSite, SiteState, World
@@ -45,13 +54,15 @@ __all__ = [
     "mask_sensitive",
     "plan_deploy",
     "protected_releases",
+    "region_groups",
 ]
 
-KIND_NAMESPACE = "Namespace"
-KIND_RELEASE = "HelmRelease"
-KIND_SATELLITE = "SatelliteRegistration"
-KIND_PROXY = "WorkspaceProxy"
-KIND_PROXY_TOKEN = "ProxyToken"  # noqa: S105 - a change kind, not a token
+KIND_NAMESPACE = NamespaceChange.KIND
+KIND_RELEASE = HelmReleaseChange.KIND
+KIND_SATELLITE = SatelliteRegistrationChange.KIND
+KIND_PROXY = WorkspaceProxyChange.KIND
+KIND_PROXY_TOKEN = ProxyTokenChange.KIND
+KIND_SITE_RECORD = SiteRecordChange.KIND
 
 def mask_sensitive(value: Any, key: str = "") -> Any:
     """Values as they may be shown (:func:`coder_migrate.sensitive.mask`: the one rule for
@@ -69,19 +80,14 @@ def shown_values(values: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-def _release_doc(chart: str, values: dict[str, Any] | None) -> dict[str, Any] | None:
-    if values is None:
-        return None
-    return {"chart": chart, "values": values}
-
-
-def _yaml_lines(document: dict[str, Any] | None) -> list[str]:
+def _yaml_lines(document: ReleaseDoc | None) -> list[str]:
     if document is None:
         return []
-    return yaml.safe_dump(document, sort_keys=True, default_flow_style=False).splitlines()
+    return yaml.safe_dump(document.model_dump(mode="json"), sort_keys=True,
+                          default_flow_style=False).splitlines()
 
 
-def values_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+def values_diff(before: ReleaseDoc | None, after: ReleaseDoc | None) -> str:
     return "\n".join(
         difflib.unified_diff(
             _yaml_lines(before), _yaml_lines(after), "observed", "planned", lineterm="", n=2
@@ -90,7 +96,7 @@ def values_diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> 
 
 
 def check_limit(topology: Topology, world_managed: Iterable[str], limit: Sequence[str]) -> None:
-    known = {"primary", *(r.name for r in topology.regions), *world_managed}
+    known = {topology.primary.name, *(r.name for r in topology.regions), *world_managed}
     unknown = [name for name in limit if name not in known]
     if unknown:
         raise PlanError(
@@ -104,15 +110,7 @@ def _where(site: Primary | Region | ManagedSite) -> str:
 
 
 def _namespace_change(site: Primary | Region, state: SiteState) -> Change | None:
-    if state.namespace_exists:
-        return None
-    return Change(
-        id=f"{site.name}/{KIND_NAMESPACE}/{site.namespace}",
-        region=site.name, kind=KIND_NAMESPACE, action=Action.CREATE,
-        target=f"namespace {site.namespace} in {site.kube_context}",
-        reason="it does not exist",
-        after={"context": site.kube_context, "namespace": site.namespace},
-    )
+    return None if state.namespace_exists else NamespaceChange.create(site)
 
 
 def _release_change(
@@ -122,17 +120,17 @@ def _release_change(
     desired_chart = f"{source.name}-{source.version}"
     raw_desired = _normalised(release_values(topology, site, token_secret=token_secret))
     desired = shown_values(raw_desired)
-    after = _release_doc(desired_chart, desired)
+    after = ReleaseDoc(chart=desired_chart, values=desired)
     target = f"helm release {site.release} ({source.describe()}) in {_where(site)}"
-    change_id = f"{site.name}/{KIND_RELEASE}/{site.release}"
+    release_id = change_id(site.name, KIND_RELEASE, site.release)
     release = state.release
     if release is None:
-        return Change(
-            id=change_id, region=site.name, kind=KIND_RELEASE, action=Action.CREATE,
+        return HelmReleaseChange(
+            id=release_id, region=site.name, action=Action.CREATE,
             target=target, reason="not installed", after=after, diff=values_diff(None, after),
             depends_on=depends_on,
         )
-    before = _release_doc(release.chart, shown_values(release.values))
+    before = ReleaseDoc(chart=release.chart, values=shown_values(release.values))
     reasons = []
     if release.pending:
         reasons.append(
@@ -142,15 +140,15 @@ def _release_change(
         reasons.append(f"release is {release.status}")
     if release.chart != desired_chart:
         reasons.append(f"chart {release.chart} -> {desired_chart}")
-    if before is not None and before["values"] != desired:
+    if before.values != desired:
         reasons.append("values differ")
     elif _normalised(release.values) != raw_desired:
         # Only values shown as (sensitive) changed: the plan says so without showing them.
         reasons.append("sensitive values differ")
     if not reasons:
         return None
-    return Change(
-        id=change_id, region=site.name, kind=KIND_RELEASE, action=Action.UPDATE, target=target,
+    return HelmReleaseChange(
+        id=release_id, region=site.name, action=Action.UPDATE, target=target,
         reason="; ".join(reasons), before=before, after=after, diff=values_diff(before, after),
         depends_on=depends_on,
     )
@@ -160,78 +158,73 @@ def _satellite_change(
     region: Region, state: SiteState, world: World, release: Change | None
 ) -> Change | None:
     registered = world.records.satellites.get(region.name)
-    change_id = f"{region.name}/{KIND_SATELLITE}/{region.name}"
-    target = f"satellite registration {region.name} on the primary"
-    depends = (release.id,) if release is not None else ()
+    common = {
+        "id": change_id(region.name, KIND_SATELLITE, region.name), "region": region.name,
+        "target": f"satellite registration {region.name} on the primary",
+        "depends_on": (release.id,) if release is not None else (),
+    }
+    fetched = Registration(name=region.name, access_url=region.access_url)
     if registered is None:
-        return Change(
-            id=change_id, region=region.name, kind=KIND_SATELLITE, action=Action.CREATE,
-            target=target,
+        return SatelliteRegistrationChange(
+            **common, action=Action.CREATE, after=fetched,
             reason=(
                 f"not registered; apply fetches the key from {region.access_url} "
                 "/api/private/satellites/key, checks its fingerprint and registers it"
             ),
-            after={"name": region.name, "access_url": region.access_url}, depends_on=depends,
         )
-    before = {"name": registered.name, "fingerprint": registered.fingerprint}
+    before = Registration(name=registered.name, fingerprint=registered.fingerprint)
     if release is not None and release.action is Action.CREATE:
-        return Change(
-            id=change_id, region=region.name, kind=KIND_SATELLITE, action=Action.UPDATE,
-            target=target,
+        return SatelliteRegistrationChange(
+            **common, action=Action.UPDATE, before=before, after=fetched,
             reason="the satellite is (re)installed with a new key; re-register it after",
-            before=before, after={"name": region.name, "access_url": region.access_url},
-            depends_on=depends,
         )
     served = state.satellite_key
     if served is not None and served.fingerprint != registered.fingerprint:
-        return Change(
-            id=change_id, region=region.name, kind=KIND_SATELLITE, action=Action.UPDATE,
-            target=target,
+        return SatelliteRegistrationChange(
+            **common, action=Action.UPDATE, before=before,
+            after=Registration(name=region.name, fingerprint=served.fingerprint),
             reason=(
                 f"the satellite serves key {served.fingerprint[:16]}..., registered is "
                 f"{registered.fingerprint[:16]}...; re-register"
             ),
-            before=before, after={"name": region.name, "fingerprint": served.fingerprint},
-            depends_on=depends,
         )
     return None
 
 
 def _proxy_changes(
-    topology: Topology, region: Region, state: SiteState, world: World,
-    namespace: Change | None, token_secret: TokenSecret,
+    region: Region, state: SiteState, world: World, namespace: Change | None,
+    token_secret: TokenSecret,
 ) -> list[Change]:
     proxy = world.records.proxies.get(region.name)
     depends = (namespace.id,) if namespace is not None else ()
     secret = f"Secret {token_secret.name} in {_where(region)}"
+    proxy_id = change_id(region.name, KIND_PROXY, region.name)
+    target = f"workspace proxy {region.name} on the primary"
     if proxy is None:
-        return [Change(
-            id=f"{region.name}/{KIND_PROXY}/{region.name}", region=region.name, kind=KIND_PROXY,
-            action=Action.CREATE,
-            target=f"workspace proxy {region.name} on the primary",
+        return [WorkspaceProxyChange(
+            id=proxy_id, region=region.name, action=Action.CREATE, target=target,
             reason=f"not on the primary; its one-time token goes straight into {secret}",
-            after={"name": region.name, "display_name": region.display_name,
-                   "token": SENSITIVE, "token_secret": token_secret.name},
+            after=ProxyDoc(name=region.name, display_name=region.display_name,
+                           token=SENSITIVE, token_secret=token_secret.name),
             depends_on=depends,
         )]
-    changes = []
+    changes: list[Change] = []
     if proxy.display_name != region.display_name:
-        changes.append(Change(
-            id=f"{region.name}/{KIND_PROXY}/{region.name}", region=region.name, kind=KIND_PROXY,
-            action=Action.UPDATE, target=f"workspace proxy {region.name} on the primary",
+        changes.append(WorkspaceProxyChange(
+            id=proxy_id, region=region.name, action=Action.UPDATE, target=target,
             reason=f"display name {proxy.display_name!r} -> {region.display_name!r}",
-            before={"display_name": proxy.display_name},
-            after={"display_name": region.display_name},
+            before=ProxyDoc(display_name=proxy.display_name),
+            after=ProxyDoc(display_name=region.display_name),
         ))
     if not state.token_secret:
-        changes.append(Change(
-            id=f"{region.name}/{KIND_PROXY_TOKEN}/{token_secret.name}", region=region.name,
-            kind=KIND_PROXY_TOKEN, action=Action.ACT, target=secret,
+        changes.append(ProxyTokenChange(
+            id=change_id(region.name, KIND_PROXY_TOKEN, token_secret.name), region=region.name,
+            action=Action.ACT, target=secret,
             reason=(
                 "the proxy exists but its token Secret is missing: regenerate the token "
                 "(regenerate_token) into it; no second proxy is created"
             ),
-            after={"token": SENSITIVE}, depends_on=depends,
+            after=TokenDoc(token=SENSITIVE), depends_on=depends,
         ))
     return changes
 
@@ -253,7 +246,7 @@ def _site_changes(
         changes.append(namespace)
     before_release: list[Change] = []
     if isinstance(site, Region) and topology.generation == "v2":
-        before_release = _proxy_changes(topology, site, state, world, namespace, token_secret)
+        before_release = _proxy_changes(site, state, world, namespace, token_secret)
         changes.extend(before_release)
     depends = tuple(c.id for c in (namespace, *before_release) if c is not None)
     release = _release_change(topology, site, state, source, token_secret, depends)
@@ -266,71 +259,59 @@ def _site_changes(
     return changes
 
 
-def protected_releases(topology: Topology) -> set[tuple[str, str, str]]:
-    """(kube context, namespace, release) of every old workspace-provider release: never
-    uninstalled by any code path."""
-    return {
-        (region.kube_context, provider.namespace, provider.release)
-        for region in topology.regions
-        for provider in region.workspace_providers
-    }
-
-
 def _removal_changes(site: ManagedSite, world: World, token_secret: TokenSecret) -> list[Change]:
     where = _where(site)
-    release = Change(
-        id=f"{site.name}/{KIND_RELEASE}/{site.release}", region=site.name, kind=KIND_RELEASE,
+    release = HelmReleaseChange(
+        id=change_id(site.name, KIND_RELEASE, site.release), region=site.name,
         action=Action.DELETE, target=f"helm release {site.release} in {where}",
-        reason="the region is no longer in the inventory", needs_force=True,
-        before=site.model_dump(mode="json"),
+        reason="the region is no longer in the inventory", needs_force=True, before=site,
     )
+    changes: list[Change] = []
     if site.generation == "v1":
-        changes = []
         registered = world.records.satellites.get(site.name)
         if registered is not None:
-            changes.append(Change(
-                id=f"{site.name}/{KIND_SATELLITE}/{site.name}", region=site.name,
-                kind=KIND_SATELLITE, action=Action.DELETE,
-                target=f"satellite registration {site.name} on the primary",
+            changes.append(SatelliteRegistrationChange(
+                id=change_id(site.name, KIND_SATELLITE, site.name), region=site.name,
+                action=Action.DELETE, target=f"satellite registration {site.name} on the primary",
                 reason="deregister before uninstalling", needs_force=True,
-                before={"name": registered.name, "fingerprint": registered.fingerprint},
+                before=Registration(name=registered.name, fingerprint=registered.fingerprint),
             ))
-        return [*changes, release]
-    changes = [release]
-    if site.name in world.records.proxies:
-        changes.append(Change(
-            id=f"{site.name}/{KIND_PROXY}/{site.name}", region=site.name, kind=KIND_PROXY,
-            action=Action.DELETE, target=f"workspace proxy {site.name} on the primary",
-            reason="uninstalled first, then deleted on the primary", needs_force=True,
-            before={"name": site.name}, depends_on=(release.id,),
+        changes.append(release)
+    else:
+        changes.append(release)
+        if site.name in world.records.proxies:
+            changes.append(WorkspaceProxyChange(
+                id=change_id(site.name, KIND_PROXY, site.name), region=site.name,
+                action=Action.DELETE, target=f"workspace proxy {site.name} on the primary",
+                reason="uninstalled first, then deleted on the primary", needs_force=True,
+                before=ProxyDoc(name=site.name), depends_on=(release.id,),
+            ))
+        changes.append(ProxyTokenChange(
+            id=change_id(site.name, KIND_PROXY_TOKEN, token_secret.name), region=site.name,
+            action=Action.DELETE, target=f"Secret {token_secret.name} in {where}",
+            reason="the token of a deleted proxy is not left behind", needs_force=True,
+            before=TokenDoc(token=SENSITIVE), where=site, depends_on=(release.id,),
         ))
-    changes.append(Change(
-        id=f"{site.name}/{KIND_PROXY_TOKEN}/{token_secret.name}", region=site.name,
-        kind=KIND_PROXY_TOKEN, action=Action.DELETE,
-        target=f"Secret {token_secret.name} in {where}",
-        reason="the token of a deleted proxy is not left behind", needs_force=True,
-        before={"token": SENSITIVE}, depends_on=(release.id,),
-    ))
-    return changes
+    return [*changes, SiteRecordChange.forget(site, depends_on=(changes[-1].id,))]
 
 
 def _base(topology: Topology) -> Path | None:
     return Path(topology.source) if topology.source else None
 
 
-def deploy_waves(
-    topology: Topology, world: World, *, limit: Sequence[str] = (),
-    token_secret: TokenSecret | None = None,
-) -> tuple[list[Wave], list[str]]:
-    """The deploy changes in waves, and the notes the reader must see."""
-    token_secret = token_secret or TokenSecret()
-    check_limit(topology, world.managed, limit)
-    wanted = set(limit)
+def region_groups(topology: Topology) -> list[tuple[str, list[Region]]]:
+    """The regions' waves, named: the canary alone first, then every other region. Deploy
+    and the migration roll out in these groups."""
+    canary = topology.canary
+    groups: list[tuple[str, list[Region]]] = []
+    if canary is not None:
+        groups.append((f"canary {canary.name}", [canary]))
+    groups.append(("regions", [r for r in topology.regions
+                               if canary is None or r.name != canary.name]))
+    return groups
 
-    def included(name: str) -> bool:
-        return not wanted or name in wanted
 
-    notes: list[str] = []
+def _check_tls(world: World, included: Callable[[str], bool]) -> None:
     problems = [
         f"{name}: {problem}"
         for name, state in world.sites.items() if included(name)
@@ -341,27 +322,11 @@ def deploy_waves(
             "TLS secrets must exist with tls.crt and tls.key before anything is installed: "
             + "; ".join(problems)
         )
-    if not world.records.reachable:
-        notes.append(
-            "the primary does not answer yet (its release is not installed): registrations "
-            "are planned as new"
-        )
 
-    def site_wave(name: str, sites: Sequence[Primary | Region]) -> Wave:
-        changes = [
-            change
-            for site in sites if included(site.name)
-            for change in _site_changes(topology, site, world.sites[site.name], world, token_secret)
-        ]
-        return Wave(name=name, regions=tuple(s.name for s in sites), changes=tuple(changes))
 
-    canary = topology.canary
-    rest = [r for r in topology.regions if canary is None or r.name != canary.name]
-    waves = [site_wave("primary", [topology.primary])]
-    if canary is not None:
-        waves.append(site_wave(f"canary {canary.name}", [canary]))
-    waves.append(site_wave("regions", rest))
-
+def _removals_wave(
+    topology: Topology, world: World, included: Callable[[str], bool], token_secret: TokenSecret
+) -> Wave:
     in_inventory = {r.name for r in topology.regions}
     removed = [m for name, m in sorted(world.managed.items()) if name not in in_inventory]
     kept = protected_releases(topology)
@@ -376,17 +341,52 @@ def deploy_waves(
         change for site in removed if included(site.name)
         for change in _removal_changes(site, world, token_secret)
     ]
-    waves.append(Wave(name="removals", regions=tuple(m.name for m in removed),
-                      changes=tuple(removals)))
+    return Wave(name="removals", regions=tuple(m.name for m in removed), changes=tuple(removals))
 
-    known = in_inventory | set(world.managed)
+
+def _unmanaged_notes(topology: Topology, world: World) -> list[str]:
+    known = {r.name for r in topology.regions} | set(world.managed)
     registered = set(world.records.satellites) | set(world.records.proxies)
-    for name in sorted(registered - known):
-        what = "satellite" if topology.generation == "v1" else "workspace proxy"
+    what = "satellite" if topology.generation == "v1" else "workspace proxy"
+    return [
+        f"{what} {name} is registered on the primary but not in the inventory and was "
+        "not deployed by coder-migrate: left alone"
+        for name in sorted(registered - known)
+    ]
+
+
+def deploy_waves(
+    topology: Topology, world: World, *, limit: Sequence[str] = (),
+    token_secret: TokenSecret | None = None,
+) -> tuple[list[Wave], list[str]]:
+    """The deploy changes in waves, and the notes the reader must see."""
+    token_secret = token_secret or TokenSecret()
+    check_limit(topology, world.managed, limit)
+    wanted = set(limit)
+
+    def included(name: str) -> bool:
+        return not wanted or name in wanted
+
+    _check_tls(world, included)
+    notes: list[str] = []
+    if not world.records.reachable:
         notes.append(
-            f"{what} {name} is registered on the primary but not in the inventory and was "
-            "not deployed by coder-migrate: left alone"
+            "the primary does not answer yet (its release is not installed): registrations "
+            "are planned as new"
         )
+
+    def site_wave(name: str, sites: Sequence[Primary | Region]) -> Wave:
+        changes = [
+            change
+            for site in sites if included(site.name)
+            for change in _site_changes(topology, site, world.sites[site.name], world, token_secret)
+        ]
+        return Wave(name=name, regions=tuple(s.name for s in sites), changes=tuple(changes))
+
+    waves = [site_wave("primary", [topology.primary])]
+    waves += [site_wave(name, regions) for name, regions in region_groups(topology)]
+    waves.append(_removals_wave(topology, world, included, token_secret))
+    notes += _unmanaged_notes(topology, world)
     return [w for w in waves if w.changes], notes
 
 

@@ -81,6 +81,12 @@ class Journal:
     def archive_name(self, number: int) -> str:
         return f"{self.name}-archive-{number}"
 
+    async def version(self) -> str | None:
+        """The journal's resourceVersion (``None`` before the first entry): every apply that
+        changes anything writes it, so an unchanged version means no apply ran in between."""
+        found = await self.cluster.read_config_map(self.namespace, self.name)
+        return None if found is None else found[1]
+
     async def entries(self) -> list[JournalEntry]:
         """The current entries (recent runs; see :meth:`history` for everything)."""
         found = await self.cluster.read_config_map(self.namespace, self.name)

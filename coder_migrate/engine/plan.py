@@ -12,13 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
+from coder_migrate.engine.change import SENSITIVE, Action, Change, Kinds
 from coder_migrate.errors import StalePlan, UnsafePlan
-from coder_migrate.sensitive import SENSITIVE
 
 __all__ = [
     "SENSITIVE",
@@ -28,40 +27,6 @@ __all__ = [
     "Wave",
 ]
 
-class Action(StrEnum):
-    CREATE = "create"
-    UPDATE = "update"
-    DELETE = "delete"
-    ACT = "act"  # a one-off operation with an effect, e.g. a rebuild or a registration
-    KEEP = "keep"  # deliberately left alone, shown so the reader knows it was considered
-
-
-class Change(BaseModel):
-    """One thing apply will do, with why, and what it looks like before and after."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: str
-    """Stable identity: ``<region>/<kind>/<name>``; the journal keys progress by it."""
-    region: str
-    """``primary`` or a region name."""
-    kind: str
-    """What is changed: HelmRelease, Namespace, ProxyToken, SatelliteRegistration, ..."""
-    action: Action
-    target: str
-    """Human name of the object, e.g. ``helm release coder-satellite in ns coder-satellite``."""
-    reason: str
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-    diff: str = ""
-    """Unified diff of values (sensitive values already replaced)."""
-    needs_force: bool = False
-    """Deletions and other destructive steps apply only with ``--force``."""
-    depends_on: tuple[str, ...] = ()
-
-    def summary(self) -> str:
-        return f"{self.action.value} {self.target}: {self.reason}"
-
 
 class Wave(BaseModel):
     """Changes applied together; a health gate closes each wave before the next starts."""
@@ -70,7 +35,18 @@ class Wave(BaseModel):
 
     name: str
     regions: tuple[str, ...]
-    changes: tuple[Change, ...]
+    changes: tuple[SerializeAsAny[Change], ...]
+
+    @field_validator("changes", mode="before")
+    @classmethod
+    def _of_their_kinds(cls, value: Any, info: ValidationInfo) -> Any:
+        """Changes read from JSON become instances of their kind (the context's ``kinds``)."""
+        if not isinstance(value, list | tuple) or all(isinstance(c, Change) for c in value):
+            return value
+        kinds = (info.context or {}).get("kinds")
+        if not isinstance(kinds, Kinds):
+            raise ValueError("changes can only be read with the registry of change kinds")
+        return tuple(kinds.parse(c) for c in value)
 
     @property
     def effective(self) -> tuple[Change, ...]:
@@ -133,22 +109,53 @@ class Plan(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, *, source: str = "plan file") -> Plan:
+    def from_json(cls, text: str, *, kinds: Kinds, source: str = "plan file") -> Plan:
+        """A plan file read back: every change an instance of its kind in *kinds*."""
         try:
-            plan = cls.model_validate_json(text)
+            plan = cls.model_validate_json(text, context={"kinds": kinds})
         except ValueError as error:
             raise StalePlan(f"{source}: not a coder-migrate plan ({_first_line(error)})") from None
         if plan.checksum != plan.content_checksum():
             raise StalePlan(f"{source}: its checksum does not match its content (edited by hand?)")
         return plan
 
-    def ensure_matches(self, fresh: Plan, *, source: str = "plan file") -> None:
-        """Refuse to apply *self* when a fresh plan computes something else."""
+    def ensure_matches(
+        self, fresh: Plan, *, source: str = "plan file", ignore: Iterable[str] = ()
+    ) -> None:
+        """Refuse to apply *self* when a fresh plan computes something else (apart from the
+        changes with ids in *ignore*)."""
+        ignored = set(ignore)
+        if ignored and self.without(ignored).checksum == fresh.without(ignored).checksum:
+            return
         if fresh.checksum != self.checksum:
             raise StalePlan(
                 f"{source} is stale: the inventory or the observed state changed since it was "
                 f"made (saved {self.checksum[:12]}, now {fresh.checksum[:12]}); run plan again"
             )
+
+    def without(self, ids: set[str]) -> Plan:
+        """This plan without the changes *ids* (and without depending on them)."""
+        waves = [
+            Wave(name=w.name, regions=w.regions, changes=tuple(
+                c.model_copy(update={"depends_on": tuple(d for d in c.depends_on if d not in ids)})
+                for c in w.changes if c.id not in ids
+            ))
+            for w in self.waves
+        ]
+        return Plan.build(inventory=self.inventory, waves=waves, operation=self.operation,
+                          limit=self.limit, notes=self.notes)
+
+    def difference(self, fresh: Plan) -> str:
+        """What *fresh* plans that this plan does not, and the other way round."""
+
+        def summaries(plan: Plan) -> set[str]:
+            return {f"{c.id} ({c.action.value}: {c.reason})" for c in plan.changes}
+
+        gone = sorted(summaries(self) - summaries(fresh))
+        new = sorted(summaries(fresh) - summaries(self))
+        parts = [f"no longer planned: {', '.join(gone)}"] if gone else []
+        parts += [f"now planned: {', '.join(new)}"] if new else []
+        return "; ".join(parts) or "the order or notes of the changes differ"
 
     def raise_if_unsafe(self, *, force: bool) -> None:
         """Destructive changes need ``--force``; list every one so the user sees them all."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
-from coder_migrate.engine.world import Engine, SiteState, World, probe_url
+from coder_migrate.engine.world import Engine, SiteState, World
 from coder_migrate.inventory import Primary, Region
+from coder_migrate.providers.coder.probes import probe_url
+from coder_migrate.tasks import run_all
 
 __all__ = ["SiteStatus", "site_statuses"]
 
@@ -35,9 +37,9 @@ class SiteStatus:
 async def site_statuses(engine: Engine, limit: Sequence[str] = ()) -> list[SiteStatus]:
     world = await engine.observe(limit)
     sites = engine.sites(limit)
-    return list(await asyncio.gather(
-        *(_status(engine, site, world.sites[site.name], world) for site in sites)
-    ))
+    return await run_all([
+        partial(_status, engine, site, world.sites[site.name], world) for site in sites
+    ])
 
 
 async def _status(

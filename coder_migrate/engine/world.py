@@ -16,12 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
-import httpx
 from pydantic import BaseModel, ConfigDict
 
 from coder_migrate.errors import CoderAPIError, CoderUnavailable, KubeError, PlanError
@@ -35,6 +34,7 @@ from coder_migrate.providers.coder import (
 )
 from coder_migrate.providers.helm import HelmClient, ReleaseState
 from coder_migrate.providers.kube import KubeCluster
+from coder_migrate.tasks import run_all
 
 __all__ = [
     "SITES_CONFIG_MAP",
@@ -45,13 +45,10 @@ __all__ = [
     "World",
 ]
 
-T = TypeVar("T")
-
 SITES_CONFIG_MAP = "coder-migrate-sites"
 _SITES_KEY = "sites.json"
 CONCURRENCY = 16
 """Sites observed (and applied) at once; each is a handful of API calls."""
-PROBE_TIMEOUT = 5.0
 
 
 class ManagedSite(BaseModel):
@@ -179,6 +176,13 @@ class Engine:
     def coder_v2(self) -> CoderV2Client:
         return CoderV2Client(self.topology.primary.access_url, self.session_token())
 
+    def site(self, name: str) -> Primary | Region:
+        """The primary (under its inventory host name, whatever it is) or the region *name*;
+        ``KeyError`` for neither."""
+        if name == self.topology.primary.name:
+            return self.topology.primary
+        return self.topology.region(name)
+
     def sites(self, limit: Iterable[str] = ()) -> list[Primary | Region]:
         wanted = set(limit)
         everything: list[Primary | Region] = [self.topology.primary, *self.topology.regions]
@@ -227,23 +231,19 @@ class Engine:
     async def observe(self, limit: Iterable[str] = ()) -> World:
         """Everything the deploy plan compares with the inventory, read concurrently."""
         sites = self.sites(limit)
-        gate = asyncio.Semaphore(CONCURRENCY)
-
-        async def bounded(awaitable: Awaitable[T]) -> T:
-            async with gate:
-                return await awaitable
-
-        managed_task = asyncio.ensure_future(bounded(self._managed_or_empty()))
         # One client for every satellite key fetch: a client per region costs a TLS context.
         async with self.coder_v1() as prober:
-            states = await asyncio.gather(
-                *(bounded(self.observe_site(s, prober=prober)) for s in sites)
-            )
-        primary_state = next((s for s in states if s.name == "primary"), None)
+            calls: list[Callable[[], Awaitable[dict[str, ManagedSite] | SiteState]]] = [
+                self._managed_or_empty,
+                *(partial(self.observe_site, site, prober=prober) for site in sites),
+            ]
+            managed, *states = await run_all(calls, limit=CONCURRENCY)
+        site_states = [state for state in states if isinstance(state, SiteState)]
+        primary_name = self.topology.primary.name
+        primary_state = next((s for s in site_states if s.name == primary_name), None)
         records = await self.primary_records(primary_state)
-        return World(
-            sites={s.name: s for s in states}, records=records, managed=await managed_task
-        )
+        assert isinstance(managed, dict)
+        return World(sites={s.name: s for s in site_states}, records=records, managed=managed)
 
     async def _managed_or_empty(self) -> dict[str, ManagedSite]:
         if not await self.primary_kube.namespace_exists(self.state_namespace):
@@ -261,14 +261,15 @@ class Engine:
                 name=site.name, namespace_exists=False, release=None,
                 tls_problems=_tls_missing(site, "its namespace does not exist"),
             )
-        release_task = asyncio.ensure_future(self.site_helm(site).release(namespace, site.release))
-        tls_problems = await self._tls_problems(kube, site)
-        token_secret = False
-        if isinstance(site, Region) and self.topology.generation == "v2":
-            keys = await kube.secret_keys(namespace, self.token_secret.name)
-            token_secret = keys is not None and self.token_secret.key in keys
-        pods = await kube.pods(namespace)
-        release = await release_task
+        reads: list[Callable[[], Awaitable[object]]] = [
+            partial(self.site_helm(site).release, namespace, site.release),
+            partial(self._tls_problems, kube, site),
+            partial(self._has_token_secret, kube, site),
+            partial(kube.pods, namespace),
+        ]
+        release, tls_problems, token_secret, pods = await run_all(reads)
+        assert release is None or isinstance(release, ReleaseState)
+        assert isinstance(tls_problems, tuple) and isinstance(pods, list)
         key: SatelliteKey | None = None
         probe_error = ""
         if (
@@ -278,9 +279,15 @@ class Engine:
             key, probe_error = await self._satellite_key(site, prober)
         return SiteState(
             name=site.name, namespace_exists=True, release=release, tls_problems=tls_problems,
-            token_secret=token_secret, pods_ready=sum(p.ready for p in pods),
+            token_secret=bool(token_secret), pods_ready=sum(p.ready for p in pods),
             pods_total=len(pods), satellite_key=key, probe_error=probe_error,
         )
+
+    async def _has_token_secret(self, kube: KubeCluster, site: Primary | Region) -> bool:
+        if not isinstance(site, Region) or self.topology.generation != "v2":
+            return False
+        keys = await kube.secret_keys(site.namespace, self.token_secret.name)
+        return keys is not None and self.token_secret.key in keys
 
     async def _tls_problems(self, kube: KubeCluster, site: Primary | Region) -> tuple[str, ...]:
         if site.tls is None:
@@ -323,7 +330,8 @@ class Engine:
                 return PrimaryRecords(reachable=True, version=version, satellites=satellites)
             async with self.coder_v2() as v2:
                 version = (await v2.buildinfo()).version
-                proxies = {p.name: p for p in await v2.list_proxies() if p.name != "primary"}
+                # The primary lists itself as the proxy named "primary" (Coder's own name).
+                proxies = {p.name: p for p in await v2.list_proxies() if not p.is_primary}
             return PrimaryRecords(reachable=True, version=version, proxies=proxies)
         except CoderUnavailable:
             if first_install:
@@ -337,12 +345,3 @@ def _tls_missing(site: Primary | Region, why: str) -> tuple[str, ...]:
     names = dict.fromkeys(n for n in (site.tls.host_secret, site.tls.wildcard_secret) if n)
     return tuple(f"TLS secret {name} cannot exist in ns {site.namespace}: {why}" for name in names)
 
-
-async def probe_url(url: str, *, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-    """GET *url*; (answered 2xx, short reason)."""
-    try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            response = await client.get(url)
-    except httpx.HTTPError as error:
-        return False, type(error).__name__
-    return response.is_success, f"HTTP {response.status_code}"

@@ -26,7 +26,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from coder_migrate import sensitive
 from coder_migrate.errors import KubeError
 
-__all__ = ["KubeCluster", "PodStatus", "cluster_for"]
+__all__ = ["KubeCluster", "Lease", "PodStatus", "cluster_for"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -290,37 +290,80 @@ class KubeCluster:
 
         return await self._call(f"write configmap {namespace}/{name}", write)
 
-    async def read_lease(self, namespace: str, name: str) -> Any | None:
-        def read() -> Any | None:
-            return _unless(404, lambda: self.coordination().read_namespaced_lease(name, namespace),
-                           None)
+    async def read_lease(self, namespace: str, name: str) -> Lease | None:
+        def read() -> Lease | None:
+            found = _unless(
+                404, lambda: self.coordination().read_namespaced_lease(name, namespace), None
+            )
+            return None if found is None else Lease.of(found)
 
         return await self._call(f"read lease {namespace}/{name}", read)
 
-    async def create_lease(self, namespace: str, body: Any) -> bool:
+    async def create_lease(self, namespace: str, lease: Lease) -> bool:
+        """Create *lease*; ``False`` when one of that name exists already."""
+
         def create() -> bool:
             return _unless(
-                409, lambda: bool(self.coordination().create_namespaced_lease(namespace, body)),
+                409,
+                lambda: bool(self.coordination().create_namespaced_lease(namespace, lease.body())),
                 False,
             )
 
         return await self._call(f"create lease {namespace}", create)
 
-    async def replace_lease(self, namespace: str, name: str, body: Any) -> bool:
+    async def replace_lease(self, namespace: str, lease: Lease) -> bool:
+        """Replace the lease at ``lease.resource_version``; ``False`` when someone wrote first."""
+
         def replace() -> bool:
             return _unless(
                 409,
-                lambda: bool(self.coordination().replace_namespaced_lease(name, namespace, body)),
+                lambda: bool(self.coordination().replace_namespaced_lease(
+                    lease.name, namespace, lease.body())),
                 False,
             )
 
-        return await self._call(f"replace lease {namespace}/{name}", replace)
+        return await self._call(f"replace lease {namespace}/{lease.name}", replace)
 
     async def delete_lease(self, namespace: str, name: str) -> None:
         def delete() -> None:
             _unless(404, lambda: self.coordination().delete_namespaced_lease(name, namespace), None)
 
         await self._call(f"delete lease {namespace}/{name}", delete)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A coordination.k8s.io Lease as coder-migrate reads and writes it."""
+
+    name: str
+    holder: str
+    duration_seconds: int
+    acquired: dt.datetime | None
+    renewed: dt.datetime | None
+    annotations: Mapping[str, str]
+    resource_version: str | None = None
+
+    @classmethod
+    def of(cls, found: Any) -> Lease:
+        spec, meta = found.spec, found.metadata
+        return cls(
+            name=meta.name, holder=spec.holder_identity or "",
+            duration_seconds=spec.lease_duration_seconds or 0, acquired=spec.acquire_time,
+            renewed=spec.renew_time, annotations=dict(meta.annotations or {}),
+            resource_version=meta.resource_version,
+        )
+
+    def body(self) -> client.V1Lease:
+        return client.V1Lease(
+            metadata=client.V1ObjectMeta(
+                name=self.name, resource_version=self.resource_version,
+                annotations=dict(self.annotations),
+            ),
+            spec=client.V1LeaseSpec(
+                holder_identity=self.holder, lease_duration_seconds=self.duration_seconds,
+                acquire_time=self.acquired, renew_time=self.renewed,
+            ),
+        )
 
 
 def _unless(status: int, function: Callable[[], T], default: U) -> T | U:

@@ -5,7 +5,7 @@ access: the primary is deployed as the inventory says (it is upgraded to 1.21 be
 migration and the migration never changes it), no region has anything of its satellite,
 every workspace provider exists, is ``ready``, has Networking v2 off and its old release
 deployed, every test workspace exists, and the zone holds none of coder-migrate's records.
-The waves come from :func:`coder_migrate.migrations.v1_20_to_v1_21.migration_waves`, the
+The waves come from :func:`coder_migrate.migrations.v1_20_to_v1_21.plan.migration_waves`, the
 same function ``migrate plan`` and ``migrate apply`` use, so the runbook cannot drift
 from what apply does.
 """
@@ -16,17 +16,15 @@ from pathlib import Path
 
 from coder_migrate.dns.desired import desired_state
 from coder_migrate.dns.plan import diff_rrsets
-from coder_migrate.engine.plan import Change, Plan
+from coder_migrate.dns.rrset_change import DnsRRSetChange
+from coder_migrate.engine.plan import Plan
 from coder_migrate.engine.values import release_values
 from coder_migrate.engine.world import PrimaryRecords, SiteState, World
 from coder_migrate.errors import ConfigError
 from coder_migrate.inventory import Topology
-from coder_migrate.migrations.v1_20_to_v1_21 import (
-    MIGRATION,
-    ProviderState,
-    WorkspaceState,
-    migration_waves,
-)
+from coder_migrate.migrations.v1_20_to_v1_21 import MIGRATION
+from coder_migrate.migrations.v1_20_to_v1_21.observe import ProviderState, WorkspaceState
+from coder_migrate.migrations.v1_20_to_v1_21.plan import migration_waves
 from coder_migrate.providers.dns.base import Capabilities
 from coder_migrate.providers.helm import ReleaseState, chart_source
 
@@ -82,7 +80,7 @@ def _workspaces(topology: Topology) -> dict[str, WorkspaceState]:
     }
 
 
-def _dns_changes(topology: Topology) -> tuple[tuple[Change, ...], tuple[str, ...]]:
+def _dns_changes(topology: Topology) -> tuple[tuple[DnsRRSetChange, ...], tuple[str, ...]]:
     provider = topology.dns.provider
     geo = provider == "powerdns"
     capabilities = Capabilities(provider=provider, lua_records=geo, client_subnet=geo)

@@ -13,7 +13,6 @@ from typing import Literal
 
 import jinja2
 
-from coder_migrate.dns.desired import PRIMARY
 from coder_migrate.engine.plan import Action, Plan
 from coder_migrate.errors import ConfigError, PlanError
 from coder_migrate.inventory import Primary, Region, Topology
@@ -205,14 +204,14 @@ def build_runbook(topology: Topology, inventory: str, region: str | None = None)
     plan = assumed_plan(topology, region)
     c = Commands(inventory=inventory, topology=topology)
     sections = []
+    primary = topology.primary
     for wave in plan.waves:
         for name in wave.regions:
             if not any(ch.region == name for ch in wave.effective):
                 continue
-            site: Primary | Region = (topology.primary if name == PRIMARY
-                                      else topology.region(name))
+            site: Primary | Region = primary if name == primary.name else topology.region(name)
             sections.append(_section(c, site, plan, wave.name))
-    regions = [topology.region(s.name) for s in sections if s.name != PRIMARY]
+    regions = [topology.region(s.name) for s in sections if s.name != primary.name]
     scope = (f"region {region}" if region is not None
              else f"all {len(topology.regions)} regions, canary first")
     return Runbook(

@@ -70,6 +70,10 @@ class Region(_Model):
     wildcard_hostname: str = ""
 
 
+PRIMARY_PROXY_NAME = "primary"
+"""The name Coder v2 reserves for the primary's own entry in the workspace proxy list."""
+
+
 class WorkspaceProxy(Region):
     derp_enabled: bool = True
     derp_only: bool = False
@@ -78,6 +82,11 @@ class WorkspaceProxy(Region):
     updated_at: datetime | None = None
     deleted: bool = False
     version: str = ""
+
+    @property
+    def is_primary(self) -> bool:
+        """The primary's own entry (Coder lists it among the proxies), not a proxy."""
+        return self.name == PRIMARY_PROXY_NAME
 
 
 class CreatedProxy(_Model):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from coder_migrate.errors import ConfigError
-from coder_migrate.inventory.model import DnsSettings
+from coder_migrate.inventory.model import DnsSettings, Topology
 from coder_migrate.providers.dns.base import (
     Capabilities,
     DnsAdapter,
@@ -36,6 +36,7 @@ __all__ = [
     "Route53Adapter",
     "ZoneFileAdapter",
     "adapter_for",
+    "open_adapter",
 ]
 
 
@@ -68,6 +69,12 @@ def adapter_for(settings: DnsSettings, *, base: Path | None = None) -> DnsAdapte
     if base is not None and not path.is_absolute():
         path = base / path
     return ZoneFileAdapter(path=path, zone=settings.zone, shared_hostname=settings.shared_hostname)
+
+
+def open_adapter(topology: Topology) -> DnsAdapter:
+    """The adapter for the inventory's DNS provider, with its secret resolved."""
+    base = Path(topology.source) if topology.source else None
+    return adapter_for(topology.dns, base=base)
 
 
 def _route53(settings: DnsSettings, base: Path | None) -> Route53Adapter:

@@ -13,8 +13,9 @@ description:
     own namespace, its registration, Networking v2 for the region's workspace providers, the
     rebuild of its test workspace, its GeoDNS records and their check, and the old
     workspace-provider release recorded as retained (never uninstalled).
-  - With I(region=primary) it writes the shared and primary DNS names and checks every region's
-    answers; it refuses while a region still has migration steps, so run it after the regions.
+  - With I(region) the primary's host name (the host of group C(coder_primary), whatever it is
+    called) it writes the shared and primary DNS names and checks every region's answers; it
+    refuses while a region still has migration steps, so run it after the regions.
   - A preflight of the region runs first; when it finds a problem nothing is changed.
   - In check mode the plan is computed and reported, and nothing is changed.
   - C(changed) is true only when the plan was not empty.
@@ -29,8 +30,8 @@ options:
     required: true
   region:
     description:
-      - A region name (the inventory host name), usually C({{ inventory_hostname }}), or
-        C(primary) for the shared DNS names.
+      - A region name (the inventory host name), usually C({{ inventory_hostname }}), or the
+        primary's host name for the shared DNS names.
     type: str
     required: true
   force:

@@ -25,7 +25,7 @@ options:
     required: true
   site:
     description:
-      - C(primary) or a region name (the inventory host name), usually C({{ inventory_hostname }}).
+      - The primary's or a region's inventory host name, usually C({{ inventory_hostname }}).
     type: str
     required: true
   force:

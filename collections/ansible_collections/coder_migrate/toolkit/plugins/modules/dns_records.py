@@ -8,10 +8,14 @@ DOCUMENTATION = r"""
 module: dns_records
 short_description: Plan and apply the GeoDNS records of a coder-migrate inventory
 description:
-  - Runs the same engine as the C(coder-migrate) CLI (C(plan_dns) then C(apply_dns_changes)) for
-    the zone, provider and shared hostname in the inventory's C(coder_dns), that is each site's
-    hostname and wildcard, the shared hostname (a PowerDNS LUA record routing to the nearest healthy
-    region, or a plain record set on providers without geo routing) and the ownership markers.
+  - Runs the same plan and apply runner as the C(coder-migrate) CLI for the zone, provider and
+    shared hostname in the inventory's C(coder_dns), that is each site's hostname and wildcard,
+    the shared hostname (geo-routed: a PowerDNS LUA record or Route 53 geolocation record sets
+    answering the nearest healthy region, or a plain record set on providers without geo
+    routing; not geo-routed: the primary's addresses) and the ownership markers.
+  - Applying takes the apply lock (a Lease in the primary cluster), waiting up to I(lock_wait)
+    seconds, and journals every rrset it writes, as C(coder-migrate apply) does; then, as apply's
+    DNS wave does, it verifies the answers (O(verify)).
   - Records without a coder-migrate ownership marker are never changed or deleted.
   - The provider's secret (PowerDNS API key, TSIG secret) is read from the environment variable or
     file the inventory names; it is never a module argument and never returned.
@@ -42,6 +46,10 @@ options:
         changed.
     type: float
     default: 60
+  lock_wait:
+    description: Seconds to wait for the apply lock held by another run before failing.
+    type: float
+    default: 120.0
 attributes:
   check_mode:
     support: full
@@ -64,7 +72,7 @@ zone:
   type: str
   returned: always
 provider:
-  description: The DNS provider (powerdns, rfc2136, zonefile).
+  description: The DNS provider (powerdns, rfc2136, route53, zonefile).
   type: str
   returned: always
 changes:
@@ -85,7 +93,7 @@ applied:
 verified:
   description:
     - What the verify step found after applying, for example "every region answers as planned
-      (9 answers)", or why nothing could be verified; empty when nothing was applied.
+      (9 answers, 1.2 s)", or why nothing was verified; empty when nothing was applied.
   type: str
   returned: always
 notes:
@@ -96,18 +104,14 @@ notes:
   returned: always
 """
 
-import asyncio
-from typing import Any
+import importlib
+from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import engine_missing
-
-
-def _lines(snapshot: dict[str, Any] | None) -> str:
-    if not snapshot:
-        return ""
-    name, rtype, ttl = snapshot["name"], snapshot["type"], snapshot["ttl"]
-    return "".join(f"{name}. {ttl} {rtype} {content}\n" for content in snapshot["records"])
+from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import (
+    engine_missing,
+    one_line,
+)
 
 
 def main() -> None:
@@ -117,78 +121,27 @@ def main() -> None:
             "force": {"type": "bool", "default": False},
             "verify": {"type": "bool", "default": True},
             "verify_timeout": {"type": "float", "default": 60.0},
+            "lock_wait": {"type": "float", "default": 120.0},
         },
         supports_check_mode=True,
     )
     try:
-        from coder_migrate.dns import apply_dns_changes, open_adapter, plan_dns
-        from coder_migrate.dns.plan import DnsPlan
-        from coder_migrate.dns.verify import raise_unless_verified
-        from coder_migrate.engine.plan import Action
-        from coder_migrate.errors import CoderMigrateError
-        from coder_migrate.inventory import load_topology
+        errors = importlib.import_module("coder_migrate.errors")
+        site = importlib.import_module("coder_migrate.engine.site")
     except ImportError as error:
         module.fail_json(msg=engine_missing(error))
         return
-
-    async def run() -> tuple[DnsPlan, list[str], str]:
-        topology = load_topology(module.params["inventory"])
-        async with open_adapter(topology) as adapter:
-            plan = await plan_dns(topology, adapter)
-            plan.raise_if_unsafe(force=module.params["force"])
-            if module.check_mode or plan.is_empty:
-                return plan, [], ""
-            applied = await apply_dns_changes(adapter, plan.changes)
-        if not module.params["verify"]:
-            return plan, applied, "answers not verified: verify is false"
-        outcome = await raise_unless_verified(
-            topology, {c.region for c in plan.effective}, timeout=module.params["verify_timeout"]
-        )
-        verified = (f"answers not verified: {outcome.skipped}" if outcome.skipped else
-                    f"every region answers as planned ({outcome.answers} answers)")
-        return plan, applied, verified
-
+    params = module.params
     try:
-        plan, applied, verified = asyncio.run(run())
-    except CoderMigrateError as error:
-        module.fail_json(msg=str(error))
+        outcome = site.converge_dns(
+            Path(params["inventory"]), check=module.check_mode, force=params["force"],
+            lock_wait=params["lock_wait"],
+            verify_timeout=params["verify_timeout"] if params["verify"] else None,
+        )
+    except errors.CoderMigrateError as error:
+        module.fail_json(msg=one_line(str(error)))
         return
-
-    module.exit_json(**_result(plan, applied, verified, check_mode=module.check_mode,
-                               diff=module._diff, action=Action))
-
-
-def _result(plan: Any, applied: list[str], verified: str, *, check_mode: bool, diff: bool,
-            action: Any) -> dict[str, Any]:
-    effective = plan.effective
-    result: dict[str, Any] = {
-        "changed": bool(effective) if check_mode else bool(applied),
-        "zone": plan.zone,
-        "provider": plan.provider,
-        "changes": [
-            {"id": c.id, "action": c.action.value, "target": c.target, "reason": c.reason}
-            for c in effective
-        ],
-        "kept": [
-            {"target": c.target, "reason": c.reason}
-            for c in plan.changes if c.action is action.KEEP
-        ],
-        "applied": applied,
-        "verified": verified,
-        "notes": list(plan.notes),
-    }
-    if diff:
-        shown = effective if check_mode else [c for c in effective if c.id in applied]
-        result["diff"] = [
-            {
-                "before_header": f"{c.target} (observed)",
-                "after_header": f"{c.target} (planned)",
-                "before": _lines(c.before),
-                "after": _lines(c.after),
-            }
-            for c in shown
-        ]
-    return result
+    module.exit_json(**outcome.module_result(check=module.check_mode, want_diff=module._diff))
 
 
 if __name__ == "__main__":
