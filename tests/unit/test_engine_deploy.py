@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 import coder_migrate.cli.deploy as cli_deploy
+import coder_migrate.engine.apply as apply_module
 import coder_migrate.engine.run as run
 from coder_migrate.cli import main
 from coder_migrate.engine.apply import ApplyReport
@@ -199,7 +200,7 @@ def test_empty_v2_world_creates_proxy_before_its_release(v2: Topology) -> None:
     namespace, proxy, release = waves[1].changes
     assert proxy.depends_on == (namespace.id,)
     assert release.depends_on == (namespace.id, proxy.id)
-    assert proxy.after is not None and proxy.after["token"] == SENSITIVE
+    assert proxy.written() is not None and proxy.written()["token"] == SENSITIVE
     # The token reaches the proxy through the Secret, never as a value.
     assert "secretKeyRef" in release.diff and "coder-workspace-proxy-token" in release.diff
 
@@ -263,8 +264,8 @@ def test_sensitive_values_never_appear_in_a_plan(key: str, v1: Topology, tmp_pat
     assert before not in text and after not in text
     (change,) = plan.changes
     assert change.before is not None and change.after is not None
-    assert change.before["values"]["postgres"][key] == SENSITIVE
-    assert change.after["values"]["postgres"][key] == SENSITIVE
+    assert change.snapshot()["values"]["postgres"][key] == SENSITIVE
+    assert change.written()["values"]["postgres"][key] == SENSITIVE
     assert change.reason == "values differ"
     assert "+    host: db-new" in change.diff
     assert f"    {key}: {SENSITIVE}" in change.diff
@@ -306,8 +307,10 @@ def test_served_key_mismatch_re_registers_the_satellite(v1: Topology) -> None:
         "ap-southeast", KIND_SATELLITE, Action.UPDATE
     )
     assert "re-register" in change.reason
-    assert change.before == {"name": "ap-southeast", "fingerprint": FINGERPRINT}
-    assert change.after == {"name": "ap-southeast", "fingerprint": "cd" * 32}
+    assert change.snapshot() == {"name": "ap-southeast", "fingerprint": FINGERPRINT,
+                                 "access_url": None}
+    assert change.written() == {"name": "ap-southeast", "fingerprint": "cd" * 32,
+                                "access_url": None}
 
 
 def test_reinstalled_satellite_is_re_registered_after_its_release(v1: Topology) -> None:
@@ -324,7 +327,7 @@ def test_lost_proxy_token_is_regenerated_not_a_second_proxy(v2: Topology) -> Non
     changes = _changes(deploy_waves(v2, world)[0])
     assert _kinds(changes) == [("eu-west", KIND_PROXY_TOKEN, "act")]
     assert "regenerate" in changes[0].reason
-    assert changes[0].after == {"token": SENSITIVE}
+    assert changes[0].written() == {"token": SENSITIVE}
 
 
 def test_proxy_display_name_change_is_an_update(v2: Topology) -> None:
@@ -376,11 +379,13 @@ def test_removed_v1_region_is_deregistered_then_uninstalled(
     changes = list(waves[0].changes)
     assert _kinds(changes) == [
         ("eu-west", KIND_SATELLITE, "delete"), ("eu-west", KIND_RELEASE, "delete"),
+        ("eu-west", "SiteRecord", "delete"),
     ]
     assert all(c.needs_force for c in changes)
-    assert changes[1].before == ManagedSite.of(v1, v1.region("eu-west")).model_dump(mode="json")
+    assert changes[1].before == ManagedSite.of(v1, v1.region("eu-west"))
+    assert changes[2].depends_on == (changes[1].id,), "forgotten once everything is removed"
     plan = plan_deploy(smaller, deployed_world(v1))
-    with pytest.raises(PlanError, match=r"2 change\(s\) need --force"):
+    with pytest.raises(PlanError, match=r"3 change\(s\) need --force"):
         plan.raise_if_unsafe(force=False)
     plan.raise_if_unsafe(force=True)
 
@@ -393,7 +398,7 @@ def test_removed_v2_region_is_uninstalled_then_proxy_and_token_deleted(
     changes = list(waves[0].changes)
     assert _kinds(changes) == [
         ("ap-southeast", KIND_RELEASE, "delete"), ("ap-southeast", KIND_PROXY, "delete"),
-        ("ap-southeast", KIND_PROXY_TOKEN, "delete"),
+        ("ap-southeast", KIND_PROXY_TOKEN, "delete"), ("ap-southeast", "SiteRecord", "delete"),
     ]
     assert all(c.needs_force for c in changes)
     assert changes[1].depends_on == (changes[0].id,)
@@ -480,13 +485,17 @@ def test_apply_applies_only_the_plan_the_user_confirmed(
     async def compute(engine: object, scope: object) -> Any:
         return next(computed)
 
-    async def apply_plan(engine: object, plan: Any, replan: object, options: object) -> Any:
+    async def run_plan(engine: object, plan: Any, *args: object) -> Any:
         applied.append(plan.checksum)
         return ApplyReport(run="test")
 
+    async def no_journal(self: object) -> None:
+        return None
+
     monkeypatch.setattr(cli_deploy, "compute_plan", compute)
     monkeypatch.setattr(run, "compute_plan", compute)
-    monkeypatch.setattr(run, "apply_plan", apply_plan)
+    monkeypatch.setattr(apply_module, "run_plan", run_plan)
+    monkeypatch.setattr(apply_module.Journal, "version", no_journal)
     monkeypatch.setattr(cli_deploy, "sys", _AtATerminal())
     result = CliRunner().invoke(
         main, ["apply", "-i", v1.source, "--limit", "eu-west"], input="y\n"

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import pytest
 
+from coder_migrate.engine.kinds.release import HelmReleaseChange, ReleaseDoc
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
 from coder_migrate.errors import StalePlan, UnsafePlan
+from coder_migrate.kinds import KINDS
 
 
 def _change(region: str, action: Action = Action.CREATE, *, force: bool = False) -> Change:
-    return Change(
-        id=f"{region}/HelmRelease/coder", region=region, kind="HelmRelease", action=action,
+    return HelmReleaseChange(
+        id=f"{region}/HelmRelease/coder", region=region, action=action,
         target=f"helm release coder in {region}", reason="not installed", needs_force=force,
-        after={"coderd": {"satellite": {"enable": True}}},
+        after=ReleaseDoc(chart="coder-1.21.0", values={"coderd": {"satellite": {"enable": True}}}),
     )
 
 
@@ -32,18 +34,21 @@ def test_checksum_is_stable_and_covers_content() -> None:
 
 def test_round_trip_through_json() -> None:
     plan = _plan(_change("eu-west"))
-    assert Plan.from_json(plan.to_json()) == plan
+    again = Plan.from_json(plan.to_json(), kinds=KINDS)
+    assert again == plan
+    assert isinstance(next(again.changes), HelmReleaseChange)
+    assert again.to_json() == plan.to_json() and again.checksum == plan.checksum
 
 
 def test_edited_plan_file_is_refused() -> None:
     text = _plan(_change("eu-west")).to_json().replace("not installed", "installed")
     with pytest.raises(StalePlan, match="checksum does not match"):
-        Plan.from_json(text, source="plan.json")
+        Plan.from_json(text, kinds=KINDS, source="plan.json")
 
 
 def test_garbage_plan_file_is_refused() -> None:
     with pytest.raises(StalePlan, match=r"plan\.json: not a coder-migrate plan"):
-        Plan.from_json("{}", source="plan.json")
+        Plan.from_json("{}", kinds=KINDS, source="plan.json")
 
 
 def test_stale_plan_is_refused() -> None:

@@ -15,28 +15,32 @@ from typing import Any
 
 import pytest
 
+from coder_migrate.engine.change import ApplyContext
 from coder_migrate.engine.deploy import KIND_RELEASE, KIND_SATELLITE, deploy_waves
+from coder_migrate.engine.kinds.release import protected_releases
 from coder_migrate.engine.plan import Action, Change, Wave
 from coder_migrate.engine.world import ManagedSite, World
 from coder_migrate.errors import ApplyError, InventoryError, PlanError
 from coder_migrate.inventory import Topology, load_topology
-from coder_migrate.migrations import v1_20_to_v1_21 as migration
-from coder_migrate.migrations.v1_20_to_v1_21 import (
-    KIND_NETWORKING_V2,
-    KIND_REBUILD,
-    KIND_RETAIN,
+from coder_migrate.kinds import KINDS
+from coder_migrate.migrations.v1_20_to_v1_21 import MIGRATION
+from coder_migrate.migrations.v1_20_to_v1_21.networking_v2 import ProviderNetworkingV2Change
+from coder_migrate.migrations.v1_20_to_v1_21.observe import (
     MigrationState,
     ProviderState,
     WorkspaceState,
-    migration_waves,
-    preflight_problems,
-    protected_releases,
-    raise_preflight,
 )
+from coder_migrate.migrations.v1_20_to_v1_21.plan import migration_waves
+from coder_migrate.migrations.v1_20_to_v1_21.preflight import preflight_problems, raise_preflight
+from coder_migrate.migrations.v1_20_to_v1_21.rebuild import WorkspaceRebuildChange
+from coder_migrate.migrations.v1_20_to_v1_21.retain import RETAINED_CONFIG_MAP, RetainReleaseChange
 from coder_migrate.providers.helm import ReleaseState
 from tests.helpers import REPO, copy_inventory, edit_yaml
 from tests.unit.test_engine_deploy import deployed_world, empty_world
 
+KIND_NETWORKING_V2 = ProviderNetworkingV2Change.KIND
+KIND_REBUILD = WorkspaceRebuildChange.KIND
+KIND_RETAIN = RetainReleaseChange.KIND
 REGIONS = ["us-east", "us-west", "eu-west", "ap-southeast", "australia-southeast1"]
 
 
@@ -99,14 +103,14 @@ def test_first_migration_runs_the_seven_steps_per_region_canary_first(v1: Topolo
     by_id = {c.id: c for c in changes}
     switch = by_id["eu-west/ProviderNetworkingV2/eu-west"]
     assert switch.action is Action.UPDATE
-    assert switch.before == {"provider": "eu-west", "networking_v2": False}
-    assert switch.after == {"provider": "eu-west", "networking_v2": True}
+    assert switch.snapshot() == {"provider": "eu-west", "networking_v2": False}
+    assert switch.written() == {"provider": "eu-west", "networking_v2": True}
     assert switch.depends_on == ("eu-west/SatelliteRegistration/eu-west",)
     rebuild = by_id["eu-west/WorkspaceRebuild/migration-check-eu-west"]
     assert rebuild.action is Action.ACT and rebuild.depends_on == (switch.id,)
     retain = by_id["eu-west/RetainRelease/coder-workspace-provider.coder-workspaces"]
     assert retain.action is Action.ACT and retain.depends_on == (rebuild.id,)
-    assert retain.after == {"namespace": "coder-workspaces",
+    assert retain.written() == {"namespace": "coder-workspaces",
                             "release": "coder-workspace-provider", "retained": True}
 
 
@@ -212,8 +216,9 @@ def test_deploy_never_plans_deleting_an_old_release_in_a_regions_inventory(v1: T
         deletes = [c for c in changes_of(waves)
                    if c.kind == KIND_RELEASE and c.action is Action.DELETE]
         assert not [c for c in deletes
-                    if (c.before or {}).get("namespace", "") and
-                    ((c.before or {})["namespace"], (c.before or {})["release"]) in protected]
+                    if (c.snapshot() or {}).get("namespace", "") and
+                    ((c.snapshot() or {})["namespace"], (c.snapshot() or {})["release"])
+                    in protected]
 
 
 _UNINSTALL = re.compile(r"\.uninstall\(")
@@ -221,8 +226,8 @@ ALLOWED_UNINSTALL = {
     # the adapter itself, and `recover`, which removes only a *pending-install* of a site's own
     # release (the satellite or the primary, called from the deploy's release executor)
     "coder_migrate/providers/helm.py",
-    # the deploy's HelmRelease delete executor (regions removed from the inventory)
-    "coder_migrate/engine/apply.py",
+    # the HelmRelease kind's delete (regions removed from the inventory, rollback)
+    "coder_migrate/engine/kinds/release.py",
 }
 
 
@@ -233,8 +238,8 @@ def test_uninstall_is_called_only_from_the_helm_adapter_and_the_release_executor
         if _UNINSTALL.search(text):
             callers.add(path.relative_to(REPO).as_posix())
     assert callers <= ALLOWED_UNINSTALL, f"new uninstall callers: {callers - ALLOWED_UNINSTALL}"
-    apply_text = (REPO / "coder_migrate" / "engine" / "apply.py").read_text(encoding="utf-8")
-    assert apply_text.count(".uninstall(") == 1, "one delete path, in the release executor"
+    kind = REPO / "coder_migrate" / "engine" / "kinds" / "release.py"
+    assert kind.read_text(encoding="utf-8").count(".uninstall(") == 1, "one delete path"
 
 
 # -- preflight --------------------------------------------------------------------------------
@@ -375,6 +380,10 @@ class _FakeEngine:
         return self.helm
 
 
+def _context(engine: _FakeEngine) -> ApplyContext:
+    return ApplyContext(engine=engine, run="test", gate_timeout=1.0)  # type: ignore[arg-type]
+
+
 def _retain_change(topology: Topology) -> Change:
     waves, _ = migration_waves(topology, deployed_world(topology),
                                providers(topology, net_v2=True), workspaces(topology,
@@ -385,11 +394,11 @@ def _retain_change(topology: Topology) -> Change:
 def test_retain_records_a_deployed_release_once(v1: Topology) -> None:
     engine = _FakeEngine(v1, "deployed")
     change = _retain_change(v1)
-    first = asyncio.run(migration.apply_retain(engine, change))  # type: ignore[arg-type]
-    second = asyncio.run(migration.apply_retain(engine, change))  # type: ignore[arg-type]
+    first = asyncio.run(change.act(_context(engine)))
+    second = asyncio.run(change.act(_context(engine)))
     assert first.endswith("deployed (revision 3), retained")
     assert second.endswith("already retained")
-    record = json.loads(engine.primary_kube.maps[migration.RETAINED_CONFIG_MAP][0][
+    record = json.loads(engine.primary_kube.maps[RETAINED_CONFIG_MAP][0][
         "retained.json"])
     assert list(record) == ["eu-west/coder-workspaces/coder-workspace-provider"]
     assert record["eu-west/coder-workspaces/coder-workspace-provider"]["revision"] == 3
@@ -400,19 +409,17 @@ def test_retain_stops_when_the_old_release_is_not_deployed(v1: Topology,
                                                            status: str | None) -> None:
     engine = _FakeEngine(v1, status)
     with pytest.raises(ApplyError, match="must stay deployed for rollback"):
-        asyncio.run(migration.apply_retain(engine, _retain_change(v1)))  # type: ignore[arg-type]
+        asyncio.run(_retain_change(v1).act(_context(engine)))
     assert engine.primary_kube.maps == {}
 
 
 # -- registration and the CLI ------------------------------------------------------------------
 
 
-def test_the_migration_registers_an_executor_for_each_kind_it_plans() -> None:
-    from coder_migrate.engine.apply import EXECUTORS
-
-    assert EXECUTORS[KIND_NETWORKING_V2] is migration.apply_networking_v2
-    assert EXECUTORS[KIND_REBUILD] is migration.apply_rebuild
-    assert EXECUTORS[KIND_RETAIN] is migration.apply_retain
+def test_the_registry_knows_each_kind_the_migration_plans() -> None:
+    assert KINDS.of(KIND_NETWORKING_V2) is ProviderNetworkingV2Change
+    assert KINDS.of(KIND_REBUILD) is WorkspaceRebuildChange
+    assert KINDS.of(KIND_RETAIN) is RetainReleaseChange
 
 
 def test_migrate_plan_cli_prints_json_and_detailed_exit_code(
@@ -430,7 +437,7 @@ def test_migrate_plan_cli_prints_json_and_detailed_exit_code(
     async def fake_plan(engine: object, scope: Any) -> Plan:
         seen.append(scope.limit)
         return Plan.build(inventory=v1.source, waves=waves, notes=notes,
-                          operation=migration.MIGRATION, limit=scope.limit)
+                          operation=MIGRATION, limit=scope.limit)
 
     monkeypatch.setattr(cli_migrate, "compute_migration_plan", fake_plan)
     monkeypatch.setattr(cli_migrate, "load_topology", lambda _: v1)

@@ -18,12 +18,12 @@ import pytest
 
 from coder_migrate.errors import CoderUnavailable, DnsError
 from coder_migrate.inventory import Topology, load_topology
-from coder_migrate.migrations.v1_20_to_v1_21 import (
+from coder_migrate.migrations.v1_20_to_v1_21.observe import (
     MigrationState,
-    preflight_problems,
     probe_primary_url,
     satellite_primary_url,
 )
+from coder_migrate.migrations.v1_20_to_v1_21.preflight import preflight_problems
 from coder_migrate.providers.coder import RetryPolicy
 from coder_migrate.providers.coder.transport import CoderTransport
 from coder_migrate.providers.dns import PowerDnsAdapter, ZoneFileAdapter

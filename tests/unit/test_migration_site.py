@@ -15,6 +15,7 @@ import pytest
 from coder_migrate.engine.plan import Action, Change, Plan, Wave
 from coder_migrate.engine.site import SiteOutcome
 from coder_migrate.errors import ConfigError, PlanError
+from coder_migrate.kinds import KINDS
 from coder_migrate.migrations import site
 from tests.helpers import EXAMPLE_INVENTORY, RecordedEngineCall, run_site_module
 
@@ -75,13 +76,15 @@ def test_an_unknown_region_is_refused_naming_the_known_ones() -> None:
         site.migrate_site(EXAMPLE_INVENTORY, "mars", check=True)
     message = str(refused.value)
     assert message.startswith(f"mars: not a region of {EXAMPLE_INVENTORY} (coder_regions: ")
-    assert message.endswith("nor primary")
+    assert message.endswith("nor its primary (primary)")
 
 
 def _change(region: str, kind: str = "ProviderNetworkingV2", *,
             action: Action = Action.UPDATE) -> Change:
-    return Change(id=f"{region}/{kind}/x", region=region, kind=kind, action=action,
-                  target=f"{kind} of {region}", reason="test")
+    cls = KINDS.of(kind)
+    assert cls is not None
+    return cls(id=f"{region}/{kind}/x", region=region, action=action,
+               target=f"{kind} of {region}", reason="test")
 
 
 def test_the_shared_names_wait_until_no_region_has_steps_left() -> None:

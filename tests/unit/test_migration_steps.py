@@ -5,27 +5,30 @@ from __future__ import annotations
 from typing import Any
 
 from coder_migrate.dns.plan import KIND as KIND_DNS
+from coder_migrate.dns.rrset_change import DnsRRSetChange
 from coder_migrate.engine.journal import JournalEntry, Phase, Written
 from coder_migrate.engine.plan import Action, Change
 from coder_migrate.inventory import Topology
-from coder_migrate.migrations import v1_20_to_v1_21 as migration
-from coder_migrate.migrations.v1_20_to_v1_21 import (
-    KIND_DNS_CHECK,
-    KIND_REBUILD,
-    KIND_RETAIN,
-    MIGRATION,
-    ROLLBACK,
-    migration_waves,
-)
+from coder_migrate.migrations.v1_20_to_v1_21 import MIGRATION, ROLLBACK
+from coder_migrate.migrations.v1_20_to_v1_21.dns_check import DnsCheckChange
+from coder_migrate.migrations.v1_20_to_v1_21.plan import migration_waves
+from coder_migrate.migrations.v1_20_to_v1_21.rebuild import WorkspaceRebuildChange
+from coder_migrate.migrations.v1_20_to_v1_21.retain import RetainReleaseChange
+from coder_migrate.migrations.v1_20_to_v1_21.rollback import rollback_candidates
+from coder_migrate.migrations.v1_20_to_v1_21.status import next_from_journal
 from tests.unit.test_engine_deploy import deployed_world, empty_world
 from tests.unit.test_migration_plan import changes_of, kinds, providers, v1, workspaces
+
+KIND_DNS_CHECK = DnsCheckChange.KIND
+KIND_REBUILD = WorkspaceRebuildChange.KIND
+KIND_RETAIN = RetainReleaseChange.KIND
 
 __all__ = ["v1"]  # the fixture, shared with test_migration_plan
 
 
 def dns_change(region: str, name: str, action: Action = Action.UPDATE) -> Change:
-    return Change(id=f"{region}/{KIND_DNS}/A/{name}", region=region, kind=KIND_DNS,
-                  action=action, target=f"A {name}", reason="test")
+    return DnsRRSetChange(id=f"{region}/{KIND_DNS}/A/{name}", region=region,
+                          action=action, target=f"A {name}", reason="test")
 
 
 def test_region_dns_goes_between_rebuild_and_retain_and_shared_names_last(v1: Topology) -> None:
@@ -45,13 +48,13 @@ def test_region_dns_goes_between_rebuild_and_retain_and_shared_names_last(v1: To
     by_id = {c.id: c for c in changes}
     check = by_id["eu-west/DnsCheck/answers"]
     assert check.depends_on == ("eu-west/DnsRRSet/A/coder-eu-west.example.test",)
-    assert check.after == {"regions": ["eu-west"], "shared": False}
+    assert check.written() == {"regions": ["eu-west"], "shared": False}
     retain = next(c for c in changes if c.region == "eu-west" and c.kind == KIND_RETAIN)
     assert retain.depends_on == (check.id,), "a kept rrset is never a dependency"
     assert kinds(changes, "eu-west").count(KIND_DNS) == 2  # the kept one is shown
     final = waves[-1]
     assert [c.kind for c in final.changes] == [KIND_DNS, KIND_DNS_CHECK]
-    assert final.changes[1].after == {"regions": [r.name for r in v1.regions], "shared": True}
+    assert final.changes[1].written() == {"regions": [r.name for r in v1.regions], "shared": True}
 
 
 def test_dns_check_is_planned_until_the_journal_has_one(v1: Topology) -> None:
@@ -93,24 +96,24 @@ def test_rollback_undoes_what_the_migration_found_since_the_last_rollback() -> N
         entry(MIGRATION, dns_id, "done", {"second": 2}),
         entry(MIGRATION, "eu-west/WorkspaceRebuild/ws", "done"),
     ]
-    found = migration._rollback_candidates(history)
+    found = rollback_candidates(history)
     assert [(d.change_id, d.kind, d.snapshot) for d in found] == [
         (dns_id, KIND_DNS, {"first": 1}),  # what was there before the migration touched it
         ("eu-west/WorkspaceRebuild/ws", KIND_REBUILD, None),
     ]
     rolled = [*history, entry(ROLLBACK, dns_id, "started"), entry(ROLLBACK, dns_id, "done")]
-    assert [d.change_id for d in migration._rollback_candidates(rolled)] == [
+    assert [d.change_id for d in rollback_candidates(rolled)] == [
         "eu-west/WorkspaceRebuild/ws"]
     # A later migration of it is a new episode with its own snapshot.
     again = [*rolled, entry(MIGRATION, dns_id, "done", {"third": 3})]
-    assert migration._rollback_candidates(again)[-1].snapshot == {"third": 3}
+    assert rollback_candidates(again)[-1].snapshot == {"third": 3}
 
 
 def test_status_next_step_from_the_journal_follows_the_step_order() -> None:
-    assert migration._next_from_journal("") == "Namespace"
-    assert migration._next_from_journal("WorkspaceRebuild") == KIND_DNS
-    assert migration._next_from_journal(KIND_DNS_CHECK) == KIND_RETAIN
-    assert migration._next_from_journal(KIND_RETAIN) == "nothing (migrated)"
+    assert next_from_journal("") == "Namespace"
+    assert next_from_journal("WorkspaceRebuild") == KIND_DNS
+    assert next_from_journal(KIND_DNS_CHECK) == KIND_RETAIN
+    assert next_from_journal(KIND_RETAIN) == "nothing (migrated)"
 
 
 def test_rollback_candidates_keep_every_state_the_migration_wrote_in_the_episode() -> None:
@@ -125,10 +128,10 @@ def test_rollback_candidates_keep_every_state_the_migration_wrote_in_the_episode
         wrote(MIGRATION, "done", {"ttl": 1}),
         wrote(MIGRATION, "started", None),  # a later run deleted it
     ]
-    (found,) = migration._rollback_candidates(history)
+    (found,) = rollback_candidates(history)
     assert found.written == [{"ttl": 1}, None]
     # Entries from before the journal held after-states: nothing to compare with.
-    assert migration._rollback_candidates([entry(MIGRATION, dns_id, "done")])[0].written == []
+    assert rollback_candidates([entry(MIGRATION, dns_id, "done")])[0].written == []
     # A finished rollback ends the episode; its own writes are not the migration's.
     rolled = [*history, wrote(ROLLBACK, "done", {"found": 0}), wrote(MIGRATION, "done", {"x": 2})]
-    assert migration._rollback_candidates(rolled)[0].written == [{"x": 2}]
+    assert rollback_candidates(rolled)[0].written == [{"x": 2}]

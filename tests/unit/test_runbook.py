@@ -21,11 +21,9 @@ from click.testing import CliRunner, Result
 
 from coder_migrate.cli import main
 from coder_migrate.cli.runbook import runbook
-from coder_migrate.engine.plan import Action, Change, Wave
 from coder_migrate.errors import ConfigError
 from coder_migrate.inventory import load_topology
-from coder_migrate.migrations.v1_20_to_v1_21 import STEP_ORDER, migration_waves
-from coder_migrate.runbook import assumed as assumed_module
+from coder_migrate.migrations.v1_20_to_v1_21.status import STEP_ORDER
 from coder_migrate.runbook import assumed_plan, render_runbook
 from tests.helpers import REPO, copy_inventory, edit_yaml
 
@@ -121,28 +119,6 @@ def test_contacts_from_the_inventory_are_in_the_runbook() -> None:
     text = _run("-i", EXAMPLE, "--region", "ap-southeast").output
     assert "- team: platform@example.com" in text
     assert "- escalation: https://status.example.com" in text
-
-
-def test_an_unknown_kind_is_rendered_generically(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A kind the planner learns later must not break the runbook."""
-
-    def with_new_kind(*args: object, **kwargs: object) -> tuple[list[Wave], list[str]]:
-        waves, notes = migration_waves(*args, **kwargs)  # type: ignore[arg-type]
-        extra = Change(id="eu-west/FutureThing/x", region="eu-west", kind="FutureThing",
-                       action=Action.ACT, target="future thing x", reason="a new step")
-        first = waves[-1]
-        return [*waves[:-1], first.model_copy(update={"changes": (*first.changes, extra)})], notes
-
-    monkeypatch.setattr(assumed_module, "migration_waves", with_new_kind)
-    topology = load_topology(Path(EXAMPLE))
-    for fmt in ("md", "html"):
-        text = render_runbook(topology, EXAMPLE, region="eu-west", fmt=fmt)
-        assert "FutureThing changes" in text
-        assert "act future thing x: a new step" in text
-        assert "no estimate recorded for this kind" in text
-
-
-# -- errors -----------------------------------------------------------------------------------
 
 
 def test_unknown_region_is_a_clear_error_with_exit_3() -> None:
