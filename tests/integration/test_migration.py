@@ -27,7 +27,7 @@ from kubernetes import client as kube_client
 
 from coder_migrate.inventory import load_topology
 from coder_migrate.lab.tools import chart_path
-from coder_migrate.migrations.v1_20_to_v1_21 import RETAINED_CONFIG_MAP
+from coder_migrate.migrations.v1_20_to_v1_21.retain import RETAINED_CONFIG_MAP
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import Helm, LabHandle

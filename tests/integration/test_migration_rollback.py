@@ -21,7 +21,7 @@ import pytest
 from coder_migrate.dns.plan import apply_dns_changes, open_adapter, plan_dns
 from coder_migrate.engine.journal import Journal, JournalEntry
 from coder_migrate.inventory import load_topology
-from coder_migrate.migrations.v1_20_to_v1_21 import RETAINED_CONFIG_MAP
+from coder_migrate.migrations.v1_20_to_v1_21.retain import RETAINED_CONFIG_MAP
 from coder_migrate.providers.coder import CoderV1Client
 from coder_migrate.providers.dns.base import RRSet, RRSetChange
 from coder_migrate.providers.kube import KubeCluster
