@@ -3,8 +3,11 @@ restore.
 
 The engine calls :func:`plan_dns` (observe + desired + diff, nothing changed),
 :func:`apply_dns_changes`, :func:`raise_unless_verified` (the verify step that ends the DNS
-wave) and :func:`restore_dns_changes` (rollback from the ``before`` snapshots in the
-journal). Adapters live in :mod:`coder_migrate.providers.dns`.
+wave: the gate of the ``DnsRRSet`` change kind in :mod:`.rrset_change`) and
+:func:`restore_dns_changes` (rollback from the ``before`` snapshots in the journal).
+Adapters live in :mod:`coder_migrate.providers.dns`. Modules here may import
+``engine.change``, ``engine.guide``, ``inventory``, ``providers`` and ``errors``; never the
+rest of the engine.
 """
 
 from coder_migrate.dns.check import (
