@@ -41,6 +41,7 @@ from coder_migrate.dns.desired import fallback_targets, split_by_family
 from coder_migrate.dns.lua import health_url
 from coder_migrate.errors import ConfigError, DnsError
 from coder_migrate.inventory.model import Region, Topology
+from coder_migrate.poll import attempts
 from coder_migrate.providers.coder.health import health_path
 from coder_migrate.providers.dns import open_adapter
 from coder_migrate.providers.dns.base import Capabilities
@@ -452,14 +453,14 @@ async def _ask_until_right(
         return CheckResult(expectation, server, got)
 
     results: dict[tuple[Expectation, str], CheckResult] = {}
-    while True:
+    # LUA health checks start at a region's first query and run every interval: a region
+    # answers correctly only once its first check has passed, so wrong answers are asked again.
+    async for attempt in attempts(deadline - time.monotonic(), interval=_RETRY_PAUSE_SECONDS):
         for result in await asyncio.gather(*(ask(e, s) for e, s in pending)):
             results[(result.expectation, result.server)] = result
         pending = [(e, s) for (e, s), r in results.items() if not r.ok]
-        if not pending or time.monotonic() >= deadline:
-            return results
+        if not pending or attempt.last:
+            break
         if on_round is not None:
             on_round([results[key] for key in pending], time.monotonic() - started)
-        # LUA health checks start at a region's first query and run every interval: a
-        # region answers correctly only once its first check has passed.
-        await asyncio.sleep(_RETRY_PAUSE_SECONDS)
+    return results

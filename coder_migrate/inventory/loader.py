@@ -259,12 +259,14 @@ def _locate(loc: tuple[int | str, ...], raw: Mapping[str, Any]) -> tuple[str, st
     """Turn a pydantic error location into (host or "all", inventory key)."""
     parts = [p for p in loc if isinstance(p, int) or not any(c in p for c in "[(")]
     owner = "all"
-    if parts and parts[0] == "primary":
-        owner, parts = str(raw["primary"]["name"]), parts[1:]
+    # Topology's field holding the primary (its host name is under "name", whatever it is).
+    primary_field = "primary"
+    if parts and parts[0] == primary_field:
+        owner, parts = str(raw[primary_field]["name"]), parts[1:]
     elif parts and parts[0] == "regions" and len(parts) > 1 and isinstance(parts[1], int):
         owner, parts = str(raw["regions"][parts[1]]["name"]), parts[2:]
     elif parts and parts[0] == "chart":
-        owner = str(raw["primary"]["name"])
+        owner = str(raw[primary_field]["name"])
     if not parts:
         return owner, "-"
     key = variable_name(str(parts[0]))

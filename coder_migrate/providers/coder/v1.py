@@ -22,6 +22,7 @@ from coder_migrate.errors import (
     CoderUnavailable,
     CoderUnsupported,
 )
+from coder_migrate.poll import attempts
 from coder_migrate.providers.coder.models_v1 import (
     BuildEvent,
     CoderVersion,
@@ -319,7 +320,7 @@ class CoderV1Client(TransportClient):
 
     async def _poll_build(self, workspace_id: str, deadline: float, timeout: float) -> Workspace:
         path = f"/api/v0/workspaces/{workspace_id}"
-        while True:
+        async for attempt in attempts(deadline - time.monotonic(), interval=self.poll_interval):
             workspace = await self.get_workspace(workspace_id)
             status = workspace.latest_stat.container_status
             if not workspace.updating and status == "ON":
@@ -328,11 +329,11 @@ class CoderV1Client(TransportClient):
                 raise CoderAPIError(
                     "workspace build failed: container_status is FAILED", method="GET", path=path
                 )
-            if time.monotonic() + self.poll_interval > deadline:
-                raise CoderAPIError(
-                    f"workspace build did not finish within {timeout:g}s", method="GET", path=path
-                )
-            await asyncio.sleep(self.poll_interval)
+            if attempt.last:
+                break
+        raise CoderAPIError(
+            f"workspace build did not finish within {timeout:g}s", method="GET", path=path
+        )
 
 
 class CoderV1SatelliteClient(TransportClient):
