@@ -37,7 +37,6 @@ from coder_migrate.engine.status import site_statuses
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import ApplyError, ConfigError
 from coder_migrate.inventory import load_topology
-from coder_migrate.kinds import KINDS
 from coder_migrate.migrations import MIGRATIONS
 
 __all__ = [
@@ -179,6 +178,8 @@ def apply(
     saved = None
     scope = scope_for(limit, dns=not no_dns)
     if plan_file is not None:
+        from coder_migrate.kinds import KINDS  # every kind's module: only to read a plan file
+
         saved = Plan.from_json(plan_file.read_text(encoding="utf-8"), kinds=KINDS,
                                source=str(plan_file))
         if (limit and tuple(dict.fromkeys(limit)) != saved.limit) or (
