@@ -160,6 +160,8 @@ class Change(BaseModel, abc.ABC):
     """Journal what it writes (``after``): rollback leaves alone what someone changed since."""
     UNDO_FIRST: ClassVar[bool] = False
     """Rolled back before the other changes of its region (clients leave first)."""
+    IRREVERSIBLE: ClassVar[str] = ""
+    """Why rollback cannot undo this kind, for kinds that do not override :meth:`inverse`."""
 
     id: str
     """Stable identity: ``<region>/<kind>/<name>``; the journal keys progress by it."""
@@ -210,9 +212,10 @@ class Change(BaseModel, abc.ABC):
         return None
 
     @classmethod
-    @abc.abstractmethod
     async def inverse(cls, done: Done, ctx: UndoContext) -> Change | Irreversible | None:
-        """The change that undoes *done* now, ``None`` when nothing is left to undo."""
+        """The change that undoes *done* now, ``None`` when nothing is left to undo; by
+        default :class:`Irreversible` with the kind's :attr:`IRREVERSIBLE` reason."""
+        return Irreversible(cls.IRREVERSIBLE or f"rollback cannot undo a {cls.KIND} change")
 
     @classmethod
     @abc.abstractmethod

@@ -7,19 +7,26 @@ is registered with and answers ``/healthz``; a v2 workspace proxy is reported ``
 
 from __future__ import annotations
 
-from coder_migrate.engine.change import Gate
+from coder_migrate.engine.change import Action, ApplyContext, Change, Gate
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import CoderAPIError
 from coder_migrate.inventory import Primary, Region
 from coder_migrate.providers.coder.probes import probe_url
 
-__all__ = ["site_gate", "site_problem"]
+__all__ = ["gate_unless_deleted", "site_gate", "site_problem"]
 
 
 def site_gate(engine: Engine, site: Primary | Region) -> Gate:
     """The gate of *site*: one per site and wave, whichever of its changes asks for it."""
     return Gate(key=f"health/{site.name}", site=site.name,
                 check=lambda: site_problem(engine, site))
+
+
+def gate_unless_deleted(change: Change, ctx: ApplyContext) -> Gate | None:
+    """The gate of the change's site, none for a deletion (the site is going away)."""
+    if change.action is Action.DELETE:
+        return None
+    return site_gate(ctx.engine, ctx.site(change.region))
 
 
 async def site_problem(engine: Engine, site: Primary | Region) -> str:

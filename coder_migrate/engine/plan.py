@@ -119,14 +119,8 @@ class Plan(BaseModel):
             raise StalePlan(f"{source}: its checksum does not match its content (edited by hand?)")
         return plan
 
-    def ensure_matches(
-        self, fresh: Plan, *, source: str = "plan file", ignore: Iterable[str] = ()
-    ) -> None:
-        """Refuse to apply *self* when a fresh plan computes something else (apart from the
-        changes with ids in *ignore*)."""
-        ignored = set(ignore)
-        if ignored and self.without(ignored).checksum == fresh.without(ignored).checksum:
-            return
+    def ensure_matches(self, fresh: Plan, *, source: str = "plan file") -> None:
+        """Refuse to apply *self* when a fresh plan computes something else."""
         if fresh.checksum != self.checksum:
             raise StalePlan(
                 f"{source} is stale: the inventory or the observed state changed since it was "

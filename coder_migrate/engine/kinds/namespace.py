@@ -11,9 +11,6 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
-    Irreversible,
-    UndoContext,
     change_id,
 )
 from coder_migrate.engine.guide import Check, Commands, Guide, fixed
@@ -31,6 +28,7 @@ class NamespaceSpec(BaseModel):
 
 class NamespaceChange(Change):
     kind: Literal["Namespace"] = "Namespace"
+    IRREVERSIBLE = "a namespace is left in place (empty once its release is gone)"
     after: NamespaceSpec | None = None
 
     @classmethod
@@ -46,10 +44,6 @@ class NamespaceChange(Change):
         site = ctx.site(self.region)
         created = await ctx.engine.site_kube(site).ensure_namespace(site.namespace)
         return f"namespace {site.namespace} {'created' if created else 'already there'}"
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("a namespace is left in place (empty once its release is gone)")
 
     @classmethod
     def guide(cls) -> Guide:

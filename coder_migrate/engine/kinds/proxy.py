@@ -15,16 +15,15 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
     Gate,
-    Irreversible,
-    UndoContext,
 )
 from coder_migrate.engine.guide import Guide
-from coder_migrate.engine.health import site_gate
+from coder_migrate.engine.health import gate_unless_deleted
 from coder_migrate.inventory import Region
+from coder_migrate.providers.coder import CoderV2Client
+from coder_migrate.providers.coder import WorkspaceProxy as CoderProxy
 
-__all__ = ["ProxyDoc", "WorkspaceProxyChange", "store_proxy_token"]
+__all__ = ["ProxyDoc", "WorkspaceProxyChange", "issue_token", "store_proxy_token"]
 
 
 class ProxyDoc(BaseModel):
@@ -40,6 +39,8 @@ class ProxyDoc(BaseModel):
 
 class WorkspaceProxyChange(Change):
     kind: Literal["WorkspaceProxy"] = "WorkspaceProxy"
+    IRREVERSIBLE = ("a workspace proxy is removed by taking its region out of the inventory "
+                    "and applying with --force")
     before: ProxyDoc | None = None
     after: ProxyDoc | None = None
 
@@ -56,26 +57,10 @@ class WorkspaceProxyChange(Change):
                 await coder.update_proxy(existing.id if existing else region.name,
                                          display_name=region.display_name)
                 return f"workspace proxy {region.name}: display name set"
-            if existing is None:
-                created = await coder.create_proxy(region.name, display_name=region.display_name)
-                what = "created"
-            else:
-                # A proxy from an interrupted run: its token was never stored. Regenerate.
-                created = await coder.regenerate_proxy_token(existing.id)
-                what = "token regenerated"
-            token = created.proxy_token.get_secret_value()
-        return f"workspace proxy {region.name}: {what}, " + await store_proxy_token(
-            ctx, region, token)
+            return await issue_token(ctx, coder, region, existing)
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
-        if self.action is Action.DELETE:
-            return None
-        return site_gate(ctx.engine, ctx.site(self.region))
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("a workspace proxy is removed by taking its region out of the "
-                            "inventory and applying with --force")
+        return gate_unless_deleted(self, ctx)
 
     @classmethod
     def guide(cls) -> Guide:
@@ -84,6 +69,22 @@ class WorkspaceProxyChange(Change):
             rollback="Taking the region out of the inventory and `apply --force` deletes the "
                      "proxy after uninstalling its release.",
         )
+
+
+async def issue_token(
+    ctx: ApplyContext, coder: CoderV2Client, region: Region, existing: CoderProxy | None
+) -> str:
+    """Create the proxy, or regenerate the token of one whose token was never stored (a
+    proxy of an interrupted run: never a second proxy); store the token in its Secret."""
+    if existing is None:
+        created = await coder.create_proxy(region.name, display_name=region.display_name)
+        what = "created"
+    else:
+        created = await coder.regenerate_proxy_token(existing.id)
+        what = "token regenerated"
+    token = created.proxy_token.get_secret_value()
+    return f"workspace proxy {region.name}: {what}, " + await store_proxy_token(
+        ctx, region, token)
 
 
 async def store_proxy_token(ctx: ApplyContext, region: Region, token: str) -> str:

@@ -14,14 +14,11 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
     Gate,
-    Irreversible,
-    UndoContext,
 )
 from coder_migrate.engine.guide import Guide
-from coder_migrate.engine.health import site_gate
-from coder_migrate.engine.kinds.proxy import store_proxy_token
+from coder_migrate.engine.health import gate_unless_deleted
+from coder_migrate.engine.kinds.proxy import issue_token
 from coder_migrate.engine.world import ManagedSite
 from coder_migrate.errors import ApplyError
 
@@ -37,6 +34,7 @@ class TokenDoc(BaseModel):
 
 class ProxyTokenChange(Change):
     kind: Literal["ProxyToken"] = "ProxyToken"
+    IRREVERSIBLE = "a regenerated token cannot be taken back"
     before: TokenDoc | None = None
     after: TokenDoc | None = None
     where: ManagedSite | None = None
@@ -52,25 +50,10 @@ class ProxyTokenChange(Change):
             return f"{self.target}: {'deleted' if deleted else 'already gone'}"
         region = ctx.engine.topology.region(self.region)
         async with ctx.engine.coder_v2() as coder:
-            existing = await coder.find_proxy(region.name)
-            if existing is None:
-                created = await coder.create_proxy(region.name, display_name=region.display_name)
-                what = "created"
-            else:
-                created = await coder.regenerate_proxy_token(existing.id)
-                what = "token regenerated"
-            token = created.proxy_token.get_secret_value()
-        return (f"workspace proxy {region.name}: {what}, "
-                + await store_proxy_token(ctx, region, token))
+            return await issue_token(ctx, coder, region, await coder.find_proxy(region.name))
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
-        if self.action is Action.DELETE:
-            return None
-        return site_gate(ctx.engine, ctx.site(self.region))
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("a regenerated token cannot be taken back")
+        return gate_unless_deleted(self, ctx)
 
     @classmethod
     def guide(cls) -> Guide:

@@ -23,7 +23,7 @@ from coder_migrate.engine.change import (
     UndoContext,
 )
 from coder_migrate.engine.guide import Check, Commands, Guide, command, fixed
-from coder_migrate.engine.health import site_gate
+from coder_migrate.engine.health import gate_unless_deleted
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import ApplyError, CoderAPIError, KubeError
 from coder_migrate.inventory import Region
@@ -86,9 +86,7 @@ class SatelliteRegistrationChange(Change):
             return f"satellite {region.name}: registered with key {computed[:16]}..."
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
-        if self.action is Action.DELETE:
-            return None
-        return site_gate(ctx.engine, ctx.site(self.region))
+        return gate_unless_deleted(self, ctx)
 
     @classmethod
     async def inverse(cls, done: Done, ctx: UndoContext) -> Change | None:

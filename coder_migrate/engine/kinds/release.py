@@ -22,7 +22,7 @@ from coder_migrate.engine.change import (
     UndoContext,
 )
 from coder_migrate.engine.guide import Check, Commands, Guide, fixed
-from coder_migrate.engine.health import site_gate
+from coder_migrate.engine.health import gate_unless_deleted
 from coder_migrate.engine.values import release_values
 from coder_migrate.engine.world import ManagedSite
 from coder_migrate.errors import ApplyError
@@ -88,9 +88,7 @@ class HelmReleaseChange(Change):
         return f"{self.target}: {'uninstalled' if removed else 'already gone'}"
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
-        if self.action is Action.DELETE:
-            return None
-        return site_gate(ctx.engine, ctx.site(self.region))
+        return gate_unless_deleted(self, ctx)
 
     @classmethod
     async def inverse(cls, done: Done, ctx: UndoContext) -> Change | Irreversible | None:

@@ -13,9 +13,6 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
-    Irreversible,
-    UndoContext,
     change_id,
 )
 from coder_migrate.engine.guide import Guide
@@ -26,6 +23,7 @@ __all__ = ["SiteRecordChange"]
 
 class SiteRecordChange(Change):
     kind: Literal["SiteRecord"] = "SiteRecord"
+    IRREVERSIBLE = "a removed region is deployed again by putting it back in the inventory"
     before: ManagedSite | None = None
 
     @classmethod
@@ -40,11 +38,6 @@ class SiteRecordChange(Change):
     async def act(self, ctx: ApplyContext) -> str:
         await ctx.engine.record_site(None, remove=self.region)
         return f"{self.target}: forgotten"
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("a removed region is deployed again by putting it back in the "
-                            "inventory")
 
     @classmethod
     def guide(cls) -> Guide:

@@ -14,10 +14,7 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
     Gate,
-    Irreversible,
-    UndoContext,
     change_id,
 )
 from coder_migrate.engine.guide import Check, Commands, Guide
@@ -44,6 +41,7 @@ class DnsCheckSpec(BaseModel):
 
 class DnsCheckChange(Change):
     kind: Literal["DnsCheck"] = "DnsCheck"
+    IRREVERSIBLE = "it only asks the authoritative servers"
     after: DnsCheckSpec | None = None
 
     @classmethod
@@ -81,10 +79,6 @@ class DnsCheckChange(Change):
         if self.after is not None and self.after.shared:
             return None
         return site_gate(ctx.engine, ctx.site(self.region))
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("it only asks the authoritative servers")
 
     @classmethod
     def guide(cls) -> Guide:

@@ -12,10 +12,7 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
     Gate,
-    Irreversible,
-    UndoContext,
     change_id,
 )
 from coder_migrate.engine.guide import Check, Commands, Guide
@@ -53,6 +50,7 @@ def rebuild_id(region: Region) -> str:
 
 class WorkspaceRebuildChange(Change):
     kind: Literal["WorkspaceRebuild"] = "WorkspaceRebuild"
+    IRREVERSIBLE = "rollback does not rebuild the workspace"
     after: RebuildSpec | None = None
 
     @classmethod
@@ -92,10 +90,6 @@ class WorkspaceRebuildChange(Change):
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
         return site_gate(ctx.engine, ctx.site(self.region))
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("rollback does not rebuild the workspace")
 
     @classmethod
     def guide(cls) -> Guide:

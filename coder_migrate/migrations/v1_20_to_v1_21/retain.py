@@ -15,10 +15,7 @@ from coder_migrate.engine.change import (
     Action,
     ApplyContext,
     Change,
-    Done,
     Gate,
-    Irreversible,
-    UndoContext,
     change_id,
 )
 from coder_migrate.engine.guide import Check, Commands, Guide, fixed
@@ -66,6 +63,7 @@ async def read_retained(engine: Engine) -> set[str]:
 
 class RetainReleaseChange(Change):
     kind: Literal["RetainRelease"] = "RetainRelease"
+    IRREVERSIBLE = "the old release was never changed; rollback relies on it"
     after: RetainSpec | None = None
 
     @classmethod
@@ -114,10 +112,6 @@ class RetainReleaseChange(Change):
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
         return site_gate(ctx.engine, ctx.site(self.region))
-
-    @classmethod
-    async def inverse(cls, done: Done, ctx: UndoContext) -> Irreversible:
-        return Irreversible("the old release was never changed; rollback relies on it")
 
     @classmethod
     def guide(cls) -> Guide:
