@@ -421,7 +421,7 @@ def test_status_reports_a_stopped_satellite_unreachable(
         )
     assert wait_for(lambda: not port_open(access_url(inventory, "eu-west")))
     status = run_cli("status", "-i", str(inventory), "--output", "json")
-    assert status.returncode == 1
+    assert status.returncode == 1 and status.stdout, status.stderr
     rows = {r["site"]: r for r in json.loads(status.stdout)}
     assert rows["eu-west"]["registration"] == "unreachable"
     assert not rows["eu-west"]["reachable"]
