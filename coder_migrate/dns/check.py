@@ -28,6 +28,7 @@ import ipaddress
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import dns.asyncquery
@@ -45,6 +46,7 @@ from coder_migrate.poll import attempts
 from coder_migrate.providers.coder.health import health_path
 from coder_migrate.providers.dns import open_adapter
 from coder_migrate.providers.dns.base import Capabilities
+from coder_migrate.tasks import run_all
 
 __all__ = [
     "CheckReport",
@@ -383,7 +385,7 @@ async def check_dns(
             "coder_geo.test_subnets: expected at least one test subnet in a checked region "
             "with coder_dns_targets"
         )
-    await asyncio.gather(*(_probe(s, topology.dns.zone, timeout) for s in targets))
+    await run_all([partial(_probe, s, topology.dns.zone, timeout) for s in targets])
     results = await _ask_until_right(
         [(e, s) for s in targets for e in wanted], timeout=timeout,
         deadline=started + wait, started=started, on_round=on_round,
@@ -456,7 +458,7 @@ async def _ask_until_right(
     # LUA health checks start at a region's first query and run every interval: a region
     # answers correctly only once its first check has passed, so wrong answers are asked again.
     async for attempt in attempts(deadline - time.monotonic(), interval=_RETRY_PAUSE_SECONDS):
-        for result in await asyncio.gather(*(ask(e, s) for e, s in pending)):
+        for result in await run_all([partial(ask, e, s) for e, s in pending]):
             results[(result.expectation, result.server)] = result
         pending = [(e, s) for (e, s), r in results.items() if not r.ok]
         if not pending or attempt.last:
