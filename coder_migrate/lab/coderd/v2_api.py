@@ -21,7 +21,7 @@ from coder_migrate.providers.coder.app_tokens import (
     encrypt_api_key,
     sign_app_token,
 )
-from coder_migrate.providers.coder.models_v2 import CryptoKey
+from coder_migrate.providers.coder.models_v2 import PRIMARY_PROXY_NAME, CryptoKey
 from coder_migrate.providers.coder.transport import PREMIUM_MESSAGE
 
 __all__ = ["V2Api"]
@@ -154,7 +154,7 @@ class V2Api:
         return self.emu.store.get("proxy", key)
 
     def _is_primary(self, key: str) -> bool:
-        return key.lower() == "primary" or key == str(self.emu.store.meta("deployment_id"))
+        return key.lower() == PRIMARY_PROXY_NAME or key == str(self.emu.store.meta("deployment_id"))
 
     @staticmethod
     async def _body(request: web.Request) -> dict[str, Any]:
@@ -169,7 +169,7 @@ class V2Api:
     def _check_name(self, name: Any, *, exclude_id: str = "") -> str:
         if not isinstance(name, str) or not name:
             raise ApiError(400, "Validation failed.", detail="name is required")
-        if name.lower() == "primary":
+        if name.lower() == PRIMARY_PROXY_NAME:
             raise ApiError(400, "Invalid name.", detail='The name "primary" is reserved.')
         if len(name) > 32 or not _NAME_RULE.match(name):
             raise ApiError(
