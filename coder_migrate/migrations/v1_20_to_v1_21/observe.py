@@ -209,14 +209,18 @@ async def _observe_primary_and_sites(engine: Engine, limit: Sequence[str]) -> Mi
     if primary is None:
         return state
     providers, workspaces = primary
+    # The deploy's world lists registrations, which a primary older than 1.21 cannot: then
+    # only the regions' sites are read, for preflight to report every problem at once.
+    world_read = (partial(engine.observe, limit) if state.version_ok
+                  else partial(_sites_only, engine, regions))
     reads: list[Callable[[], Awaitable[object]]] = [
-        partial(engine.observe, limit),
+        world_read,
         partial(read_retained, engine),
         partial(history, engine, (MIGRATION,)),
         partial(run_all, [partial(_missing_rights, engine, r) for r in regions]),
     ]
     world, retained, entries, rights = await run_all(reads)
-    assert isinstance(world, World) and isinstance(retained, set) and isinstance(entries, list)
+    assert isinstance(retained, set) and isinstance(entries, list)
     rebuilt = _finished(entries, WorkspaceRebuildChange.KIND)
     state.dns_checked = {i.split("/", 1)[0] for i in _finished(entries, DnsCheckChange.KIND)}
     for region in regions:
@@ -231,11 +235,19 @@ async def _observe_primary_and_sites(engine: Engine, limit: Sequence[str]) -> Mi
                 region=region.name, name=test.name, owner=test.owner, found=found is not None,
                 workspace_id=found.id if found else "", rebuilt=rebuild_id(region) in rebuilt,
             )
-    state.world = world
-    state.sites = {r.name: world.sites[r.name] for r in regions}
+    if isinstance(world, World):
+        state.world, state.sites = world, {r.name: world.sites[r.name] for r in regions}
+    else:
+        assert isinstance(world, dict)
+        state.sites = world
     assert isinstance(rights, list)
     state.access_problems = {r.name: m for r, m in zip(regions, rights, strict=True) if m}
     return state
+
+
+async def _sites_only(engine: Engine, regions: Sequence[Region]) -> dict[str, SiteState]:
+    states = await run_all([partial(engine.observe_site, r) for r in regions])
+    return {s.name: s for s in states}
 
 
 async def _provider_state(
