@@ -62,7 +62,7 @@ def shown(topology: Topology) -> dict[str, Any]:
     """The topology as ``inventory show --output json`` prints it: secret references as they
     are (names of variables and files), ``!vault`` text and sensitive Helm values masked."""
     data: dict[str, Any] = topology.model_dump(mode="json")
-    for site in (data["primary"], *data["regions"]):
+    for site in (data.get("primary", {}), *data["regions"]):  # Topology's fields
         site["values"] = sensitive.mask(site["values"])
 
     def hide_vault(node: Any) -> None:
