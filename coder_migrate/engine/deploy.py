@@ -64,6 +64,7 @@ KIND_PROXY = WorkspaceProxyChange.KIND
 KIND_PROXY_TOKEN = ProxyTokenChange.KIND
 KIND_SITE_RECORD = SiteRecordChange.KIND
 
+
 def mask_sensitive(value: Any, key: str = "") -> Any:
     """Values as they may be shown (:func:`coder_migrate.sensitive.mask`: the one rule for
     plans and ``inventory show``)."""
