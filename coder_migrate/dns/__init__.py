@@ -6,8 +6,8 @@ The engine calls :func:`plan_dns` (observe + desired + diff, nothing changed),
 wave: the gate of the ``DnsRRSet`` change kind in :mod:`.rrset_change`) and
 :func:`restore_dns_changes` (rollback from the ``before`` snapshots in the journal).
 Adapters live in :mod:`coder_migrate.providers.dns`. Modules here may import
-``engine.change``, ``engine.guide``, ``inventory``, ``providers`` and ``errors``; never the
-rest of the engine.
+``engine.change``, ``engine.guide``, ``inventory``, ``providers``, ``errors``, ``poll`` and
+``tasks``; never the rest of the engine.
 """
 
 from coder_migrate.dns.check import (

@@ -126,10 +126,12 @@ def test_a_failed_report_names_the_regions_and_the_first_wrong_answer() -> None:
     assert report.to_json()["failed_regions"] == ["us-east"]
 
 
-def test_the_verified_operation_is_the_deploy() -> None:
-    """apply verifies the DNS wave of the deploy only (a migration checks its own DNS, a
-    rollback restores older records): the two names must stay one."""
-    from coder_migrate.dns.verify import VERIFIED_OPERATION
-    from coder_migrate.engine.run import DEPLOY
+def test_the_verified_operations_are_the_deploy_and_the_zone_alone() -> None:
+    """apply verifies the DNS wave of the deploy and of the geodns role's zone-only plan (a
+    migration checks its own DNS, a rollback restores older records): the names must stay one."""
+    from coder_migrate.dns.verify import VERIFIED_OPERATIONS
+    from coder_migrate.engine.run import DEPLOY, DEPLOY_WITHOUT_DNS, DNS
+    from coder_migrate.migrations.v1_20_to_v1_21 import MIGRATION, ROLLBACK
 
-    assert VERIFIED_OPERATION == DEPLOY
+    assert {DEPLOY, DNS} == VERIFIED_OPERATIONS
+    assert not {DEPLOY_WITHOUT_DNS, MIGRATION, ROLLBACK} & VERIFIED_OPERATIONS

@@ -46,8 +46,9 @@ def test_applied_records_are_changed_with_their_zone_lines(
 ) -> None:
     plan = _plan()
     applied = [c.id for c in plan.effective_changes]
+    verified = "every region answers as planned (3 answers, 0.4 s)"
     engine = RecordedEngineCall(outcome=DnsOutcome(plan=plan, zone=ZONE, provider="powerdns",
-                                                   applied=applied))
+                                                   applied=applied, verified=verified))
     code, result = _run(monkeypatch, capsys, engine,
                         {"inventory": str(tmp_path), "lock_wait": 5, "_ansible_diff": True})
     assert code == 0 and result["changed"] is True
@@ -55,7 +56,19 @@ def test_applied_records_are_changed_with_their_zone_lines(
     assert [c["action"] for c in result["changes"]] == ["create"]
     assert result["kept"] == [{"target": f"TXT coder-eu-west.{ZONE}", "reason": "not ours"}]
     assert result["diff"][0]["after"] == f"coder-eu-west.{ZONE}. 60 A 192.0.2.10\n"
-    assert engine.calls == [((tmp_path,), {"check": False, "force": False, "lock_wait": 5.0})]
+    assert result["verified"] == verified
+    assert engine.calls == [((tmp_path,), {"check": False, "force": False, "lock_wait": 5.0,
+                                           "verify_timeout": 60.0})]
+
+
+def test_verify_false_applies_without_the_verify_step(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    engine = RecordedEngineCall(outcome=DnsOutcome(plan=_plan(), zone=ZONE,
+                                                   provider="powerdns", applied=[]))
+    code, _ = _run(monkeypatch, capsys, engine,
+                   {"inventory": str(tmp_path), "verify": False, "verify_timeout": 5})
+    assert code == 0 and engine.calls[0][1]["verify_timeout"] is None
 
 
 def test_check_mode_plans_only(
