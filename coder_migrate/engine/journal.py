@@ -6,7 +6,8 @@ was there before. Changes whose rollback must not undo someone else's later edit
 rrsets) also carry what they write (``written``). A re-run after a crash reads the journal
 to resume; ``migrate status`` and ``rollback`` read it too. Entries hold no secrets:
 snapshots are taken from plan values, which are already redacted, or from public state (DNS
-records, flags).
+records, flags), and every entry is scrubbed of the registered secrets
+(:func:`coder_migrate.sensitive.scrub`) as it is written.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from coder_migrate.errors import KubeError
 from coder_migrate.providers.kube import KubeCluster
+from coder_migrate.sensitive import scrub
 
 __all__ = ["JOURNAL_NAME", "Journal", "JournalEntry", "Written"]
 
@@ -114,7 +116,7 @@ class Journal:
         return [JournalEntry.model_validate_json(line) for line in lines]
 
     async def append(self, entries: Iterable[JournalEntry]) -> None:
-        new = [entry.model_dump_json() for entry in entries]
+        new = [scrub(entry.model_dump_json()) for entry in entries]
         async with self._writing:
             await self._append(new)
 

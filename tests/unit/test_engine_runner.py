@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import pytest
 
+from coder_migrate import sensitive
 from coder_migrate.engine import lock as lock_module
 from coder_migrate.engine.apply import ApplyOptions, apply_operation
 from coder_migrate.engine.change import (
@@ -296,3 +298,22 @@ def test_journal_entries_keep_order_across_archives() -> None:
     asyncio.run(scenario())
 
 
+
+
+def test_the_journal_scrubs_registered_secrets_from_what_it_writes() -> None:
+    """A secret the toolkit resolved (registered by value) never reaches the journal's
+    ConfigMap, whether in a change's detail line or in its snapshot."""
+    token = sensitive.register(f"journal-test-{secrets.token_hex(8)}")
+    cluster = FakeCluster()
+    journal = Journal(cluster, "ns")  # type: ignore[arg-type]
+
+    async def scenario() -> list[str]:
+        await journal.record(run="r", operation="deploy", change_id="eu-west/X/a",
+                             region="eu-west", phase="failed", by="me",
+                             detail=f"upstream said {token}", snapshot={"value": token})
+        return [e.detail for e in await journal.entries()]
+
+    details = asyncio.run(scenario())
+    stored = "".join(data["entries.jsonl"] for data, _ in cluster.maps.values())
+    assert token not in stored and "(sensitive)" in stored
+    assert details == ["upstream said (sensitive)"]
