@@ -12,8 +12,7 @@ MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 60
 
 LONG_MODULES = {
-    # being split in this session (proxy server, lab pods, the emulator's v2 API)
-    "proxy/server.py",
+    # being split in this session (lab pods, the emulator's v2 API)
     "lab/pods.py",
     "lab/coderd/v2_api.py",
 }
@@ -22,15 +21,10 @@ entry when its split lands."""
 
 LONG_FUNCTIONS = {
     # being split in this session, in areas other developers are changing
-    "dns/check.py:check_dns",
-    "inventory/loader.py:topology_from_inventory_json",
     "lab/coderd/agents.py:echo_app",
     "lab/coderd/core.py:seed",
     "lab/dns_servers.py:powerdns_config",
     "providers/coder/transport.py:request",
-    "proxy/app.py:_serve",
-    "proxy/config.py:load_settings",
-    "proxy/http1.py:_validate",
 }
 """Functions over the limit in modules being changed by other developers in this session."""
 
@@ -44,6 +38,7 @@ def test_no_module_is_over_600_lines() -> None:
     long = {name: text.count("\n") for name, text in _modules()
             if text.count("\n") > MAX_MODULE_LINES}
     assert set(long) <= LONG_MODULES, f"over {MAX_MODULE_LINES} lines: {long}"
+    assert not LONG_MODULES - set(long), f"fit now, remove: {LONG_MODULES - set(long)}"
 
 
 def test_no_function_is_over_60_lines() -> None:
@@ -55,3 +50,4 @@ def test_no_function_is_over_60_lines() -> None:
                 if lines > MAX_FUNCTION_LINES:
                     long[f"{name}:{node.name}"] = lines
     assert set(long) <= LONG_FUNCTIONS, f"over {MAX_FUNCTION_LINES} lines: {long}"
+    assert not LONG_FUNCTIONS - set(long), f"fit now, remove: {LONG_FUNCTIONS - set(long)}"
