@@ -59,8 +59,8 @@ def lab_inventory(
         }
         data["coder_chart"]["repo"] = str(charts)
         if generation == "v2":
-            data["coder_chart"].update({"name": "coder-v2", "version": "2.0.0"})
-            data["coder_version"] = "2.0.0"  # a v2 inventory targets Coder 2.x
+            data["coder_chart"].update({"name": "coder-v2", "version": "2.15.0"})
+            data["coder_version"] = "2.15.0"  # a v2 inventory targets Coder 2.x
         data["coder_dns"]["shared_hostname"] = f"coder-{tag}.{zone}"
         data["coder_dns"]["powerdns"]["api_key"] = {"file": str(state / "secrets" / "pdns-api-key")}
 
@@ -71,7 +71,7 @@ def lab_inventory(
         data["coder_namespace"] = f"coder-sat-{tag}"
         data["coder_release"] = f"coder-sat-{tag}"
         if generation == "v2":
-            data["coder_values"] = {"service": {"type": "ClusterIP"}}
+            data["coder_values"] = {"coder": {"service": {"type": "ClusterIP"}}}
 
     edit_yaml(target / "group_vars" / "coder_regions" / "region.yml", region_defaults)
 
@@ -84,7 +84,7 @@ def lab_inventory(
         if primary_url:
             data["coder_access_url"] = primary_url
         if generation == "v2":
-            data["coder_values"] = {"service": {"type": "ClusterIP"}}
+            data["coder_values"] = {"coder": {"service": {"type": "ClusterIP"}}}
 
     edit_yaml(target / "host_vars" / "primary.yml", primary)
     for index, region in enumerate(("us-east", "eu-west", "ap-southeast"), start=1):

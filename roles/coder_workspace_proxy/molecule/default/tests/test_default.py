@@ -94,7 +94,7 @@ def test_helm_lists_each_proxy_release_reading_its_token_from_a_secret(host) -> 
         assert result.rc == 0, result.stderr
         releases = {release["name"]: release for release in json.loads(result.stdout)}
         assert releases[RELEASE]["status"] == "deployed"
-        assert releases[RELEASE]["chart"] == "coder-2.0.0"
+        assert releases[RELEASE]["chart"] == "coder-2.15.0"
         values = _in_repo(
             host, f"helm get values {RELEASE} -n {NAMESPACE} --kube-context {context} -o json"
         )
