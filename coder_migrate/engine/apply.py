@@ -49,6 +49,7 @@ from coder_migrate.errors import (
 from coder_migrate.inventory import Primary, Region
 from coder_migrate.providers.coder import CoderV1Client, SatelliteKey
 from coder_migrate.providers.coder import satellite_key as keys
+from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.helm import chart_source
 
 __all__ = [
@@ -510,8 +511,8 @@ async def site_problem(engine: Engine, site: Primary | Region) -> str:
                 return f"the satellite does not serve its key: {error}"
         if served.fingerprint != registered.fingerprint:
             return "the satellite's key differs from its registration"
-        ok, why = await probe_url(site.access_url.rstrip("/") + "/healthz")
-        return "" if ok else f"{site.access_url}/healthz: {why}"
+        ok, why = await probe_url(health_url(site.access_url, "v1"))
+        return "" if ok else f"{health_url(site.access_url, 'v1')}: {why}"
     async with engine.coder_v2() as v2:
         proxy = await v2.find_proxy(site.name)
     if proxy is None:

@@ -29,6 +29,7 @@ from coder_migrate.migrations.v1_20_to_v1_21 import (
     REBUILD_TIMEOUT,
     RETAINED_CONFIG_MAP,
 )
+from coder_migrate.providers.coder.health import health_url
 
 __all__ = ["Check", "Commands", "Step", "command", "path_word", "steps_of"]
 
@@ -127,7 +128,7 @@ def _satellite_checks(c: Commands, region: Region, _: Sequence[Change]) -> list[
         Check(c.cli("status", limit=region.name),
               f"exit 0; the {region.name} row shows the release deployed, its pods ready, "
               "the satellite registered and reachable yes"),
-        Check(command("curl", "-fsS", f"{base}/healthz"), "HTTP 200 from the satellite"),
+        Check(command("curl", "-fsS", health_url(base, "v1")), "HTTP 200 from the satellite"),
     ]
 
 
