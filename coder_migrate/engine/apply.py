@@ -363,14 +363,16 @@ class _Runner:
             region = self.topology.region(change.region)
             if change.kind == KIND_PROXY and change.action is Action.UPDATE:
                 await coder.update_proxy(existing.id if existing else region.name,
-                                         display_name=region.display_name)
-                return f"workspace proxy {region.name}: display name set"
+                                         display_name=region.display_name, icon=region.icon)
+                return f"workspace proxy {region.name}: display name and icon set"
             if existing is None:
-                created = await coder.create_proxy(region.name, display_name=region.display_name)
+                created = await coder.create_proxy(region.name, display_name=region.display_name,
+                                                   icon=region.icon)
                 what = "created"
             else:
                 # A proxy from an interrupted run: its token was never stored. Regenerate.
-                created = await coder.regenerate_proxy_token(existing.id)
+                created = await coder.regenerate_proxy_token(
+                    existing.id, display_name=region.display_name, icon=region.icon)
                 what = "token regenerated"
             token = created.proxy_token.get_secret_value()
         kube = self.engine.site_kube(region)

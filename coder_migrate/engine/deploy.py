@@ -210,18 +210,19 @@ def _proxy_changes(
             action=Action.CREATE,
             target=f"workspace proxy {region.name} on the primary",
             reason=f"not on the primary; its one-time token goes straight into {secret}",
-            after={"name": region.name, "display_name": region.display_name,
+            after={"name": region.name, "display_name": region.display_name, "icon": region.icon,
                    "token": SENSITIVE, "token_secret": token_secret.name},
             depends_on=depends,
         )]
     changes = []
-    if proxy.display_name != region.display_name:
+    if (proxy.display_name, proxy.icon_url) != (region.display_name, region.icon):
         changes.append(Change(
             id=f"{region.name}/{KIND_PROXY}/{region.name}", region=region.name, kind=KIND_PROXY,
             action=Action.UPDATE, target=f"workspace proxy {region.name} on the primary",
-            reason=f"display name {proxy.display_name!r} -> {region.display_name!r}",
-            before={"display_name": proxy.display_name},
-            after={"display_name": region.display_name},
+            reason=f"display name {proxy.display_name!r} -> {region.display_name!r}, "
+                   f"icon {proxy.icon_url!r} -> {region.icon!r}",
+            before={"display_name": proxy.display_name, "icon": proxy.icon_url},
+            after={"display_name": region.display_name, "icon": region.icon},
         ))
     if not state.token_secret:
         changes.append(Change(
