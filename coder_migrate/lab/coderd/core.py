@@ -35,7 +35,14 @@ class ApiError(Exception):
     """An error answer in the mode's documented shape."""
 
     def __init__(
-        self, status: int, message: str, *, code: str = "", detail: str = "", details: Any = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str = "",
+        detail: str = "",
+        details: Any = None,
+        validations: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -43,6 +50,7 @@ class ApiError(Exception):
         self.code = code
         self.detail = detail
         self.details = details
+        self.validations = validations or []
 
 
 _V1_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
@@ -57,7 +65,12 @@ def error_response(mode: Mode, error: ApiError) -> web.Response:
             "error": {"msg": error.message, "code": code, "details": error.details}
         }
     else:
-        body = {"message": error.message, "detail": error.detail}
+        # codersdk.Response: `detail` and `validations` are omitempty.
+        body = {"message": error.message}
+        if error.detail:
+            body["detail"] = error.detail
+        if error.validations:
+            body["validations"] = error.validations
     return web.json_response(body, status=error.status)
 
 
@@ -200,11 +213,13 @@ class Emulator:
 
     # -- sessions and users ------------------------------------------------------------------
 
-    def new_session(self, user_id: str) -> str:
-        """A new session token (``<10 chars>-<22 chars>`` like Coder's API keys)."""
+    def new_session(self, user_id: str, *, name: str = "") -> str:
+        """A new session token (``<10 chars>-<22 chars>`` like Coder's API keys); *name* is
+        what a v1 ``tokens create`` called it."""
         key_id = secrets.token_hex(5)
         secret = secrets.token_urlsafe(16)[:22]
-        self.store.put("session", {"id": key_id, "user_id": user_id, "hash": token_hash(secret)})
+        self.store.put("session", {"id": key_id, "user_id": user_id, "hash": token_hash(secret),
+                                   "name": name, "last_used": now_iso()})
         return f"{key_id}-{secret}"
 
     def user_for_token(self, token: str | None) -> Doc | None:
