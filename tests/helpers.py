@@ -28,6 +28,17 @@ def edit_yaml(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 LAB_INVENTORY = REPO / "inventories" / "lab"
+# What inventories/lab gives every v1 release: coder/coder 1.21.0 renders a LoadBalancer
+# Service, and the lab has no load balancer.
+LAB_V1_SERVICE: dict[str, Any] = {"coderd": {"serviceSpec": {"type": "NodePort"}}}
+
+
+def lab_v1_values(extra: dict[str, Any]) -> dict[str, Any]:
+    """coder_values for a lab v1 host: the lab's Service type plus *extra* (a host's
+    coder_values replaces its group's)."""
+    from coder_migrate.engine.values import deep_merge
+
+    return deep_merge(LAB_V1_SERVICE, extra)
 
 
 def lab_inventory(

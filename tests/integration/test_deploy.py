@@ -30,7 +30,7 @@ from coder_migrate.providers.coder import satellite_key
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import LabHandle
-from tests.helpers import REPO, edit_yaml, lab_inventory
+from tests.helpers import REPO, edit_yaml, lab_inventory, lab_v1_values
 
 pytestmark = pytest.mark.integration
 
@@ -269,7 +269,7 @@ def test_stale_and_edited_plan_files_are_refused(
     assert result.returncode == 6 and "checksum does not match" in result.stderr
 
     edit_yaml(inventory / "host_vars" / "primary.yml",
-              lambda d: d.update(coder_values={"coderd": {"replicas": 2}}))
+              lambda d: d.update(coder_values=lab_v1_values({"coderd": {"replicas": 2}})))
     result = run_cli("apply", "-i", str(inventory), str(saved), "--auto-approve")
     assert result.returncode == 6, result.stderr
     assert "is stale" in result.stderr
@@ -397,7 +397,7 @@ def test_failed_canary_gate_stops_the_apply_before_other_regions(
     tag = inventory.name.removeprefix("lab-")
     # The canary's satellite never runs (no replicas), so it never serves its key.
     edit_yaml(inventory / "host_vars" / "us-east.yml",
-              lambda d: d.update(coder_values={"coderd": {"replicas": 0}}))
+              lambda d: d.update(coder_values=lab_v1_values({"coderd": {"replicas": 0}})))
     result = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
                      "--gate-timeout", "4")
     assert result.returncode == 7, result.stderr

@@ -118,7 +118,7 @@ def test_check_mode_shows_a_values_change_without_the_token_and_applies_nothing(
     shutil.copytree(INVENTORY, changed)
     region_file = changed / "host_vars" / "molv2-west.yml"
     region = yaml.safe_load(region_file.read_text())
-    region["coder_values"]["coder"] = {"resources": {"requests": {"cpu": "250m"}}}
+    region["coder_values"]["coder"]["resources"] = {"requests": {"cpu": "250m"}}
     region_file.write_text(yaml.safe_dump(region))
     result = _in_repo(
         host,
