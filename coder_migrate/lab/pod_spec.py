@@ -128,8 +128,9 @@ def resource_field(container: Mapping[str, Any], reference: Mapping[str, Any]) -
     if quantity is None:
         quantity = NODE_ALLOCATABLE[name] if kind == "limits" else "0"
     try:
-        divisor = reference.get("divisor") or "1"
-        value = parse_quantity(quantity) / parse_quantity(divisor)  # type: ignore[no-untyped-call]
+        # The API server defaults `divisor` to "0", which the kubelet reads as 1.
+        divisor = parse_quantity(reference.get("divisor") or "1") or 1  # type: ignore[no-untyped-call]
+        value = parse_quantity(quantity) / divisor  # type: ignore[no-untyped-call]
     except (ValueError, ArithmeticError) as error:
         raise LabError(f"resourceFieldRef {resource}: not a quantity ({error})") from None
     return str(math.ceil(Decimal(value)))
@@ -276,8 +277,12 @@ def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) 
         "satellite" if container_mode(container) == "satellite" else "workspace-proxy"
     )
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+    # Helm marks what it installs with the release's name (coder/coder 1.21.0 sets no
+    # instance label of its own).
+    annotations = metadata.get("annotations") or {}
     labels = metadata.get("labels") or {}
-    release = str(labels.get("app.kubernetes.io/instance") or name)
+    release = str(annotations.get("meta.helm.sh/release-name")
+                  or labels.get("app.kubernetes.io/instance") or name)
     env = resolve_env(container, namespace, secret, pod_fields(namespace, name))
     variable = _ACCESS_URL_ENV[mode]
     access_url = env.get(variable, "")

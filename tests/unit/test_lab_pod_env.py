@@ -139,6 +139,7 @@ def test_resource_fields_as_the_kubelet_gives_them() -> None:
     limits = {"limits": {"cpu": "2000m", "memory": "4096Mi"}, "requests": {"cpu": "250m"}}
     assert field("limits.memory", limits) == str(4096 * 1024 * 1024)
     assert field("limits.memory", limits, divisor="1Mi") == "4096"
+    assert field("limits.memory", limits, divisor="0") == str(4096 * 1024 * 1024)  # API default
     assert field("limits.cpu", limits) == "2"
     assert field("requests.cpu", limits) == "1"  # 0.25 rounded up
     assert field("requests.memory", limits) == str(4096 * 1024 * 1024)  # defaults to the limit
