@@ -126,6 +126,9 @@ def test_satellite_chart_install_upgrade_rollback_uninstall(
         f"coderd.satellite.accessURL=http://coder-{region}.lab.coder-migrate.test",
         "--set",
         f"coderd.devurlsHost=*.coder-{region}.lab.coder-migrate.test",
+        # coder/coder 1.21.0's `coderd` Service is a LoadBalancer; the lab has none.
+        "--set",
+        "coderd.serviceSpec.type=NodePort",
     ]
     install = ["upgrade", release, chart, "--install", "--wait", "--timeout", "90s"]
     selector = "coder.deployment=coderd"
