@@ -429,9 +429,11 @@ def test_failed_canary_gate_stops_the_apply_before_other_regions(
 ) -> None:
     inventory, emulator = v1_world
     tag = inventory.name.removeprefix("lab-")
-    # The canary's satellite never runs (no replicas), so it never serves its key.
-    edit_yaml(inventory / "host_vars" / "us-east.yml",
-              lambda d: d.update(coder_values=lab_v1_values({"coderd": {"replicas": 0}})))
+    # The canary's release runs no satellite (satellite mode off: `coderd run`, which the lab
+    # does not play), so nothing serves its key. (coderd.replicas 0 would not do: coder/coder
+    # 1.21.0 renders a 0 as no replicas at all, and Kubernetes runs one.)
+    edit_yaml(inventory / "host_vars" / "us-east.yml", lambda d: d.update(
+        coder_values=lab_v1_values({"coderd": {"satellite": {"enable": ""}}})))
     result = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
                      "--gate-timeout", "4")
     assert result.returncode == 7, result.stderr

@@ -188,6 +188,16 @@ def test_v1_pre_1_21_shape_and_moved_keys(tmp_path: Path) -> None:
     assert env_of(find(docs, "Deployment", "coderd"))["DEVURL_HOST"] == "*.old.example.com"
 
 
+def test_v1_replicas_zero_renders_no_replicas(tmp_path: Path) -> None:
+    # templates/coderd.yaml:14 reads coderd.replicas through movedValue (_migrate.tpl:62-64),
+    # which treats 0 as unset and has no default there: `replicas:` is null, and Kubernetes
+    # runs one pod. A 1.21.0 satellite cannot be scaled to 0 by its values.
+    docs = render("coder-v1", "coderd.satellite.enable=true", "coderd.replicas=0", tmp=tmp_path)
+    assert find(docs, "Deployment", "coderd")["spec"]["replicas"] is None
+    two = render("coder-v1", "coderd.satellite.enable=true", "coderd.replicas=2", tmp=tmp_path)
+    assert find(two, "Deployment", "coderd")["spec"]["replicas"] == 2
+
+
 def test_v1_satellite_mode_is_any_non_empty_value(tmp_path: Path) -> None:
     # templates/coderd.yaml:146 tests truthiness only: the string "false" turns it on.
     docs = render("coder-v1", "coderd.satellite.enable=false-but-a-string", tmp=tmp_path)
