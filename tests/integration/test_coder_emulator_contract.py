@@ -372,3 +372,59 @@ def test_a_failed_build_ends_with_done_after_its_error(
     asyncio.run(rebuild())
     types = [e["type"] for e in _watch(emulator.url, emulator.admin_token, workspace["id"])]
     assert types[-2:] == ["error", "done"] and types[0] == "start"
+
+
+def test_networking_v2_and_rebuild_as_the_toolkit_sends_them(
+    coderd_factory: Callable[..., CoderEmulator],
+) -> None:
+    """The migration's two v1 writes: a provider's Networking v2 switch (ASSUMED route, the
+    only documented way is the dashboard) and a rebuild (an all-null UpdateWorkspaceReq,
+    coder-sdk workspace.go); a field neither takes is refused with the v1 error body."""
+    emulator = coderd_factory("v1.21", config={"build_step_seconds": 0.01})
+    provider = raw(emulator, "GET", "/api/private/resource-pools").json()["kubernetes"][0]
+    switched, sent = v1_call(emulator, lambda c: c.set_networking_v2(provider["id"], True))
+    assert [s for s in sent if s[0] == "PATCH"] == [
+        ("PATCH", f"/api/private/resource-pools/{provider['id']}", {"enable_net_v2": True})]
+    assert switched.enable_net_v2 is True
+    bad = raw(emulator, "PATCH", f"/api/private/resource-pools/{provider['id']}",
+              {"enable_net_v2": "yes"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "bad_request")
+
+    workspace = raw(emulator, "GET", "/api/v0/workspaces").json()[0]
+    _, sent = v1_call(emulator, lambda c: c.rebuild_workspace(workspace["id"]))
+    (method, path, body), = [s for s in sent if s[0] == "PATCH"]
+    assert (method, path) == ("PATCH", f"/api/v0/workspaces/{workspace['id']}")
+    assert body == dict.fromkeys(
+        ("image_id", "image_tag", "cpu_cores", "memory_gb", "disk_gb", "gpus", "template_id"))
+    unknown = raw(emulator, "PATCH", f"/api/v0/workspaces/{workspace['id']}", {"name": "x"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["msg"] == "unknown field(s): name"
+
+
+def test_proxy_registration_as_the_bundled_proxy_sends_it(coderd_v2: CoderEmulator) -> None:
+    from coder_migrate.providers.coder import CoderV2ProxyClient
+
+    token = raw(coderd_v2, "POST", "/api/v2/workspaceproxies",
+                {"name": unique("reg"), "display_name": "R", "icon": ICON}).json()["proxy_token"]
+    body = {"access_url": "http://127.0.0.1:9", "wildcard_hostname": "", "derp_enabled": False,
+            "derp_only": False, "replica_id": str(uuid.uuid4()), "hostname": "h",
+            "replica_error": "", "replica_relay_address": "", "version": "v2.15.0"}
+    recording = Recording()
+
+    async def register() -> int:
+        async with CoderV2ProxyClient(coderd_v2.url, token, retry=FAST,
+                                      transport=recording) as proxy:
+            registered = await proxy.register(body)
+            return registered.derp_region_id
+
+    assert asyncio.run(register()) >= 1
+    assert recording.sent == [("POST", "/api/v2/workspaceproxies/me/register", body)]
+    with_path = httpx.post(f"{coderd_v2.url}/api/v2/workspaceproxies/me/register",
+                           json={**body, "access_url": "http://127.0.0.1:9/sub"},
+                           headers={"Coder-External-Proxy-Token": token}, trust_env=False)
+    assert with_path.status_code == 400
+    assert with_path.json()["message"] == (
+        "Access URL must be a valid http(s) URL with an empty path or '/'.")
+    no_token = httpx.post(f"{coderd_v2.url}/api/v2/workspaceproxies/me/register", json=body,
+                          trust_env=False)
+    assert (no_token.status_code, no_token.json()) == (
+        401, {"message": "Missing required external proxy token"})
