@@ -5,8 +5,8 @@ rendering an empty string into a live release. ``coder_values`` from the invento
 over the rendered values: mappings recursively; lists of named entries (``coder.env``,
 ``envFrom``, ``volumes``, ``volumeMounts``, ...) by name, a user entry replacing the rendered
 one of the same name and the others appended; anything else replaced. Values coder-migrate
-owns (the access URLs, the proxy token) come from the inventory's own keys: ``coder_values``
-that would replace them is refused with one line.
+owns (the site's access URLs, the proxy token) come from the inventory's own keys:
+``coder_values`` that would replace them is refused with one line.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ _ENVIRONMENT = jinja2.Environment(
 _OWNED_ENV = {
     "CODER_ACCESS_URL": "coder_access_url",
     "CODER_WILDCARD_ACCESS_URL": "coder_wildcard_host",
-    "CODER_PRIMARY_ACCESS_URL": "the primary's coder_access_url",
     "CODER_PROXY_SESSION_TOKEN": "the proxy token Secret coder-migrate writes",
 }
-# Values of the coder/coder v1 chart coder-migrate sets, and where they come from.
+# Values of the coder/coder v1 chart coder-migrate sets, and where they come from. (The
+# primary's URL a satellite or proxy dials may be overridden: an in-cluster name, say; the
+# inventory rules check it is not the geo-routed shared name.)
 _OWNED_PATHS = {
-    ("coderd", "satellite", "primaryURL"): "the primary's coder_access_url",
     ("coderd", "satellite", "accessURL"): "coder_access_url",
     ("coderd", "devurlsHost"): "coder_wildcard_host",
 }

@@ -128,40 +128,35 @@ def test_503s_that_go_on_stop_clearly_and_a_rerun_completes(
     _assert_migrated(helm, world)
 
 
-def test_an_owned_value_in_coder_values_and_a_wrong_powerdns_key_are_refused(
+def test_a_primary_url_that_does_not_answer_and_a_wrong_powerdns_key_are_listed(
     lab: LabHandle, world: MigrationWorld, tmp_path: Path
 ) -> None:
-    # eu-west's satellite would dial a port nothing listens on (a typo in coder_values): the
-    # primary URL is coder-migrate's to set, so the override is refused in one line.
+    # eu-west's satellite would dial a port nothing listens on (a typo in coder_values).
     wrong_url = f"http://127.0.0.1:{free_loopback_port()}"
-    region_file = world.inventory / "host_vars" / "eu-west.yml"
-    edit_yaml(region_file, lambda d: d.update(
+    edit_yaml(world.inventory / "host_vars" / "eu-west.yml", lambda d: d.update(
         coder_values=lab_v1_values({"coderd": {"satellite": {"primaryURL": wrong_url}}})))
-    before = _untouched(lab, world)
-    for command in ("plan", "apply"):
-        extra = ("--auto-approve",) if command == "apply" else ()
-        result = run_cli("migrate", command, "-i", str(world.inventory), *extra)
-        assert result.returncode != 0, result.stdout
-        assert ("eu-west: coder_values: coderd.satellite.primaryURL is set by coder-migrate from "
-                "the primary's coder_access_url") in " ".join(result.stderr.split())
-    assert _untouched(lab, world) == before
-
-    edit_yaml(region_file, lambda d: d.pop("coder_values"))
     wrong_key = tmp_path / "pdns-api-key"
     wrong_key.write_text(secrets.token_hex(16))
     wrong_key.chmod(0o600)  # inventory validation refuses a secret file others can read
     edit_yaml(world.inventory / "group_vars" / "all" / "coder.yml", lambda d: d["coder_dns"][
         "powerdns"].update(api_key={"file": str(wrong_key)}))
+    before = _untouched(lab, world)
+
     for command in ("plan", "apply"):
         extra = ("--auto-approve",) if command == "apply" else ()
         result = run_cli("migrate", command, "-i", str(world.inventory), *extra)
         assert result.returncode != 0, result.stdout
         errors = " ".join(result.stderr.split())
-        assert "preflight found 1 problem(s); nothing was changed" in errors
+        assert "preflight found 2 problem(s); nothing was changed" in errors
+        # Another origin than the primary's: probed without the session token.
+        assert (f"eu-west: the satellite's primaryURL {wrong_url} does not answer from here: "
+                f"could not reach {wrong_url} (ConnectError)") in errors
         assert ("dns: the powerdns zone lab.coder-migrate.test cannot be used with the "
                 "inventory's coder_dns settings: PowerDNS API") in errors
         assert f"refused the API key from file {wrong_key} (401 on GET" in errors
         assert wrong_key.read_text() not in result.stdout + result.stderr
+        # regions whose satellite reaches the primary are not named
+        assert "us-east: the satellite's primaryURL" not in errors
     assert _untouched(lab, world) == before
 
 

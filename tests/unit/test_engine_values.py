@@ -108,8 +108,8 @@ def test_named_lists_merge_by_name_unnamed_lists_are_replaced() -> None:
          "coder.env CODER_PROXY_SESSION_TOKEN", "the proxy token Secret coder-migrate writes"),
         ({"coder": {"env": [{"name": "CODER_ACCESS_URL", "value": "https://other"}]}},
          "coder.env CODER_ACCESS_URL", "coder_access_url"),
-        ({"coderd": {"satellite": {"primaryURL": "https://other"}}},
-         "coderd.satellite.primaryURL", "the primary's coder_access_url"),
+        ({"coderd": {"satellite": {"accessURL": "https://other"}}},
+         "coderd.satellite.accessURL", "coder_access_url"),
     ],
 )
 def test_coder_values_replacing_an_owned_value_is_one_line(
