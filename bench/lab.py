@@ -76,6 +76,9 @@ def helm_install(lab: Lab, context: str, namespace: str, wait: bool) -> float:
         "--create-namespace",
         "--set",
         "coderd.satellite.enable=true",
+        # coder/coder 1.21.0's `coderd` Service is a LoadBalancer; the lab has none.
+        "--set",
+        "coderd.serviceSpec.type=NodePort",
     ]
     if wait:
         command += ["--wait", "--timeout", "120s"]

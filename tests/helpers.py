@@ -28,6 +28,17 @@ def edit_yaml(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 LAB_INVENTORY = REPO / "inventories" / "lab"
+# What inventories/lab gives every v1 release: coder/coder 1.21.0 renders a LoadBalancer
+# Service, and the lab has no load balancer.
+LAB_V1_SERVICE: dict[str, Any] = {"coderd": {"serviceSpec": {"type": "NodePort"}}}
+
+
+def lab_v1_values(extra: dict[str, Any]) -> dict[str, Any]:
+    """coder_values for a lab v1 host: the lab's Service type plus *extra* (a host's
+    coder_values replaces its group's)."""
+    from coder_migrate.engine.values import deep_merge
+
+    return deep_merge(LAB_V1_SERVICE, extra)
 
 
 def lab_inventory(
@@ -59,8 +70,8 @@ def lab_inventory(
         }
         data["coder_chart"]["repo"] = str(charts)
         if generation == "v2":
-            data["coder_chart"].update({"name": "coder-v2", "version": "2.0.0"})
-            data["coder_version"] = "2.0.0"  # a v2 inventory targets Coder 2.x
+            data["coder_chart"].update({"name": "coder-v2", "version": "2.15.0"})
+            data["coder_version"] = "2.15.0"  # a v2 inventory targets Coder 2.x
         data["coder_dns"]["shared_hostname"] = f"coder-{tag}.{zone}"
         data["coder_dns"]["powerdns"]["api_key"] = {"file": str(state / "secrets" / "pdns-api-key")}
 
@@ -71,7 +82,7 @@ def lab_inventory(
         data["coder_namespace"] = f"coder-sat-{tag}"
         data["coder_release"] = f"coder-sat-{tag}"
         if generation == "v2":
-            data["coder_values"] = {"service": {"type": "ClusterIP"}}
+            data["coder_values"] = {"coder": {"service": {"type": "ClusterIP"}}}
 
     edit_yaml(target / "group_vars" / "coder_regions" / "region.yml", region_defaults)
 
@@ -84,7 +95,7 @@ def lab_inventory(
         if primary_url:
             data["coder_access_url"] = primary_url
         if generation == "v2":
-            data["coder_values"] = {"service": {"type": "ClusterIP"}}
+            data["coder_values"] = {"coder": {"service": {"type": "ClusterIP"}}}
 
     edit_yaml(target / "host_vars" / "primary.yml", primary)
     for index, region in enumerate(("us-east", "eu-west", "ap-southeast"), start=1):

@@ -206,16 +206,17 @@ def _proxy_changes(
             id=proxy_id, region=region.name, action=Action.CREATE, target=target,
             reason=f"not on the primary; its one-time token goes straight into {secret}",
             after=ProxyDoc(name=region.name, display_name=region.display_name,
-                           token=SENSITIVE, token_secret=token_secret.name),
+                           icon=region.icon, token=SENSITIVE, token_secret=token_secret.name),
             depends_on=depends,
         )]
     changes: list[Change] = []
-    if proxy.display_name != region.display_name:
+    if (proxy.display_name, proxy.icon_url) != (region.display_name, region.icon):
         changes.append(WorkspaceProxyChange(
             id=proxy_id, region=region.name, action=Action.UPDATE, target=target,
-            reason=f"display name {proxy.display_name!r} -> {region.display_name!r}",
-            before=ProxyDoc(display_name=proxy.display_name),
-            after=ProxyDoc(display_name=region.display_name),
+            reason=f"display name {proxy.display_name!r} -> {region.display_name!r}, "
+                   f"icon {proxy.icon_url!r} -> {region.icon!r}",
+            before=ProxyDoc(display_name=proxy.display_name, icon=proxy.icon_url),
+            after=ProxyDoc(display_name=region.display_name, icon=region.icon),
         ))
     if not state.token_secret:
         changes.append(ProxyTokenChange(

@@ -11,6 +11,7 @@ from coder_migrate.engine.change import Action, ApplyContext, Change, Gate
 from coder_migrate.engine.world import Engine
 from coder_migrate.errors import CoderAPIError
 from coder_migrate.inventory import Primary, Region
+from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.coder.probes import probe_url
 
 __all__ = ["gate_unless_deleted", "site_gate", "site_problem"]
@@ -70,8 +71,9 @@ async def _satellite_problem(engine: Engine, region: Region) -> str:
             return f"the satellite does not serve its key: {error}"
     if served.fingerprint != registered.fingerprint:
         return "the satellite's key differs from its registration"
-    ok, why = await probe_url(region.access_url.rstrip("/") + "/healthz")
-    return "" if ok else f"{region.access_url}/healthz: {why}"
+    url = health_url(region.access_url, "v1")
+    ok, why = await probe_url(url)
+    return "" if ok else f"{url}: {why}"
 
 
 async def _proxy_problem(engine: Engine, region: Region) -> str:

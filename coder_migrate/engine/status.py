@@ -8,6 +8,7 @@ from functools import partial
 
 from coder_migrate.engine.world import Engine, SiteState, World
 from coder_migrate.inventory import Primary, Region
+from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.coder.probes import probe_url
 from coder_migrate.tasks import run_all
 
@@ -46,7 +47,7 @@ async def _status(
     engine: Engine, site: Primary | Region, state: SiteState, world: World
 ) -> SiteStatus:
     release = state.release
-    url = site.access_url.rstrip("/") + "/healthz"
+    url = health_url(site.access_url, engine.topology.generation)
     if isinstance(site, Primary):
         # The primary's own API answering is its reachability (its /healthz may need auth).
         reachable, why = world.records.reachable, "its API does not answer"

@@ -490,6 +490,10 @@ class Region(_Site):
 
     display_name: Annotated[Literal_, Field(min_length=1)]
     """Human name of the region (EU West)."""
+    region_icon: Annotated[Literal_, Field(pattern=r"^(/|https?://)\S+$")] | None = None
+    """Icon of the region's workspace proxy (v2): a dashboard path such as
+    /emojis/1f1ea-1f1fa.png or an http(s) URL; default: the flag of the first of
+    coder_geo.countries, else a globe."""
     geo: Geo = Field(default_factory=Geo)
     """Who this region serves, for GeoDNS."""
     workspace_providers: tuple[WorkspaceProvider, ...] = ()
@@ -498,6 +502,17 @@ class Region(_Site):
     """Workspace rebuilt to prove the region works after the migration."""
     canary: bool = False
     """Apply this region first, alone, before the others."""
+
+    @property
+    def icon(self) -> str:
+        """The icon sent for the region's proxy: ``coder_region_icon``, else the flag emoji of
+        its first country (``/emojis/<codepoints>.png``, Coder's emoji set), else a globe."""
+        if self.region_icon:
+            return self.region_icon
+        if not self.geo.countries:
+            return "/emojis/1f310.png"
+        flag = "-".join(f"{0x1F1E6 + ord(letter) - ord('A'):x}" for letter in self.geo.countries[0])
+        return f"/emojis/{flag}.png"
 
 
 class Topology(BaseModel):

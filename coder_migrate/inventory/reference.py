@@ -83,6 +83,7 @@ EXAMPLES: dict[str, list[Any]] = {
                    "wildcard_secret": "coder-satellite-cert"}],
     "coder_dns_targets": [["203.0.113.11", "2001:db8::11"]],
     "coder_region_display_name": ["EU West"],
+    "coder_region_icon": ["/emojis/1f1ee-1f1ea.png", "https://icons.example.com/eu.svg"],
     "coder_geo": [{"continents": ["EU"], "countries": ["IE", "GB", "FR", "DE"],
                    "subnets": ["203.0.113.0/26"], "test_subnets": ["203.0.113.1/32"]}],
     "coder_workspace_providers": [[{"name": "eu-west", "namespace": "coder-workspaces",

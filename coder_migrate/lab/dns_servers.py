@@ -101,18 +101,22 @@ def powerdns_config(
                       "zone-metadata-cache-ttl"):
             settings[cache] = 0
     if geoip_database is not None:
-        geoip_zones = directory / "geoip-zones.yaml"
-        # 4.7 refuses an empty domain list, so the GeoIP backend gets a stub zone.
-        geoip_zones.write_text(
-            "domains:\n- domain: geoip-stub.invalid\n  ttl: 60\n  records:\n"
-            "    geoip-stub.invalid:\n      - soa: ns.geoip-stub.invalid. "
-            "hostmaster.geoip-stub.invalid. 1 7200 3600 86400 60\n",
-            encoding="utf-8",
-        )
         settings["geoip-database-files"] = f"mmdb:{geoip_database}"
-        settings["geoip-zones-file"] = geoip_zones
+        settings["geoip-zones-file"] = _geoip_stub_zones(directory)
     lines = [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(["# Written by coder-migrate.", *lines, ""])
+
+
+def _geoip_stub_zones(directory: Path) -> Path:
+    """The GeoIP backend's zones file: 4.7 refuses an empty domain list, so one stub zone."""
+    geoip_zones = directory / "geoip-zones.yaml"
+    geoip_zones.write_text(
+        "domains:\n- domain: geoip-stub.invalid\n  ttl: 60\n  records:\n"
+        "    geoip-stub.invalid:\n      - soa: ns.geoip-stub.invalid. "
+        "hostmaster.geoip-stub.invalid. 1 7200 3600 86400 60\n",
+        encoding="utf-8",
+    )
+    return geoip_zones
 
 
 def create_powerdns_database(directory: Path) -> Path:

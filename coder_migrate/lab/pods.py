@@ -1,16 +1,17 @@
 """The lab's region pods: each satellite / workspace-proxy Deployment played by the bundled proxy.
 
-kwok simulates pods but runs nothing, so a region's ``coderd`` (coder/coder in satellite
-mode) or ``coder`` (coder-v2/coder with ``wsproxy server``) would never answer. This
-supervisor (a kubelet for just these pods) makes them real: every tick it lists the
-Deployments of each region cluster, resolves the container env as the kubelet would
-(``value`` with ``$(VAR)`` expansion, ``secretKeyRef`` and ``envFrom`` Secrets read from the
-cluster, ``fieldRef`` with the pod IP played by 127.0.0.1) and runs one
-``python -m coder_migrate.proxy`` per Deployment with replicas > 0, with exactly that env.
+kwok simulates pods but runs nothing, so a region's ``coderd`` (coder/coder 1.21.0 running
+``coderd replica``) or ``coder`` (coder-v2/coder running ``wsproxy server``) would never
+answer. This supervisor (a kubelet for just these pods) makes them real: every tick it lists
+the Deployments of each region cluster, picks the containers whose args the real images run
+as a satellite or a workspace proxy, resolves their env as the kubelet would
+(``coder_migrate.lab.pod_spec``) and runs one ``python -m coder_migrate.proxy`` per
+Deployment with replicas > 0, with exactly that env and the mode the args chose.
 
 One lab process plays pod, Service and load balancer at once: instead of the pod's
-``0.0.0.0:8080`` it listens on the host and port of the pod's ``CODER_ACCESS_URL``, which
-must be a loopback address (the lab inventories give each region its own, e.g.
+``0.0.0.0:8080`` it listens on the host and port of the pod's access URL
+(``CODER_SATELLITE_ACCESS_URL`` of a satellite, ``CODER_ACCESS_URL`` of a workspace proxy),
+which must be a loopback address (the lab inventories give each region its own, e.g.
 ``http://127.0.1.1:17081``). Metrics, when the pod enables them, go to a free loopback port.
 
 A changed env (a new token in the Secret, upgraded values) restarts the process; a
@@ -22,10 +23,7 @@ a process that dies is restarted with backoff. What runs is written to ``<state>
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -35,27 +33,26 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from ipaddress import ip_address
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from coder_migrate.errors import CoderMigrateError, LabError, redact
 from coder_migrate.lab.paths import StateLayout
+from coder_migrate.lab.pod_spec import (
+    PodPlan,
+    child_environment,
+    decode_secret,
+    plan_pod,
+    played_containers,
+)
 from coder_migrate.lab.process import ProcessRef, ref_for, stop
-from coder_migrate.lab.settings import NODE_NAME
 
 __all__ = [
-    "POD_IP",
-    "PodPlan",
     "PodSupervisor",
-    "expand",
-    "is_proxy_pod",
-    "plan_pod",
     "recorded_children",
-    "resolve_env",
+    "stop_orphans",
     "supervisor_command",
 ]
 
@@ -67,228 +64,8 @@ MAX_BACKOFF_SECONDS = 30.0
 #: A process that lived this long has its backoff reset.
 STABLE_SECONDS = 10.0
 KUBE_TIMEOUT_SECONDS = 5.0
-#: The pod IP every pod of the lab gets: the process runs on the host's loopback.
-POD_IP = "127.0.0.1"
 #: Helm keeps release history in Secrets of this type: large, and never referenced by pods.
 _HELM_RELEASE_SECRETS = "type!=helm.sh/release.v1"
-_TRUE = ("1", "true", "yes", "on")
-#: The host's environment a child keeps (a pod gets none of it; Python needs these).
-_HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
-
-SecretLookup = Callable[[str, str], Mapping[str, str] | None]
-
-
-# -- the pod spec, as the kubelet reads it (pure) ---------------------------------------------
-
-
-def expand(text: str, defined: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion: a defined name is replaced, ``$$`` is a literal
-    ``$``, and anything else (an undefined name, no closing parenthesis) stays as written."""
-    out: list[str] = []
-    index = 0
-    while index < len(text):
-        char = text[index]
-        following = text[index + 1] if index + 1 < len(text) else ""
-        if char == "$" and following == "$":
-            out.append("$")
-            index += 2
-        elif char == "$" and following == "(":
-            end = text.find(")", index + 2)
-            if end < 0:
-                out.append(text[index:])
-                break
-            name = text[index + 2 : end]
-            out.append(defined[name] if name in defined else text[index : end + 1])
-            index = end + 1
-        else:
-            out.append(char)
-            index += 1
-    return "".join(out)
-
-
-def pod_fields(namespace: str, deployment: str) -> dict[str, str]:
-    """What ``fieldRef`` reads in the lab: the pod runs on the host's loopback."""
-    return {
-        "status.podIP": POD_IP,
-        "status.podIPs": POD_IP,
-        "status.hostIP": POD_IP,
-        "status.hostIPs": POD_IP,
-        "metadata.name": f"{deployment}-lab",
-        "metadata.namespace": namespace,
-        "spec.nodeName": NODE_NAME,
-    }
-
-
-def resolve_env(
-    container: Mapping[str, Any],
-    namespace: str,
-    secret: SecretLookup,
-    fields: Mapping[str, str],
-) -> dict[str, str]:
-    """The env a container starts with: ``envFrom`` first, then ``env`` in order, each
-    ``value`` expanded against what is defined before it (as the kubelet does).
-
-    Raises :class:`LabError` for what the kubelet would refuse (a missing Secret or key that
-    is not optional) and for sources the lab does not play (ConfigMaps, resource fields).
-    """
-    env: dict[str, str] = {}
-    for source in container.get("envFrom") or []:
-        prefix = str(source.get("prefix") or "")
-        reference = source.get("secretRef")
-        if reference is None:
-            raise LabError("envFrom: only secretRef is played by the lab")
-        data = secret(namespace, str(reference.get("name", "")))
-        if data is None:
-            if reference.get("optional"):
-                continue
-            raise LabError(f"envFrom: secret {namespace}/{reference.get('name')} not found")
-        env.update({prefix + key: value for key, value in data.items()})
-    for entry in container.get("env") or []:
-        name = str(entry["name"])
-        if "valueFrom" not in entry or entry["valueFrom"] is None:
-            env[name] = expand(str(entry.get("value") or ""), env)
-            continue
-        source = entry["valueFrom"]
-        if source.get("secretKeyRef") is not None:
-            reference = source["secretKeyRef"]
-            secret_name, key = str(reference.get("name", "")), str(reference.get("key", ""))
-            data = secret(namespace, secret_name)
-            value = None if data is None else data.get(key)
-            if value is None:
-                if reference.get("optional"):
-                    continue
-                what = "not found" if data is None else f"has no key {key!r}"
-                raise LabError(f"env {name}: secret {namespace}/{secret_name} {what}")
-            env[name] = value
-        elif source.get("fieldRef") is not None:
-            path = str(source["fieldRef"].get("fieldPath", ""))
-            if path not in fields:
-                raise LabError(f"env {name}: fieldRef {path} is not played by the lab")
-            env[name] = fields[path]
-        else:
-            kind = next(iter(source), "valueFrom")
-            raise LabError(f"env {name}: {kind} is not played by the lab")
-    return env
-
-
-def _containers(deployment: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-    return list(spec.get("containers") or [])
-
-
-def is_proxy_pod(container: Mapping[str, Any]) -> bool:
-    """A Coder v2 ``wsproxy server`` or a Coder v1 satellite (``CODER_SATELLITE_ENABLE``)."""
-    if list(container.get("args") or [])[:2] == ["wsproxy", "server"]:
-        return True
-    return any(
-        entry.get("name") == "CODER_SATELLITE_ENABLE"
-        and str(entry.get("value") or "").strip().lower() in _TRUE
-        for entry in container.get("env") or []
-    )
-
-
-@dataclass(frozen=True)
-class PodPlan:
-    """One region pod to run: where, with which env (never shown), listening on what."""
-
-    cluster: str
-    namespace: str
-    deployment: str
-    release: str
-    listen: tuple[str, int]
-    access_url: str
-    env: Mapping[str, str] = field(repr=False)
-
-    @property
-    def key(self) -> str:
-        return f"{self.cluster}/{self.namespace}/{self.deployment}"
-
-    @property
-    def mode(self) -> str:
-        enabled = self.env.get("CODER_SATELLITE_ENABLE", "").strip().lower() in _TRUE
-        return "satellite" if enabled else "workspace-proxy"
-
-    @property
-    def metrics(self) -> bool:
-        return self.env.get("CODER_PROMETHEUS_ENABLE", "").strip().lower() in _TRUE
-
-    @property
-    def env_hash(self) -> str:
-        """sha256 of the resolved env and the listen address: changes when either does."""
-        material = json.dumps([sorted(self.env.items()), list(self.listen)]).encode()
-        return hashlib.sha256(material).hexdigest()
-
-
-def listen_address(access_url: str) -> tuple[str, int]:
-    """Host and port of an ``http://`` loopback access URL; :class:`LabError` otherwise."""
-    parts = urlsplit(access_url)
-    host = parts.hostname or ""
-    if parts.scheme != "http" or not host:
-        raise LabError(
-            f"CODER_ACCESS_URL {access_url!r}: the lab plays http:// loopback access URLs only"
-        )
-    try:
-        loopback = ip_address("127.0.0.1" if host == "localhost" else host).is_loopback
-        port = parts.port or 80
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise LabError(
-            f"CODER_ACCESS_URL {access_url!r} is not a loopback address (127.0.0.0/8); "
-            "the lab listens on loopback only"
-        )
-    return ("127.0.0.1" if host == "localhost" else host), port
-
-
-def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) -> PodPlan | None:
-    """The pod to run for DEPLOYMENT, None when it is not a region proxy or has 0 replicas.
-
-    Raises :class:`LabError` (never with a secret value) when it cannot be played.
-    """
-    metadata = deployment.get("metadata") or {}
-    containers = [c for c in _containers(deployment) if is_proxy_pod(c)]
-    replicas = (deployment.get("spec") or {}).get("replicas", 1)
-    if not containers or replicas == 0:
-        return None
-    namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-    labels = metadata.get("labels") or {}
-    release = str(labels.get("app.kubernetes.io/instance") or name)
-    env = resolve_env(containers[0], namespace, secret, pod_fields(namespace, name))
-    access_url = env.get("CODER_ACCESS_URL") or env.get("CODER_SATELLITE_ACCESS_URL") or ""
-    if not access_url:
-        raise LabError("no CODER_ACCESS_URL in the pod's env: the lab cannot tell where it listens")
-    return PodPlan(
-        cluster=cluster,
-        namespace=namespace,
-        deployment=name,
-        release=release,
-        listen=listen_address(access_url),
-        access_url=access_url,
-        env=env,
-    )
-
-
-def child_environment(
-    plan: PodPlan, metrics_port: int | None, env_file: Path, host: Mapping[str, str]
-) -> dict[str, str]:
-    """The proxy's environment: the pod's env, with the lab's listen addresses."""
-    env = {key: host[key] for key in _HOST_ENV if key in host}
-    env.update(plan.env)
-    env["CODER_HTTP_ADDRESS"] = f"{plan.listen[0]}:{plan.listen[1]}"
-    if metrics_port is not None:
-        env["CODER_PROMETHEUS_ADDRESS"] = f"127.0.0.1:{metrics_port}"
-    # The pod has no /etc/coder.d: never let the host's env file add settings.
-    env["CODER_PROXY_ENV_FILE"] = str(env_file)
-    return env
-
-
-def _decode_secret(item: Mapping[str, Any]) -> dict[str, str]:
-    data: dict[str, str] = {}
-    for key, encoded in (item.get("data") or {}).items():
-        with contextlib.suppress(binascii.Error, UnicodeDecodeError, TypeError):
-            data[str(key)] = base64.b64decode(str(encoded)).decode()
-    data.update({str(k): str(v) for k, v in (item.get("stringData") or {}).items()})
-    return data
 
 
 # -- the supervisor ---------------------------------------------------------------------------
@@ -379,7 +156,7 @@ class PodSupervisor:
                 _preload_content=False, _request_timeout=KUBE_TIMEOUT_SECONDS
             )
             deployments = json.loads(listed.data).get("items") or []
-            candidates = [d for d in deployments if any(is_proxy_pod(c) for c in _containers(d))]
+            candidates = [d for d in deployments if played_containers(d)]
             secrets: dict[tuple[str, str], dict[str, str]] = {}
             if candidates:
                 response = core.list_secret_for_all_namespaces(
@@ -389,7 +166,7 @@ class PodSupervisor:
                 )
                 for item in json.loads(response.data).get("items") or []:
                     meta = item.get("metadata") or {}
-                    secrets[(meta.get("namespace", ""), meta.get("name", ""))] = _decode_secret(
+                    secrets[(meta.get("namespace", ""), meta.get("name", ""))] = decode_secret(
                         item
                     )
         except (ApiException, HTTPError, OSError, ValueError, CoderMigrateError) as error:

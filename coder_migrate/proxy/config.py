@@ -3,10 +3,11 @@
 The names are Coder's (seed 003, ``coder wsproxy server``): ``CODER_PRIMARY_ACCESS_URL``,
 ``CODER_PROXY_SESSION_TOKEN``, ``CODER_ACCESS_URL``, ``CODER_WILDCARD_ACCESS_URL``,
 ``CODER_HTTP_ADDRESS``, ``CODER_TLS_*``, ``CODER_PROMETHEUS_*``. Settings of this proxy only
-(mode, workers, limits, satellite key) are ``CODER_PROXY_*``. The names the Helm charts use
-for the same settings are accepted too (``CODER_PRIMARY_URL``, ``CODER_REPLICA_PRIVATE_KEY``,
-``DEVURL_HOST``, and ``CODER_SATELLITE_ENABLE`` choosing the mode), so a pod's env runs the
-proxy as it is (the lab's region pods, docs/lab.md). Everything is checked before the
+(mode, workers, limits, satellite key file) are ``CODER_PROXY_*``. The names coder/coder
+1.21.0 gives a satellite (``CODER_SATELLITE_ACCESS_URL``, ``CODER_SATELLITE_PRIVATE_KEY``,
+``DEVURL_HOST``; ``CODER_PRIMARY_ACCESS_URL`` is Coder's own) are read too, so a pod's env
+runs the proxy as it is (the lab's region pods, docs/lab.md); an env with a satellite's access
+URL or key and no ``CODER_PROXY_MODE`` is a satellite. Everything is checked before the
 server starts; a bad value is one :class:`~coder_migrate.errors.ConfigError` line naming the
 setting, where it came from and what was expected. Secrets are never echoed.
 """
@@ -27,7 +28,6 @@ from coder_migrate.errors import ConfigError
 
 __all__ = [
     "DEFAULT_ENV_FILE",
-    "SATELLITE_ENABLE_ENV",
     "SETTINGS",
     "Hardening",
     "Limits",
@@ -79,18 +79,16 @@ SETTINGS: dict[str, str] = {
     "max_connections_per_client": "CODER_PROXY_MAX_CONNECTIONS_PER_CLIENT",
     "verbose": "CODER_VERBOSE",
 }
-# The names the Helm charts give the same settings, accepted as fallbacks so the proxy runs
-# with a pod's env as the chart renders it (docs/proxy.md "Chart env names"): Coder v1's
-# satellite (coder/coder 1.21, ``coderd.satellite.*``) and its replica key Secret.
+# The names coder/coder 1.21.0 gives a satellite's settings (templates/coderd.yaml), read as
+# fallbacks so the proxy runs with a pod's env as the chart renders it (docs/proxy.md "Chart
+# env names").
 _ALIASES = {
     "access_url": ("CODER_SATELLITE_ACCESS_URL",),
-    "primary_access_url": ("CODER_PRIMARY_URL",),
-    "satellite_private_key": ("CODER_REPLICA_PRIVATE_KEY",),
     "wildcard_access_url": ("DEVURL_HOST",),
 }
-# Coder v1's chart turns satellite mode on with this variable; without CODER_PROXY_MODE it
-# chooses the mode (Coder v2's chart says ``wsproxy server``, the default mode).
-SATELLITE_ENABLE_ENV = "CODER_SATELLITE_ENABLE"
+# Variables only a Coder v1 satellite (`coderd replica`) reads: without CODER_PROXY_MODE they
+# make the mode satellite; otherwise it is workspace-proxy, what `wsproxy server` runs.
+_SATELLITE_ONLY_ENV = ("CODER_SATELLITE_ACCESS_URL", "CODER_SATELLITE_PRIVATE_KEY")
 _SECRET_SETTINGS = frozenset({"proxy_session_token", "satellite_private_key"})
 
 
@@ -312,12 +310,8 @@ def _wildcard(reader: _Reader) -> str:
 
 
 def _default_mode(reader: _Reader) -> str:
-    enable = (reader.variable(SATELLITE_ENABLE_ENV) or "").strip().lower()
-    if enable in _TRUE:
-        return "satellite"
-    if enable not in _FALSE:
-        raise ConfigError(f"{SATELLITE_ENABLE_ENV}: expected true or false, found {enable!r}")
-    return "workspace-proxy"
+    satellite = any(reader.variable(name) for name in _SATELLITE_ONLY_ENV)
+    return "satellite" if satellite else "workspace-proxy"
 
 
 def load_settings(

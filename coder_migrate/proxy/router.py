@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from coder_migrate.providers.coder.health import health_path
 from coder_migrate.proxy.http1 import RequestHead
 
 __all__ = [
@@ -240,6 +241,8 @@ _LOCAL_PROXY = {
 }
 _LOCAL_SATELLITE = {
     **_LOCAL_BOTH,
+    # The health path of a Coder v1 satellite (coder/coder 1.21.0 probes it).
+    health_path("v1"): Local("healthz", health_path("v1")),
     "/api/private/satellites/key": Local("satellite-key", "/api/private/satellites/key"),
 }
 _NOT_ALLOWED = {

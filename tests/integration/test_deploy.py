@@ -30,7 +30,7 @@ from coder_migrate.providers.coder import satellite_key
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import LabHandle
-from tests.helpers import REPO, edit_yaml, lab_inventory
+from tests.helpers import REPO, edit_yaml, lab_inventory, lab_v1_values
 
 pytestmark = pytest.mark.integration
 
@@ -213,6 +213,12 @@ def test_v2_proxies_tokens_in_secrets_and_lost_token_regenerated(
     proxies = {p["name"]: p for p in live_proxies(emulator)}
     assert sorted(proxies) == sorted(REGIONS)
     assert all(p["status"]["status"] == "ok" for p in proxies.values())
+    # The lab inventory names no coder_region_icon: each proxy gets its region's flag.
+    assert {name: (p["display_name"], p["icon_url"]) for name, p in proxies.items()} == {
+        "us-east": ("US East", "/emojis/1f1fa-1f1f8.png"),
+        "eu-west": ("EU West", "/emojis/1f1ee-1f1ea.png"),
+        "ap-southeast": ("AP Southeast", "/emojis/1f1f8-1f1ec.png"),
+    }
 
     status = run_cli("status", "-i", str(inventory), "--output", "json")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -251,6 +257,34 @@ def test_v2_proxies_tokens_in_secrets_and_lost_token_regenerated(
     assert asyncio.run(southeast.secret_keys(namespace, "coder-workspace-proxy-token")) is None
 
 
+def test_v2_display_name_and_icon_updates_pass_the_strict_validation(
+    lab: LabHandle, v2_world: tuple[Path, CoderEmulator]
+) -> None:
+    """A proxy created without an icon (real Coder stores none) and a changed display name:
+    the PATCHes carry every field real Coder requires, so they succeed."""
+    inventory, emulator = v2_world
+    token = emulator.token_file.read_text().strip()
+    bare = httpx.post(f"{emulator.url}/api/v2/workspaceproxies", json={"name": "us-east"},
+                      headers={"Coder-Session-Token": token}, timeout=10)
+    assert bare.status_code == 201 and bare.json()["proxy"]["icon_url"] == ""
+    applied = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert applied.returncode == 0, applied.stderr
+    proxies = {p["name"]: p for p in live_proxies(emulator)}
+    assert (proxies["us-east"]["display_name"], proxies["us-east"]["icon_url"]) == (
+        "US East", "/emojis/1f1fa-1f1f8.png")
+
+    edit_yaml(inventory / "host_vars" / "eu-west.yml", lambda d: d.update(
+        coder_region_display_name="Dublin", coder_region_icon="/emojis/1f3f0.png"))
+    plan = plan_json(inventory)
+    assert [(c["region"], c["kind"], c["action"]) for c in effective(plan)] == [
+        ("eu-west", "WorkspaceProxy", "update")]
+    updated = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve")
+    assert updated.returncode == 0, updated.stderr
+    eu_west = {p["name"]: p for p in live_proxies(emulator)}["eu-west"]
+    assert (eu_west["display_name"], eu_west["icon_url"]) == ("Dublin", "/emojis/1f3f0.png")
+    assert plan_json(inventory, "--detailed-exitcode")["waves"] == []
+
+
 def test_stale_and_edited_plan_files_are_refused(
     lab: LabHandle, v1_world: tuple[Path, CoderEmulator], tmp_path: Path
 ) -> None:
@@ -269,7 +303,7 @@ def test_stale_and_edited_plan_files_are_refused(
     assert result.returncode == 6 and "checksum does not match" in result.stderr
 
     edit_yaml(inventory / "host_vars" / "primary.yml",
-              lambda d: d.update(coder_values={"coderd": {"replicas": 2}}))
+              lambda d: d.update(coder_values=lab_v1_values({"coderd": {"replicas": 2}})))
     result = run_cli("apply", "-i", str(inventory), str(saved), "--auto-approve")
     assert result.returncode == 6, result.stderr
     assert "is stale" in result.stderr
@@ -395,9 +429,11 @@ def test_failed_canary_gate_stops_the_apply_before_other_regions(
 ) -> None:
     inventory, emulator = v1_world
     tag = inventory.name.removeprefix("lab-")
-    # The canary's satellite never runs (no replicas), so it never serves its key.
-    edit_yaml(inventory / "host_vars" / "us-east.yml",
-              lambda d: d.update(coder_values={"coderd": {"replicas": 0}}))
+    # The canary's release runs no satellite (satellite mode off: `coderd run`, which the lab
+    # does not play), so nothing serves its key. (coderd.replicas 0 would not do: coder/coder
+    # 1.21.0 renders a 0 as no replicas at all, and Kubernetes runs one.)
+    edit_yaml(inventory / "host_vars" / "us-east.yml", lambda d: d.update(
+        coder_values=lab_v1_values({"coderd": {"satellite": {"enable": ""}}})))
     result = run_cli("apply", "-i", str(inventory), "--no-dns", "--auto-approve",
                      "--gate-timeout", "4")
     assert result.returncode == 7, result.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import LabHandle
-from tests.helpers import REPO, edit_yaml, lab_inventory
+from tests.helpers import REPO, edit_yaml, lab_inventory, lab_v1_values
 from tests.integration.test_deploy import delete_tagged_namespaces, run_cli, unique_tag
 
 pytestmark = pytest.mark.integration
@@ -79,7 +79,7 @@ def test_playbook_and_cli_see_each_others_result_as_no_change(
 
     # A change made through the CLI is no change to the playbook afterwards.
     edit_yaml(inventory / "host_vars" / "eu-west.yml",
-              lambda d: d.update(coder_values={"coderd": {"trustProxyIP": True}}))
+              lambda d: d.update(coder_values=lab_v1_values({"coderd": {"trustProxyIP": True}})))
     applied = run_cli("apply", "-i", str(inventory), "--auto-approve")
     assert applied.returncode == 0, applied.stderr
     assert "eu-west" in applied.stderr and "values differ" in applied.stderr

@@ -32,6 +32,14 @@ CHART = Path(__file__).resolve().parents[2] / "coder_migrate" / "lab" / "charts"
     "workspace-provider"
 )
 RELEASE = "provider"
+# What coder/workspace-provider requires (its chart fails without them), with no nginx
+# ingress: its LoadBalancer Service gets no address in the lab.
+REQUIRED = {
+    "envproxy": {"accessURL": "https://provider.lab.internal",
+                 "clusterAddress": "https://kubernetes.default.svc"},
+    "cemanager": {"accessURL": "http://127.0.0.1:17080"},
+    "ingress": {"useDefault": False},
+}
 
 
 @pytest.fixture
@@ -71,8 +79,9 @@ def test_storage_reading_matches_helm_through_install_upgrade_and_uninstall(
     assert both_readings(lab, namespace) == (None, None)
 
     values_file = tmp_path / "values.yaml"
-    first = {"provider": {"name": "first"}, "replicas": 1, "nested": {"list": [1, "two"]}}
-    second = {"provider": {"name": "second"}}
+    first = {**REQUIRED, "envproxy": {**REQUIRED["envproxy"], "token": "first", "replicas": 1},
+             "environments": {"tolerations": [{"key": "a"}, {"key": "two"}]}}
+    second = {**REQUIRED, "envproxy": {**REQUIRED["envproxy"], "token": "second"}}
     for revision, values in ((1, first), (2, second)):
         values_file.write_text(yaml.safe_dump(values))
         subprocess.run(install_command(helm, namespace, values_file), check=True,
@@ -100,7 +109,8 @@ def test_an_install_killed_midway_reads_as_pending_install_both_ways(
             ),
         )
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump({"provider": {"name": "slow"}}))
+    values_file.write_text(yaml.safe_dump({**REQUIRED, "envproxy": {**REQUIRED["envproxy"],
+                                                                   "token": "slow"}}))
     command = install_command(helm, namespace, values_file)
     command[command.index("--timeout") + 1] = "300s"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -126,6 +126,9 @@ def test_satellite_chart_install_upgrade_rollback_uninstall(
         f"coderd.satellite.accessURL=http://coder-{region}.lab.coder-migrate.test",
         "--set",
         f"coderd.devurlsHost=*.coder-{region}.lab.coder-migrate.test",
+        # coder/coder 1.21.0's `coderd` Service is a LoadBalancer; the lab has none.
+        "--set",
+        "coderd.serviceSpec.type=NodePort",
     ]
     install = ["upgrade", release, chart, "--install", "--wait", "--timeout", "90s"]
     selector = "coder.deployment=coderd"
@@ -189,7 +192,9 @@ def test_primary_charts_v1_workspace_provider_and_v2_proxy(
         apps = kube_client.AppsV1Api(api)
         try:
             ns, chart = releases["coder"]
-            helm.run(context, *install, "coder", str(chart_path(chart)), "--namespace", ns)
+            # coder/coder 1.21.0's `coderd` Service is a LoadBalancer: none in the lab.
+            helm.run(context, *install, "coder", str(chart_path(chart)), "--namespace", ns,
+                     "--set", "coderd.serviceSpec.type=NodePort")
             timescale = apps.read_namespaced_stateful_set("timescale", ns)
             assert timescale.spec is not None and timescale.spec.replicas == 1
             _wait_for_ready_count(api, ns, "coder.deployment=coderd", 1)
@@ -205,6 +210,15 @@ def test_primary_charts_v1_workspace_provider_and_v2_proxy(
                 ns,
                 "--set",
                 "envproxy.token=lab-envproxy-token",
+                # What the real chart requires, and no nginx LoadBalancer in the lab.
+                "--set",
+                "envproxy.accessURL=https://provider.lab.internal",
+                "--set",
+                "envproxy.clusterAddress=https://kubernetes.default.svc",
+                "--set",
+                "cemanager.accessURL=http://127.0.0.1:17080",
+                "--set",
+                "ingress.useDefault=false",
             )
             service = kube_client.CoreV1Api(api).read_namespaced_service("envproxy", ns)
             assert service.spec is not None
@@ -222,7 +236,7 @@ def test_primary_charts_v1_workspace_provider_and_v2_proxy(
                 "--set",
                 "coder.workspaceProxy=true",
                 "--set",
-                "service.type=ClusterIP",
+                "coder.service.type=ClusterIP",
             )
             proxy = apps.read_namespaced_deployment("coder", ns)
             assert proxy.spec is not None and proxy.spec.template.spec is not None

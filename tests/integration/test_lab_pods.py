@@ -10,6 +10,7 @@ moved to a loopback address of its own (not 127.0.1.1-3 of the lab inventory).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import socket
@@ -31,7 +32,9 @@ from coder_migrate.lab.process import ProcessRef, stop
 from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LabSettings
 from coder_migrate.lab.tools import helm_binary
-from coder_migrate.providers.coder import satellite_key
+from coder_migrate.providers.coder import CoderV1Client, satellite_key
+from coder_migrate.providers.coder.health import health_url
+from coder_migrate.providers.coder.probes import probe_url
 from tests.fixtures.coderd import CoderEmulator
 from tests.fixtures.lab import Helm, LabHandle, temporary_namespace
 
@@ -105,11 +108,11 @@ def region_values(
     region = topology.region(CLUSTER).model_copy(
         update={"access_url": access_url, "wildcard_host": None, "tls": None}
     )
-    values = release_values(topology, region)
     if generation == "v2":
-        # The lab has no load balancer: a LoadBalancer Service would keep `helm --wait` waiting.
-        values = deep_merge(values, {"service": {"type": "ClusterIP"}})
-    return values
+        # The lab has no load balancer: a LoadBalancer Service would keep `helm --wait`
+        # waiting (inventories/lab gives v1 releases a NodePort `coderd` Service).
+        region = region.model_copy(update={"values": {"coder": {"service": {"type": "ClusterIP"}}}})
+    return release_values(topology, region)
 
 
 @pytest.fixture
@@ -140,14 +143,24 @@ def install(helm: Helm, tmp_path: Path, namespace: str, chart: str, values: dict
 def test_v1_satellite_pod_serves_the_key_from_its_secret(
     lab: LabHandle, helm: Helm, namespace: str, tmp_path: Path
 ) -> None:
+    """A Deployment the coder/coder 1.21.0 stand-in renders from the toolkit's values runs
+    `coderd replica` with the real env; the lab plays it: the key fetch, the registration with
+    the primary and the health gate all pass."""
     access_url = loopback_url("127.0.2.11")
     values = region_values(lab, "v1", lab.endpoints.coder_url, access_url)
     install(helm, tmp_path, namespace, "coder-v1", values)
 
     with lab.api(CONTEXT) as api:
+        deployment = kube_client.AppsV1Api(api).read_namespaced_deployment("coderd", namespace)
         secret = kube_client.CoreV1Api(api).read_namespaced_secret(
             "coder-replica-private-key", namespace
         )
+    main = deployment.spec.template.spec.containers[0]
+    assert (main.command, main.args) == (["/entrypoint.sh"], ["coderd", "replica"])
+    names = {e.name for e in main.env}
+    assert {"CODER_PRIMARY_ACCESS_URL", "CODER_SATELLITE_ACCESS_URL",
+            "CODER_SATELLITE_PRIVATE_KEY", "DEVURL_HOST", "DB_SSL_MODE"} <= names
+    assert not {"CODER_SATELLITE_ENABLE", "CODER_PRIMARY_URL", "CODER_REPLICA_PRIVATE_KEY"} & names
     private_pem = base64.b64decode(secret.data["privateKey"]).decode()
     expected = satellite_key.public_key_pem(private_pem)  # helm's genPrivateKey "ecdsa"
 
@@ -166,6 +179,18 @@ def test_v1_satellite_pod_serves_the_key_from_its_secret(
     )
     # Everything else goes to the primary (the lab's emulator) through the satellite.
     assert httpx.get(f"{access_url}/api/private/version", timeout=5).status_code != 502
+    # The health gate (the path coder/coder 1.21.0 probes) and the registration.
+    assert asyncio.run(probe_url(health_url(access_url, "v1"))) == (True, "HTTP 200")
+    name = f"lab-pod-{uuid.uuid4().hex[:8]}"
+
+    async def register() -> str:
+        async with CoderV1Client(lab.endpoints.coder_url, lab.coder_token) as primary:
+            fetched = await primary.fetch_satellite_key(access_url)
+            created = await primary.create_satellite(name, fetched.key)
+            await primary.delete_satellite(created.id)
+            return created.fingerprint
+
+    assert asyncio.run(register()) == served["fingerprint"]
 
     # An upgrade with a changed value: a new process with the new env, the same key.
     upgraded = deep_merge(values, {"coderd": {"devurlsHost": "*.sat-upgraded.lab.internal"}})
@@ -220,9 +245,15 @@ def test_v2_workspace_proxy_pod_registers_and_goes_away(
     first = pod_record(lab, namespace)
     assert first is not None and first["mode"] == "workspace-proxy"
 
-    # A new token in the Secret (the engine's regenerate_token): restarted with it, still ok.
+    with lab.api(CONTEXT) as api:
+        service = kube_client.CoreV1Api(api).read_namespaced_service("coder", namespace)
+    assert service.spec.type == "ClusterIP"  # coder.service.type honoured
+
+    # A new token in the Secret (the engine's regenerate_token, every required field sent).
     regenerated = coderd_v2.admin(
-        "PATCH", f"/api/v2/workspaceproxies/{name}", {"regenerate_token": True}
+        "PATCH", f"/api/v2/workspaceproxies/{name}",
+        {"id": listed["id"], "name": name, "display_name": "Lab pod",
+         "icon": "/emojis/1f1ee-1f1ea.png", "regenerate_token": True},
     )
     assert regenerated.status_code == 200, regenerated.text
     with lab.api(CONTEXT) as api:
@@ -295,10 +326,12 @@ def test_private_lab_starts_missing_pods_service_and_down_leaves_no_proxy(
             f"coderd.satellite.primaryURL=http://127.0.0.1:{settings.coderd_port}",
             "--set",
             f"coderd.satellite.accessURL={access_url}",
+            "--set",
+            "coderd.serviceSpec.type=NodePort",
             "--wait",
         )
         wait_for(
-            lambda: httpx.get(f"{access_url}/healthz", timeout=2).status_code == 200,
+            lambda: httpx.get(health_url(access_url, "v1"), timeout=2).status_code == 200,
             f"the private lab's satellite on {access_url}",
         )
         pod = json.loads(state.pods_state.read_text())["pods"][0]

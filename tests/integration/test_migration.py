@@ -28,6 +28,7 @@ from kubernetes import client as kube_client
 from coder_migrate.inventory import load_topology
 from coder_migrate.lab.tools import chart_path
 from coder_migrate.migrations.v1_20_to_v1_21.retain import RETAINED_CONFIG_MAP
+from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 from tests.fixtures.lab import Helm, LabHandle
@@ -114,6 +115,9 @@ def _install_old_provider(helm: Helm, world: MigrationWorld, region: str) -> Non
         str(chart_path("workspace-provider")), "-n", world.provider_namespace,
         "--create-namespace", "--set", f"envproxy.accessURL=https://{region}.coder.lab.internal",
         "--set", "envproxy.clusterAddress=https://kubernetes.default.svc",
+        "--set", f"cemanager.accessURL={world.emulator.url}",
+        # Its own nginx ingress has a LoadBalancer Service the lab cannot give an address.
+        "--set", "ingress.useDefault=false",
     )
 
 
@@ -132,7 +136,7 @@ def migration_world_at(
                               primary_url=emulator.url, token_file=emulator.token_file)
     world = MigrationWorld(inventory=inventory, emulator=emulator, tag=tag)
     # Read now: a test may break the inventory on purpose.
-    health_urls = [r.access_url.rstrip("/") + "/healthz" for r in load_topology(inventory).regions]
+    health_urls = [health_url(r.access_url, "v1") for r in load_topology(inventory).regions]
     for region in REGIONS:
         def tagged(data: dict[str, Any]) -> None:
             data["coder_workspace_providers"][0]["namespace"] = world.provider_namespace

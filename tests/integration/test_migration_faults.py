@@ -25,7 +25,7 @@ from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import EmulatorFactory, free_loopback_port
 from tests.fixtures.dns import BindServer, ServerFailed
 from tests.fixtures.lab import Helm, LabHandle
-from tests.helpers import edit_yaml
+from tests.helpers import edit_yaml, lab_v1_values
 from tests.integration.test_deploy_dns import tagged_rrsets
 from tests.integration.test_migration import (
     REGIONS,
@@ -134,7 +134,7 @@ def test_a_primary_url_that_does_not_answer_and_a_wrong_powerdns_key_are_listed(
     # eu-west's satellite would dial a port nothing listens on (a typo in coder_values).
     wrong_url = f"http://127.0.0.1:{free_loopback_port()}"
     edit_yaml(world.inventory / "host_vars" / "eu-west.yml", lambda d: d.update(
-        coder_values={"coderd": {"satellite": {"primaryURL": wrong_url}}}))
+        coder_values=lab_v1_values({"coderd": {"satellite": {"primaryURL": wrong_url}}})))
     wrong_key = tmp_path / "pdns-api-key"
     wrong_key.write_text(secrets.token_hex(16))
     wrong_key.chmod(0o600)  # inventory validation refuses a secret file others can read

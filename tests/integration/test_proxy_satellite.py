@@ -228,12 +228,13 @@ def test_slow_upstream_is_504_and_the_connection_cap_is_503(
             CODER_PROXY_MAX_CONNECTIONS_PER_CLIENT="3",
         )
     )
-    coderd_v1.add_fault(kind="latency", path="/cem-healthz", seconds=4, count=1)
+    # Any path the satellite forwards (its own /cem-healthz it answers itself).
+    coderd_v1.add_fault(kind="latency", path="/api/v0/orgs", seconds=4, count=1)
     started = time.monotonic()
-    slow = httpx.get(f"{proxy.url}/cem-healthz", timeout=10)
+    slow = httpx.get(f"{proxy.url}/api/v0/orgs", timeout=10)
     assert slow.status_code == 504
     assert time.monotonic() - started < 3.5
-    assert "cem-healthz" not in slow.text
+    assert "orgs" not in slow.text
     held = [socket.create_connection(("127.0.0.1", proxy.port)) for _ in range(3)]
     try:
         with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as extra:

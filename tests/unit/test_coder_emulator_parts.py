@@ -13,7 +13,7 @@ from coder_migrate.lab.coderd.config import EmulatorConfig, FaultRule, load_conf
 from coder_migrate.lab.coderd.faults import Faults
 from coder_migrate.lab.coderd.health import classify
 from coder_migrate.lab.coderd.server import parse_listen
-from coder_migrate.lab.coderd.v2_api import _valid_wildcard
+from coder_migrate.lab.coderd.v2_common import Proxies
 
 
 @pytest.mark.parametrize(
@@ -112,7 +112,7 @@ def test_listen_must_be_loopback(listen: str, ok: bool) -> None:
     ],
 )
 def test_wildcard_hostname_rule(pattern: str, ok: bool) -> None:
-    assert _valid_wildcard(pattern) is ok
+    assert Proxies.valid_wildcard(pattern) is ok
 
 
 def test_serve_command_is_the_documented_command_line(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from coder_migrate.engine.deploy import (
     mask_sensitive,
     plan_deploy,
 )
+from coder_migrate.engine.kinds.proxy import ProxyDoc
 from coder_migrate.engine.plan import SENSITIVE, Action, Change, Wave
 from coder_migrate.engine.values import deep_merge, release_values
 from coder_migrate.engine.world import ManagedSite, PrimaryRecords, SiteState, World
@@ -128,7 +129,7 @@ def deployed_world(topology: Topology) -> World:
     }
     if v2:
         records = PrimaryRecords(reachable=True, version="2.10.0", proxies={
-            r.name: _proxy(r.name, r.display_name) for r in topology.regions
+            r.name: _proxy(r.name, r.display_name, r.icon) for r in topology.regions
         })
     else:
         records = PrimaryRecords(reachable=True, version="1.21.0", satellites={
@@ -139,8 +140,8 @@ def deployed_world(topology: Topology) -> World:
     return World(sites=sites, records=records, managed=managed)
 
 
-def _proxy(name: str, display_name: str) -> WorkspaceProxy:
-    return WorkspaceProxy(id=f"id-{name}", name=name, display_name=display_name,
+def _proxy(name: str, display_name: str, icon: str = "") -> WorkspaceProxy:
+    return WorkspaceProxy(id=f"id-{name}", name=name, display_name=display_name, icon_url=icon,
                           status=ProxyStatus(status="ok"))
 
 
@@ -332,12 +333,27 @@ def test_lost_proxy_token_is_regenerated_not_a_second_proxy(v2: Topology) -> Non
 
 def test_proxy_display_name_change_is_an_update(v2: Topology) -> None:
     deployed = deployed_world(v2)
-    proxies = {**deployed.records.proxies, "us-west": _proxy("us-west", "Old Name")}
+    proxies = {**deployed.records.proxies,
+               "us-west": _proxy("us-west", "Old Name", v2.region("us-west").icon)}
     world = World(sites=deployed.sites, managed=deployed.managed,
                   records=PrimaryRecords(reachable=True, proxies=proxies))
     changes = _changes(deploy_waves(v2, world)[0])
     assert _kinds(changes) == [("us-west", KIND_PROXY, "update")]
     assert "'Old Name' -> 'US West'" in changes[0].reason
+
+
+def test_proxy_without_an_icon_gets_the_regions_flag(v2: Topology) -> None:
+    """A proxy created without an icon (real Coder stores none) is updated with the region's
+    default icon, the flag of its first country: the real server refuses a PATCH with an empty
+    icon, so every PATCH carries one."""
+    deployed = deployed_world(v2)
+    proxies = {**deployed.records.proxies, "eu-west": _proxy("eu-west", "EU West")}
+    world = World(sites=deployed.sites, managed=deployed.managed,
+                  records=PrimaryRecords(reachable=True, proxies=proxies))
+    (change,) = _changes(deploy_waves(v2, world)[0])
+    assert (change.region, change.kind, change.action) == ("eu-west", KIND_PROXY, Action.UPDATE)
+    assert change.after == ProxyDoc(display_name="EU West", icon="/emojis/1f1ee-1f1ea.png")
+    assert "icon '' -> '/emojis/1f1ee-1f1ea.png'" in change.reason
 
 
 def test_pending_install_release_is_recovered(v1: Topology) -> None:

@@ -33,6 +33,7 @@ class ProxyDoc(BaseModel):
 
     name: str | None = None
     display_name: str | None = None
+    icon: str | None = None
     token: str | None = None
     token_secret: str | None = None
 
@@ -55,8 +56,8 @@ class WorkspaceProxyChange(Change):
             region = ctx.engine.topology.region(self.region)
             if self.action is Action.UPDATE:
                 await coder.update_proxy(existing.id if existing else region.name,
-                                         display_name=region.display_name)
-                return f"workspace proxy {region.name}: display name set"
+                                         display_name=region.display_name, icon=region.icon)
+                return f"workspace proxy {region.name}: display name and icon set"
             return await issue_token(ctx, coder, region, existing)
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
@@ -77,10 +78,13 @@ async def issue_token(
     """Create the proxy, or regenerate the token of one whose token was never stored (a
     proxy of an interrupted run: never a second proxy); store the token in its Secret."""
     if existing is None:
-        created = await coder.create_proxy(region.name, display_name=region.display_name)
+        created = await coder.create_proxy(region.name, display_name=region.display_name,
+                                           icon=region.icon)
         what = "created"
     else:
-        created = await coder.regenerate_proxy_token(existing.id)
+        # Real Coder's PATCH requires the display name and icon along with the token flag.
+        created = await coder.regenerate_proxy_token(
+            existing.id, display_name=region.display_name, icon=region.icon)
         what = "token regenerated"
     token = created.proxy_token.get_secret_value()
     return f"workspace proxy {region.name}: {what}, " + await store_proxy_token(

@@ -30,6 +30,7 @@ from coder_migrate.inventory import Region
 from coder_migrate.poll import attempts
 from coder_migrate.providers.coder import CoderV1Client, SatelliteKey
 from coder_migrate.providers.coder import satellite_key as keys
+from coder_migrate.providers.coder.health import health_url
 
 __all__ = [
     "SATELLITE_KEY_SECRET",
@@ -122,7 +123,7 @@ def _checks(c: Commands, region: Region, _: Sequence[Change]) -> list[Check]:
         Check(c.cli("status", limit=region.name),
               f"exit 0; the {region.name} row shows the release deployed, its pods ready, "
               "the satellite registered and reachable yes"),
-        Check(command("curl", "-fsS", f"{base}/healthz"), "HTTP 200 from the satellite"),
+        Check(command("curl", "-fsS", health_url(base, "v1")), "HTTP 200 from the satellite"),
     ]
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -27,99 +28,103 @@ _MAX_BYTES = 1 << 30
 
 def echo_app(agent_id: str, agent_name: str) -> web.Application:
     """The HTTP app every agent listener serves."""
-
-    async def healthz(_request: web.Request) -> web.Response:
-        return web.Response(text="OK")
-
-    async def send_bytes(request: web.Request) -> web.StreamResponse:
-        try:
-            total = int(request.match_info["count"])
-            chunk = int(request.query.get("chunk", "65536"))
-        except ValueError:
-            raise web.HTTPBadRequest(text="count and chunk must be integers") from None
-        if not 0 <= total <= _MAX_BYTES or not 1 <= chunk <= 1 << 22:
-            raise web.HTTPBadRequest(text="count or chunk out of range")
-        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        block = _PATTERN * (chunk // len(_PATTERN) + 1)
-        sent = 0
-        while sent < total:
-            size = min(chunk, total - sent)
-            # Keep the pattern aligned across chunks so the receiver can check every byte.
-            offset = sent % len(_PATTERN)
-            await response.write(block[offset : offset + size])
-            sent += size
-        await response.write_eof()
-        return response
-
-    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        async for message in ws:
-            if message.type == WSMsgType.TEXT:
-                await ws.send_str(message.data)
-            elif message.type == WSMsgType.BINARY:
-                await ws.send_bytes(message.data)
-        return ws
-
-    async def pty(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await ws.send_bytes(f"coder-emulator pty {agent_name}\r\n$ ".encode())
-        line = ""
-        async for message in ws:
-            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-                continue
-            try:
-                frame = json.loads(message.data)
-            except ValueError:
-                continue
-            data = str(frame.get("data", "")) if isinstance(frame, dict) else ""
-            if not data:
-                continue
-            output = ""
-            for char in data:
-                if char == "\r":
-                    if line.strip() == "exit":
-                        await ws.send_bytes((output + "\r\n").encode())
-                        await ws.close()
-                        return ws
-                    output += "\r\n$ "
-                    line = ""
-                else:
-                    output += char
-                    line += char
-            await ws.send_bytes(output.encode())
-        return ws
-
-    async def echo(request: web.Request) -> web.Response:
-        digest = hashlib.sha256()
-        size = 0
-        async for chunk in request.content.iter_chunked(1 << 16):
-            digest.update(chunk)
-            size += len(chunk)
-        sockname = request.transport.get_extra_info("sockname") if request.transport else None
-        return web.json_response(
-            {
-                "method": request.method,
-                "path": request.path,
-                "query": request.query_string,
-                "headers": dict(request.headers),
-                "body_bytes": size,
-                "body_sha256": digest.hexdigest(),
-                "agent_id": agent_id,
-                "listener": f"{sockname[0]}:{sockname[1]}" if sockname else "",
-            }
-        )
-
     app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/bytes/{count}", send_bytes)
-    app.router.add_get("/ws/echo", ws_echo)
-    app.router.add_get("/pty", pty)
-    app.router.add_route("*", "/{tail:.*}", echo)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/bytes/{count}", _send_bytes)
+    app.router.add_get("/ws/echo", _ws_echo)
+    app.router.add_get("/pty", partial(_pty, agent_name))
+    app.router.add_route("*", "/{tail:.*}", partial(_echo, agent_id))
     return app
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def _send_bytes(request: web.Request) -> web.StreamResponse:
+    try:
+        total = int(request.match_info["count"])
+        chunk = int(request.query.get("chunk", "65536"))
+    except ValueError:
+        raise web.HTTPBadRequest(text="count and chunk must be integers") from None
+    if not 0 <= total <= _MAX_BYTES or not 1 <= chunk <= 1 << 22:
+        raise web.HTTPBadRequest(text="count or chunk out of range")
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    block = _PATTERN * (chunk // len(_PATTERN) + 1)
+    sent = 0
+    while sent < total:
+        size = min(chunk, total - sent)
+        # Keep the pattern aligned across chunks so the receiver can check every byte.
+        offset = sent % len(_PATTERN)
+        await response.write(block[offset : offset + size])
+        sent += size
+    await response.write_eof()
+    return response
+
+
+async def _ws_echo(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for message in ws:
+        if message.type == WSMsgType.TEXT:
+            await ws.send_str(message.data)
+        elif message.type == WSMsgType.BINARY:
+            await ws.send_bytes(message.data)
+    return ws
+
+
+async def _pty(agent_name: str, request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_bytes(f"coder-emulator pty {agent_name}\r\n$ ".encode())
+    line = ""
+    async for message in ws:
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            continue
+        try:
+            frame = json.loads(message.data)
+        except ValueError:
+            continue
+        data = str(frame.get("data", "")) if isinstance(frame, dict) else ""
+        if not data:
+            continue
+        output = ""
+        for char in data:
+            if char == "\r":
+                if line.strip() == "exit":
+                    await ws.send_bytes((output + "\r\n").encode())
+                    await ws.close()
+                    return ws
+                output += "\r\n$ "
+                line = ""
+            else:
+                output += char
+                line += char
+        await ws.send_bytes(output.encode())
+    return ws
+
+
+async def _echo(agent_id: str, request: web.Request) -> web.Response:
+    digest = hashlib.sha256()
+    size = 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        digest.update(chunk)
+        size += len(chunk)
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return web.json_response(
+        {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "headers": dict(request.headers),
+            "body_bytes": size,
+            "body_sha256": digest.hexdigest(),
+            "agent_id": agent_id,
+            "listener": f"{sockname[0]}:{sockname[1]}" if sockname else "",
+        }
+    )
 
 
 async def _tcp_echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

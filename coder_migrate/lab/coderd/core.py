@@ -35,7 +35,14 @@ class ApiError(Exception):
     """An error answer in the mode's documented shape."""
 
     def __init__(
-        self, status: int, message: str, *, code: str = "", detail: str = "", details: Any = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str = "",
+        detail: str = "",
+        details: Any = None,
+        validations: list[dict[str, str]] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -43,6 +50,7 @@ class ApiError(Exception):
         self.code = code
         self.detail = detail
         self.details = details
+        self.validations = validations or []
 
 
 _V1_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
@@ -57,7 +65,12 @@ def error_response(mode: Mode, error: ApiError) -> web.Response:
             "error": {"msg": error.message, "code": code, "details": error.details}
         }
     else:
-        body = {"message": error.message, "detail": error.detail}
+        # codersdk.Response: `detail` and `validations` are omitempty.
+        body = {"message": error.message}
+        if error.detail:
+            body["detail"] = error.detail
+        if error.validations:
+            body["validations"] = error.validations
     return web.json_response(body, status=error.status)
 
 
@@ -86,7 +99,21 @@ class Emulator:
 
     def seed(self) -> str:
         """Create what the config names and the store lacks; return the admin token."""
-        store, config = self.store, self.config
+        self._seed_keys()
+        self._seed_users()
+        admin = self.store.find("user", username="admin")
+        assert admin is not None
+        token = self.store.meta("admin_token")
+        if token is None:
+            token = self.new_session(admin["id"])
+            self.store.set_meta("admin_token", token)
+        self._seed_orgs()
+        self._seed_providers()
+        self._seed_workspaces()
+        return str(token)
+
+    def _seed_keys(self) -> None:
+        store = self.store
         if store.meta("deployment_id") is None:
             store.set_meta("deployment_id", str(uuid.uuid4()))
             store.set_meta("derp_mesh_key", secrets.token_hex(32))
@@ -94,104 +121,86 @@ class Emulator:
             store.set_meta("satellite_private_key", satellite_key.generate_private_key_pem())
         for feature, size in (("workspace_apps_token", 64), ("workspace_apps_api_key", 32)):
             if not [k for k in store.all("crypto_key") if k["feature"] == feature]:
-                store.put(
-                    "crypto_key",
-                    {
-                        "id": f"{feature}:1",
-                        "feature": feature,
-                        "secret": secrets.token_hex(size),
-                        "sequence": 1,
-                        "starts_at": now_iso(),
-                        "deletes_at": ZERO_TIME,
-                    },
-                )
-        for user in config.users:
-            if store.find("user", username=user.username) is None:
-                store.put(
-                    "user",
-                    {
-                        "id": str(uuid.uuid4()),
-                        "username": user.username,
-                        "email": user.email or f"{user.username}@coder.lab.internal",
-                        "name": user.name or user.username,
-                        "roles": user.roles,
-                        "password_hash": token_hash(user.password) if user.password else "",
-                        "created_at": now_iso(),
-                        "updated_at": now_iso(),
-                    },
-                )
-        admin = store.find("user", username="admin")
-        assert admin is not None
-        token = store.meta("admin_token")
-        if token is None:
-            token = self.new_session(admin["id"])
-            store.set_meta("admin_token", token)
-        for org in config.orgs:
-            doc = store.find("org", name=org.name) or {
-                "id": str(uuid.uuid4()),
-                "name": org.name,
-                "member_ids": [],
+                store.put("crypto_key", {
+                    "id": f"{feature}:1", "feature": feature, "secret": secrets.token_hex(size),
+                    "sequence": 1, "starts_at": now_iso(), "deletes_at": ZERO_TIME,
+                })
+
+    def _seed_users(self) -> None:
+        for user in self.config.users:
+            if self.store.find("user", username=user.username) is None:
+                self.store.put("user", {
+                    "id": str(uuid.uuid4()),
+                    "username": user.username,
+                    "email": user.email or f"{user.username}@coder.lab.internal",
+                    "name": user.name or user.username,
+                    "roles": user.roles,
+                    "password_hash": token_hash(user.password) if user.password else "",
+                    "created_at": now_iso(),
+                    "updated_at": now_iso(),
+                })
+
+    def _seed_orgs(self) -> None:
+        for org in self.config.orgs:
+            doc = self.store.find("org", name=org.name) or {
+                "id": str(uuid.uuid4()), "name": org.name, "member_ids": [],
             }
             for member in org.members:
-                user_doc = store.find("user", username=member)
+                user_doc = self.store.find("user", username=member)
                 if user_doc and user_doc["id"] not in doc["member_ids"]:
                     doc["member_ids"].append(user_doc["id"])
-            store.put("org", doc)
-        for provider in config.providers or []:
-            if store.find("provider", name=provider.name) is None:
-                store.put(
-                    "provider",
-                    {
-                        "id": str(uuid.uuid4()),
-                        "name": provider.name,
-                        "status": provider.status,
-                        "built_in": False,
-                        "envproxy_access_url": provider.envproxy_access_url,
-                        "devurl_host": provider.devurl_host,
-                        "org_whitelist": [],
-                        "enable_net_v2": provider.enable_net_v2,
-                        "config": {
-                            "cluster_address": provider.cluster_address,
-                            "default_namespace": provider.default_namespace,
-                            "storage_class": "",
-                            "cluster_domain_suffix": ".svc.cluster.local",
-                            "ssh_enabled": True,
-                        },
-                    },
-                )
-        for workspace in config.workspaces or []:
+            self.store.put("org", doc)
+
+    def _seed_providers(self) -> None:
+        for provider in self.config.providers or []:
+            if self.store.find("provider", name=provider.name) is not None:
+                continue
+            self.store.put("provider", {
+                "id": str(uuid.uuid4()),
+                "name": provider.name,
+                "status": provider.status,
+                "built_in": False,
+                "envproxy_access_url": provider.envproxy_access_url,
+                "devurl_host": provider.devurl_host,
+                "org_whitelist": [],
+                "enable_net_v2": provider.enable_net_v2,
+                "config": {
+                    "cluster_address": provider.cluster_address,
+                    "default_namespace": provider.default_namespace,
+                    "storage_class": "",
+                    "cluster_domain_suffix": ".svc.cluster.local",
+                    "ssh_enabled": True,
+                },
+            })
+
+    def _seed_workspaces(self) -> None:
+        store = self.store
+        for workspace in self.config.workspaces or []:
             if store.find("workspace", name=workspace.name) is not None:
                 continue
             owner = store.find("user", username=workspace.owner)
             org_doc = store.find("org", name=workspace.org)
             provider_doc = store.find("provider", name=workspace.provider)
-            store.put(
-                "workspace",
-                {
-                    "id": str(uuid.uuid4()),
-                    "name": workspace.name,
-                    "organization_id": org_doc["id"] if org_doc else "",
-                    "user_id": owner["id"] if owner else "",
-                    "image_id": str(uuid.uuid4()),
-                    "image_tag": workspace.image_tag,
-                    "updating": False,
-                    "container_status": "ON",
-                    "last_built_at": now_iso(),
-                    "resource_pool_id": provider_doc["id"] if provider_doc else "",
-                    "created_at": now_iso(),
-                    "updated_at": now_iso(),
-                    "agents": [
-                        {
-                            "id": str(uuid.uuid4()),
-                            "name": agent.name,
-                            "apps": [a.model_dump() for a in agent.apps],
-                            "ports": [p.model_dump() for p in agent.ports],
-                        }
-                        for agent in workspace.agents
-                    ],
-                },
-            )
-        return str(token)
+            store.put("workspace", {
+                "id": str(uuid.uuid4()),
+                "name": workspace.name,
+                "organization_id": org_doc["id"] if org_doc else "",
+                "user_id": owner["id"] if owner else "",
+                "image_id": str(uuid.uuid4()),
+                "image_tag": workspace.image_tag,
+                "updating": False,
+                "container_status": "ON",
+                "last_built_at": now_iso(),
+                "resource_pool_id": provider_doc["id"] if provider_doc else "",
+                "created_at": now_iso(),
+                "updated_at": now_iso(),
+                "agents": [
+                    {"id": str(uuid.uuid4()), "name": agent.name,
+                     "apps": [a.model_dump() for a in agent.apps],
+                     "ports": [p.model_dump() for p in agent.ports]}
+                    for agent in workspace.agents
+                ],
+            })
 
     async def start_agents(self) -> None:
         for workspace in self.store.all("workspace"):
@@ -200,11 +209,13 @@ class Emulator:
 
     # -- sessions and users ------------------------------------------------------------------
 
-    def new_session(self, user_id: str) -> str:
-        """A new session token (``<10 chars>-<22 chars>`` like Coder's API keys)."""
+    def new_session(self, user_id: str, *, name: str = "") -> str:
+        """A new session token (``<10 chars>-<22 chars>`` like Coder's API keys); *name* is
+        what a v1 ``tokens create`` called it."""
         key_id = secrets.token_hex(5)
         secret = secrets.token_urlsafe(16)[:22]
-        self.store.put("session", {"id": key_id, "user_id": user_id, "hash": token_hash(secret)})
+        self.store.put("session", {"id": key_id, "user_id": user_id, "hash": token_hash(secret),
+                                   "name": name, "last_used": now_iso()})
         return f"{key_id}-{secret}"
 
     def user_for_token(self, token: str | None) -> Doc | None:

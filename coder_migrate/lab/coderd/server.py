@@ -82,6 +82,7 @@ class EmulatorServer:
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
+        app.on_response_prepare.append(self._version_header)
         self._admin_routes(app)
         if self.emu.is_v1:
             self.v1.routes(app)
@@ -96,10 +97,8 @@ class EmulatorServer:
             if rule.kind == "latency":
                 await asyncio.sleep(rule.seconds)
             elif rule.kind == "status":
-                return self._finish(
-                    error_response(
-                        self.emu.mode, ApiError(rule.status, "injected fault: server error")
-                    )
+                return error_response(
+                    self.emu.mode, ApiError(rule.status, "injected fault: server error")
                 )
             elif rule.kind == "drop" and request.transport is not None:
                 # Closing before answering makes the client see a dropped connection.
@@ -110,15 +109,19 @@ class EmulatorServer:
         except ApiError as error:
             response = error_response(self.emu.mode, error)
         except web.HTTPNotFound:
-            response = error_response(self.emu.mode, ApiError(404, "route not found"))
+            # coderd's httpapi.RouteNotFound for v2; v1's wording is not documented (ASSUMED).
+            message = "route not found" if self.emu.is_v1 else "Route not found."
+            response = error_response(self.emu.mode, ApiError(404, message))
         except web.HTTPMethodNotAllowed:
             response = error_response(self.emu.mode, ApiError(405, "method not allowed"))
-        return self._finish(response)
-
-    def _finish(self, response: web.StreamResponse) -> web.StreamResponse:
-        if self.emu.is_v1 and not response.prepared:
-            response.headers["coder-version"] = self.emu.version
         return response
+
+    async def _version_header(self, _request: web.Request, response: web.StreamResponse) -> None:
+        """Every answer, errors, redirects and websocket upgrades included, names the version:
+        v1 in ``coder-version`` (the CLI reads it), v2 in ``X-Coder-Build-Version`` (coderd's
+        middleware; the v2 CLI refuses a server without it)."""
+        header = "coder-version" if self.emu.is_v1 else "X-Coder-Build-Version"
+        response.headers[header] = self.emu.version
 
     # -- admin -------------------------------------------------------------------------------
 

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import secrets
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from coder_migrate.lab.coderd.core import ApiError, Emulator, now_iso, token_hash
 from coder_migrate.lab.coderd.store import Doc
+from coder_migrate.lab.coderd.v1_builds import V1Builds
 from coder_migrate.providers.coder import satellite_key
 
 __all__ = ["V1Api"]
@@ -29,22 +27,10 @@ _UPDATE_FIELDS = (
 _V1_ROLES = ("site-admin", "site-auditor", "site-manager", "site-member")
 
 
-@dataclass
-class Build:
-    build_id: str
-    events: list[dict[str, Any]] = field(default_factory=list)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def finished(self) -> bool:
-        return bool(self.events) and self.events[-1]["type"] in ("done", "error")
-
-
 class V1Api:
     def __init__(self, emulator: Emulator) -> None:
         self.emu = emulator
-        self.builds: dict[str, Build] = {}
+        self.builds = V1Builds(emulator)
 
     def routes(self, app: web.Application) -> None:
         r = app.router
@@ -69,17 +55,18 @@ class V1Api:
         r.add_get("/api/v0/workspaces/{id}", self.get_workspace)
         r.add_patch("/api/v0/workspaces/{id}", self.patch_workspace)
         r.add_get("/api/private/workspaces/{id}/watch-update", self.watch_update)
+        r.add_get("/api/v0/images/{id}", self.get_image)
+        r.add_get("/api/v0/api-keys/{user}", self.list_api_keys)
+        r.add_post("/api/v0/api-keys/{user}", self.create_api_key)
 
     async def resume_builds(self) -> None:
-        """Builds cut short by a restart start again."""
-        for workspace in self.emu.store.all("workspace"):
-            if workspace.get("updating"):
-                self.start_build(workspace)
+        """Keep each workspace's creation build log; builds cut short by a restart start again."""
+        self._ensure_images()
+        self.builds.keep_creation_logs()
+        await self.builds.resume()
 
     async def stop(self) -> None:
-        for build in self.builds.values():
-            if build.task is not None:
-                build.task.cancel()
+        await self.builds.stop()
 
     # -- views -------------------------------------------------------------------------------
 
@@ -383,100 +370,66 @@ class V1Api:
         for key in ("image_id", "image_tag"):
             if body.get(key) is not None:
                 workspace[key] = str(body[key])
-        workspace = self.start_build(workspace)
+        workspace = self.builds.start(workspace)
         return web.json_response(self.workspace_json(workspace))
-
-    # -- builds ------------------------------------------------------------------------------
-
-    def start_build(self, workspace: Doc) -> Doc:
-        previous = self.builds.get(workspace["id"])
-        if previous is not None and previous.task is not None:
-            previous.task.cancel()
-        fault = self.emu.faults.for_build(workspace["id"], workspace["name"])
-        build = Build(build_id=str(uuid.uuid4()))
-        self.builds[workspace["id"]] = build
-        workspace.update(updating=True, container_status="CREATING", updated_at=now_iso())
-        self.emu.store.put("workspace", workspace)
-        build.task = asyncio.get_running_loop().create_task(
-            self._run_build(workspace["id"], build, fault), name=f"build-{workspace['name']}"
-        )
-        return workspace
-
-    async def _emit(self, workspace_id: str, build: Build, kind: str, msg: str) -> None:
-        event = {
-            "id": str(uuid.uuid4()),
-            "workspace_id": workspace_id,
-            "build_id": build.build_id,
-            "time": now_iso(),
-            "type": kind,
-            "msg": msg,
-        }
-        async with build.changed:
-            build.events.append(event)
-            build.changed.notify_all()
-
-    async def _run_build(self, workspace_id: str, build: Build, fault: str | None) -> None:
-        step = self.emu.build_step_seconds
-        await self._emit(workspace_id, build, "start", "Rebuilding workspace")
-        if fault == "stuck_build":
-            return
-        stages = [
-            ("stage", "Pulling image"),
-            ("substage", "Image pulled"),
-            ("stage", "Starting container"),
-        ]
-        for kind, message in stages:
-            await asyncio.sleep(step)
-            await self._emit(workspace_id, build, kind, message)
-        await asyncio.sleep(step)
-        workspace = self.emu.store.get("workspace", workspace_id)
-        if workspace is None:
-            return
-        if fault == "fail_build":
-            workspace.update(updating=False, container_status="FAILED", updated_at=now_iso())
-            self.emu.store.put("workspace", workspace)
-            await self._emit(
-                workspace_id, build, "error", "container exited with code 1 (injected)"
-            )
-            return
-        workspace.update(
-            updating=False, container_status="ON", updated_at=now_iso(), last_built_at=now_iso()
-        )
-        self.emu.store.put("workspace", workspace)
-        await self._emit(workspace_id, build, "done", "Workspace is ready")
 
     async def watch_update(self, request: web.Request) -> web.StreamResponse:
         user = self.emu.require_user(request)
-        workspace = self._visible_workspace(request, user)
-        socket = web.WebSocketResponse(heartbeat=30)
-        await socket.prepare(request)
-        sent = 0
-        build: Build | None = None
-        try:
-            while not socket.closed:
-                current = self.builds.get(workspace["id"])
-                if current is not build:
-                    build, sent = current, 0
-                if build is None:
-                    # No build yet: wait for one to start (checked every 50 ms).
-                    await asyncio.sleep(0.05)
-                    continue
-                async with build.changed:
-                    if sent >= len(build.events):
-                        try:
-                            await asyncio.wait_for(build.changed.wait(), timeout=0.5)
-                        except TimeoutError:
-                            continue
-                    pending = build.events[sent:]
-                for event in pending:
-                    await socket.send_str(json.dumps(event))
-                    sent += 1
-                    if event["type"] in ("done", "error"):
-                        await socket.close()
-                        return socket
-        except ConnectionError:
-            pass
-        finally:
-            if not socket.closed:
-                await socket.close()
-        return socket
+        return await self.builds.watch(request, self._visible_workspace(request, user))
+
+    # -- images and API keys (what the real CLI's `workspaces ls` and `tokens` call) ---------
+
+    def _ensure_images(self) -> None:
+        """Each workspace's image, as an imported image of its org (coder-sdk image.go)."""
+        for workspace in self.emu.store.all("workspace"):
+            if self.emu.store.get("image", workspace["image_id"]) is None:
+                self.emu.store.put("image", {
+                    "id": workspace["image_id"], "organization_id": workspace["organization_id"],
+                    "repository": "codercom/enterprise-base",  # ASSUMED: Coder's base image
+                    "tag": workspace["image_tag"], "created_at": workspace["created_at"],
+                })
+
+    async def get_image(self, request: web.Request) -> web.Response:
+        self.emu.require_user(request)
+        image = self._get("image", request.match_info["id"], "image")
+        tag = {
+            "image_id": image["id"], "tag": image["tag"], "latest_hash": "",
+            "hash_last_updated_at": image["created_at"], "os_release": None,
+            "workspaces": None, "updated_at": image["created_at"],
+            "created_at": image["created_at"],
+        }
+        return web.json_response({
+            "id": image["id"], "organization_id": image["organization_id"],
+            "repository": image["repository"], "description": "", "url": "", "registry": None,
+            "default_tag": tag, "default_cpu_cores": 2, "default_memory_gb": 4,
+            "default_disk_gb": 30, "deprecated": False, "created_at": image["created_at"],
+            "updated_at": image["created_at"],
+        })
+
+    def _token_owner(self, request: web.Request) -> Doc:
+        """``/api/v0/api-keys/{user}``: ``me``, yourself, or anyone for a site admin."""
+        caller = self.emu.require_user(request)
+        key = request.match_info["user"]
+        if key in ("me", caller["id"]):
+            return caller
+        if not self.emu.is_site_admin(caller):
+            raise ApiError(403, "you may only manage your own API keys")
+        return self._get("user", key, "user")
+
+    async def list_api_keys(self, request: web.Request) -> web.Response:
+        user = self._token_owner(request)
+        keys = [
+            {"id": s["id"], "name": s.get("name", ""), "application": False,
+             "user_id": user["id"], "last_used": s.get("last_used", user["created_at"])}
+            for s in self.emu.store.all("session") if s["user_id"] == user["id"]
+        ]
+        return web.json_response(keys)
+
+    async def create_api_key(self, request: web.Request) -> web.Response:
+        user = self._token_owner(request)
+        body = await self._body(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "name is required", details=[{"field": "name"}])
+        key = self.emu.new_session(user["id"], name=name)
+        return web.json_response({"key": key})

@@ -23,6 +23,7 @@ from coder_migrate.errors import ApplyError, CoderAPIError, redact
 from coder_migrate.inventory import Region
 from coder_migrate.poll import attempts
 from coder_migrate.providers.coder import CoderV1SatelliteClient, Workspace
+from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.coder.probes import probe_url
 
 __all__ = ["REBUILD_TIMEOUT", "RebuildSpec", "WorkspaceRebuildChange", "rebuild_id"]
@@ -124,22 +125,23 @@ async def _until(check: Callable[[], Awaitable[tuple[bool, str]]]) -> tuple[bool
 
 
 async def _reach_through_satellite(engine: Engine, region: Region, workspace: Workspace) -> str:
-    """The satellite answers /healthz, and (with its key at hand) relays a request to the
+    """The satellite answers its health path, and (with its key at hand) relays a request to the
     workspace's first app."""
     base = region.access_url.rstrip("/")
-    ok, why = await _until(lambda: probe_url(f"{base}/healthz"))
+    health = health_url(base, "v1")
+    ok, why = await _until(lambda: probe_url(health))
     if not ok:
-        raise ApplyError(f"{region.name}: the satellite at {base}/healthz does not answer "
+        raise ApplyError(f"{region.name}: the satellite at {health} does not answer "
                          f"({why}); check its pods, then run `migrate apply` again")
     pem = await release_key_pem(engine, region)
     if pem is None:
-        return f"satellite {base}/healthz OK (no key Secret to look up the workspace's apps)"
+        return f"satellite {health} OK (no key Secret to look up the workspace's apps)"
     test = region.test_workspace
     assert test is not None  # checked by the caller
     async with CoderV1SatelliteClient(engine.topology.primary.access_url, pem) as satellite:
         address = await satellite.find_workspace_address(test.owner, test.name)
     if not address.apps:
-        return f"satellite {base}/healthz OK (the workspace has no app to reach)"
+        return f"satellite {health} OK (the workspace has no app to reach)"
     slug = sorted(address.apps)[0]
     url = f"{base}/@{test.owner}/{test.name}/apps/{slug}/"
     headers = {"Session-Token": engine.session_token()}

@@ -180,8 +180,7 @@ class CoderTransport:
         """
         method = method.upper()
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        send_headers: dict[str, str] = dict(self._auth_headers) if authenticate else {}
-        send_headers.update(headers or {})
+        send_headers = {**(self._auth_headers if authenticate else {}), **(headers or {})}
         target = url or self.url(path)
         attempts = max(1, self.retry.attempts)
         for attempt in range(1, attempts + 1):
@@ -206,13 +205,8 @@ class CoderTransport:
                     method=method,
                     path=path,
                 ) from error
-            log.debug(
-                "%s %s -> %s in %.3fs",
-                method,
-                path,
-                response.status_code,
-                time.monotonic() - started,
-            )
+            elapsed = time.monotonic() - started
+            log.debug("%s %s -> %s in %.3fs", method, path, response.status_code, elapsed)
             if response.status_code in RETRY_STATUSES and retryable and attempt < attempts:
                 await self._backoff(method, path, str(response.status_code), attempt, attempts)
                 continue

@@ -114,7 +114,8 @@ class CoderV2Client(TransportClient):
         icon: str | None = None,
         regenerate_token: bool = False,
     ) -> CreatedProxy:
-        """PATCH a proxy; unchanged fields are sent as they are now (the API wants them all).
+        """PATCH a proxy; unchanged fields are sent as they are now: the real server wants
+        ``id``, ``name``, ``display_name`` and ``icon``, none of them empty (400 otherwise).
 
         ``proxy_token`` in the result is empty unless ``regenerate_token`` was set.
         """
@@ -133,8 +134,14 @@ class CoderV2Client(TransportClient):
         )
         return _registered(parse_model(CreatedProxy, body, "PATCH", path))
 
-    async def regenerate_proxy_token(self, name_or_id: str) -> CreatedProxy:
-        return await self.update_proxy(name_or_id, regenerate_token=True)
+    async def regenerate_proxy_token(
+        self, name_or_id: str, *, display_name: str | None = None, icon: str | None = None
+    ) -> CreatedProxy:
+        """A new token for the proxy (the old one stops working); the PATCH carries the display
+        name and icon too, as the real server requires them."""
+        return await self.update_proxy(
+            name_or_id, display_name=display_name, icon=icon, regenerate_token=True
+        )
 
     async def delete_proxy(self, name_or_id: str) -> None:
         """Soft-delete a proxy."""

@@ -64,7 +64,7 @@ def test_check_mode_shows_a_values_change_and_applies_nothing(host, tmp_path: Pa
     shutil.copytree(INVENTORY, changed)
     primary_file = changed / "host_vars" / "primary.yml"
     primary = yaml.safe_load(primary_file.read_text())
-    primary["coder_values"] = {"coderd": {"replicas": 2}}
+    primary["coder_values"]["coderd"]["replicas"] = 2
     primary_file.write_text(yaml.safe_dump(primary))
     result = _in_repo(host, f"ansible-playbook -i {changed} playbooks/primary.yml --check --diff")
     assert result.rc == 0, result.stdout + result.stderr

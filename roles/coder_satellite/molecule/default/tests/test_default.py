@@ -89,7 +89,7 @@ def test_check_mode_shows_a_values_change_and_applies_nothing(host, tmp_path: Pa
     shutil.copytree(INVENTORY, changed)
     region_file = changed / "host_vars" / "molsat-west.yml"
     region = yaml.safe_load(region_file.read_text())
-    region["coder_values"] = {"coderd": {"resources": {"requests": {"cpu": "250m"}}}}
+    region["coder_values"]["coderd"]["resources"] = {"requests": {"cpu": "250m"}}
     region_file.write_text(yaml.safe_dump(region))
     result = _in_repo(
         host,

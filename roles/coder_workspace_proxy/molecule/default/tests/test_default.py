@@ -94,7 +94,7 @@ def test_helm_lists_each_proxy_release_reading_its_token_from_a_secret(host) -> 
         assert result.rc == 0, result.stderr
         releases = {release["name"]: release for release in json.loads(result.stdout)}
         assert releases[RELEASE]["status"] == "deployed"
-        assert releases[RELEASE]["chart"] == "coder-2.0.0"
+        assert releases[RELEASE]["chart"] == "coder-2.15.0"
         values = _in_repo(
             host, f"helm get values {RELEASE} -n {NAMESPACE} --kube-context {context} -o json"
         )
@@ -118,7 +118,7 @@ def test_check_mode_shows_a_values_change_without_the_token_and_applies_nothing(
     shutil.copytree(INVENTORY, changed)
     region_file = changed / "host_vars" / "molv2-west.yml"
     region = yaml.safe_load(region_file.read_text())
-    region["coder_values"]["coder"] = {"resources": {"requests": {"cpu": "250m"}}}
+    region["coder_values"]["coder"]["resources"] = {"requests": {"cpu": "250m"}}
     region_file.write_text(yaml.safe_dump(region))
     result = _in_repo(
         host,
