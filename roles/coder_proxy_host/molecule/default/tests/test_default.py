@@ -168,9 +168,11 @@ def test_the_unit_command_serves_a_satellite(running_unit: tuple[str, str]) -> N
     assert len(body["fingerprint"]) == 64
     key_file = STATE_DIR / "satellite.key"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    # Everything that is not workspace traffic goes to the primary: the lab's emulator.
-    relayed = httpx.get(f"{url}/cem-healthz", timeout=10, trust_env=False)
-    assert relayed.status_code == 200, relayed.text
-    assert relayed.text.strip() == "ok"
+    # Everything that is not workspace traffic goes to the primary (the lab's emulator, whose
+    # every answer names its version); /cem-healthz a satellite answers itself.
+    relayed = httpx.get(f"{url}/api/v0/orgs", timeout=10, trust_env=False)
+    assert relayed.status_code == 401, relayed.text
+    assert relayed.json()["error"]["code"] == "unauthorized"
+    assert relayed.headers["coder-version"] == "1.21.0"
     metrics = httpx.get(f"{metrics_url}/metrics", timeout=5, trust_env=False)
     assert metrics.status_code == 200
