@@ -170,3 +170,62 @@ def load_collection_module(
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@dataclass(frozen=True)
+class PrivateLab:
+    """Where a private lab runs (own state directory, ports moved by *port_offset*, region
+    proxies on 127.0.<address_block>.N) so it never meets the session's lab; what a shipped
+    lab inventory, or a command of the README, says about the default lab is rewritten to it
+    by :meth:`relocate`, and nothing else."""
+
+    state_dir: Path
+    port_offset: int
+    address_block: int
+
+    def environment(self) -> dict[str, str]:
+        """What points every ``coder-migrate lab`` command at this lab."""
+        from coder_migrate.lab.paths import STATE_ENV
+        from coder_migrate.lab.settings import PORT_OFFSET_ENV
+
+        return {STATE_ENV: str(self.state_dir), PORT_OFFSET_ENV: str(self.port_offset)}
+
+    def relocate(self, text: str) -> str:
+        """*text* with the default lab's places replaced by this lab's: the checkout's
+        ``.lab`` (relative or not), the lab's fixed ports on 127.0.0.1 (URLs and ``-p PORT``)
+        and the region addresses 127.0.1.N[:PORT]."""
+        import re
+
+        from coder_migrate.lab.settings import LabSettings
+
+        moved = {
+            default: default + self.port_offset
+            for default in LabSettings.create().fixed_ports().values()
+        }
+
+        def port(match: re.Match[str]) -> str:
+            number = int(match.group(2))
+            return f"{match.group(1)}{moved.get(number, number)}"
+
+        def region(match: re.Match[str]) -> str:
+            suffix = f":{int(match.group(2)) + self.port_offset}" if match.group(2) else ""
+            return f"127.0.{self.address_block}.{match.group(1)}{suffix}"
+
+        text = re.sub(r"(?:\.\./\.\./|(?<![\w/])|" + re.escape(str(REPO)) + "/)\\.lab/",
+                      str(self.state_dir) + "/", text)
+        text = text.replace("../../coder_migrate/", f"{REPO}/coder_migrate/")
+        text = re.sub(r"(127\.0\.0\.1:|-p )(\d+)\b", port, text)
+        return re.sub(r"\b127\.0\.1\.(\d+)(?::(\d+))?\b", region, text)
+
+
+def relocated_inventory(source: Path, destination: Path, lab: PrivateLab) -> Path:
+    """A copy of the lab inventory *source* (e.g. inventories/lab-v2) at *destination* whose
+    only differences are :meth:`PrivateLab.relocate`'s; fails if a default place is left."""
+    shutil.copytree(source, destination)
+    for path in sorted(destination.rglob("*.yml")):
+        text = lab.relocate(path.read_text(encoding="utf-8"))
+        leftovers = [marker for marker in ("../../", "127.0.1.") if marker in text]
+        if leftovers:
+            raise AssertionError(f"{path}: relocate() left {leftovers[0]!r} behind")
+        path.write_text(text, encoding="utf-8")
+    return destination
