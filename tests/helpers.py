@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -194,8 +195,6 @@ class PrivateLab:
         """*text* with the default lab's places replaced by this lab's: the checkout's
         ``.lab`` (relative or not), the lab's fixed ports on 127.0.0.1 (URLs and ``-p PORT``)
         and the region addresses 127.0.1.N[:PORT]."""
-        import re
-
         from coder_migrate.lab.settings import LabSettings
 
         moved = {

@@ -86,6 +86,7 @@ class UserShell:
     def run(self, line: str) -> subprocess.CompletedProcess[str]:
         installed = Path(sys.executable).parent
         command = self.lab.relocate(line).replace(".venv/bin/", f"{installed}/")
+        assert "127.0.1." not in command, f"{command}: still aims at the default lab"
         # A wide terminal, so the status table is not wrapped.
         env = {**os.environ, **self.lab.environment(), "COLUMNS": "200"}
         return subprocess.run(
