@@ -5,15 +5,22 @@ The modules run the engine in the interpreter Ansible starts for them; when that
 one coder-migrate is installed in, the task fails with one line saying what to set.
 """
 
+import base64
 import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SITE_ARGUMENTS", "engine_missing", "hide_resolved_secrets", "one_line",
-           "run_for_site"]
+__all__ = ["SITE_ARGUMENTS", "VAULT_ARGUMENTS", "engine_missing", "hide_resolved_secrets",
+           "one_line", "run_for_site", "use_vault_passwords"]
+
+VAULT_ARGUMENTS: dict[str, Any] = {
+    "vault_passwords": {"type": "list", "elements": "dict", "default": [], "no_log": True},
+}
+"""Set by the collection's action plugin (never by a task): the playbook's vault passwords."""
 
 SITE_ARGUMENTS: dict[str, Any] = {
+    **VAULT_ARGUMENTS,
     "inventory": {"type": "path", "required": True},
     "force": {"type": "bool", "default": False},
     "lock_wait": {"type": "float", "default": 120.0},
@@ -39,6 +46,16 @@ def hide_resolved_secrets(module: Any) -> None:
     module.no_log_values.update(sensitive.registered())
 
 
+def use_vault_passwords(module: Any) -> None:
+    """Let the engine decrypt ``!vault`` values with the playbook's own vault passwords."""
+    passwords = module.params.get("vault_passwords") or []
+    if passwords:
+        vault = importlib.import_module("coder_migrate.inventory.vault")
+        vault.use_passwords(
+            [(entry["id"], base64.b64decode(entry["password"])) for entry in passwords]
+        )
+
+
 def one_line(message: str) -> str:
     """An engine error may list one problem a line; Ansible shows msg best as one line."""
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
@@ -54,6 +71,7 @@ def run_for_site(module: Any, engine_module: str, function: str, site_argument: 
         module.fail_json(msg=engine_missing(error))
         return
     params = module.params
+    use_vault_passwords(module)
     try:
         outcome = run(
             Path(params["inventory"]),

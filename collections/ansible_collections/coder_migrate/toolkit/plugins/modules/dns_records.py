@@ -50,6 +50,14 @@ options:
     description: Seconds to wait for the apply lock held by another run before failing.
     type: float
     default: 120.0
+  vault_passwords:
+    description:
+      - Set by the collection's action plugin, not by a task; the vault passwords the playbook
+        was given (C(--vault-password-file), C(--vault-id), C(--ask-vault-pass)), by vault id,
+        so C(!vault) values of the inventory decrypt. Never logged or returned.
+    type: list
+    elements: dict
+    default: []
 attributes:
   check_mode:
     support: full
@@ -109,14 +117,18 @@ from pathlib import Path
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.coder_migrate.toolkit.plugins.module_utils.engine import (
+    VAULT_ARGUMENTS,
     engine_missing,
+    hide_resolved_secrets,
     one_line,
+    use_vault_passwords,
 )
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
+            **VAULT_ARGUMENTS,
             "inventory": {"type": "path", "required": True},
             "force": {"type": "bool", "default": False},
             "verify": {"type": "bool", "default": True},
@@ -132,6 +144,7 @@ def main() -> None:
         module.fail_json(msg=engine_missing(error))
         return
     params = module.params
+    use_vault_passwords(module)
     try:
         outcome = site.converge_dns(
             Path(params["inventory"]), check=module.check_mode, force=params["force"],
@@ -139,8 +152,10 @@ def main() -> None:
             verify_timeout=params["verify_timeout"] if params["verify"] else None,
         )
     except errors.CoderMigrateError as error:
+        hide_resolved_secrets(module)
         module.fail_json(msg=one_line(str(error)))
         return
+    hide_resolved_secrets(module)
     module.exit_json(**outcome.module_result(check=module.check_mode, want_diff=module._diff))
 
 
