@@ -42,19 +42,13 @@ options:
     description: Seconds to wait for the apply lock held by another run before failing.
     type: float
     default: 120.0
-  vault_passwords:
-    description:
-      - Set by the collection's action plugin, not by a task; the vault passwords the playbook
-        was given (C(--vault-password-file), C(--vault-id), C(--ask-vault-pass)), by vault id,
-        so C(!vault) values of the inventory decrypt. Never logged or returned.
-    type: list
-    elements: dict
-    default: []
 attributes:
   check_mode:
     support: full
   diff_mode:
     support: full
+extends_documentation_fragment:
+  - coder_migrate.toolkit.vault_passwords
 author:
   - coder-migrate
 """
