@@ -79,9 +79,12 @@ def test_storage_reading_matches_helm_through_install_upgrade_and_uninstall(
     assert both_readings(lab, namespace) == (None, None)
 
     values_file = tmp_path / "values.yaml"
-    first = {**REQUIRED, "envproxy": {**REQUIRED["envproxy"], "token": "envproxy-token-first-51ac", "replicas": 1},
+    first = {**REQUIRED,
+             "envproxy": {**REQUIRED["envproxy"], "token": "envproxy-token-first-51ac",
+                          "replicas": 1},
              "environments": {"tolerations": [{"key": "a"}, {"key": "two"}]}}
-    second = {**REQUIRED, "envproxy": {**REQUIRED["envproxy"], "token": "envproxy-token-second-c04f"}}
+    second = {**REQUIRED,
+              "envproxy": {**REQUIRED["envproxy"], "token": "envproxy-token-second-c04f"}}
     for revision, values in ((1, first), (2, second)):
         values_file.write_text(yaml.safe_dump(values))
         subprocess.run(install_command(helm, namespace, values_file), check=True,
@@ -109,8 +112,8 @@ def test_an_install_killed_midway_reads_as_pending_install_both_ways(
             ),
         )
     values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump({**REQUIRED, "envproxy": {**REQUIRED["envproxy"],
-                                                                   "token": "envproxy-token-slow-9d3e"}}))
+    slow_token = {**REQUIRED["envproxy"], "token": "envproxy-token-slow-9d3e"}
+    values_file.write_text(yaml.safe_dump({**REQUIRED, "envproxy": slow_token}))
     command = install_command(helm, namespace, values_file)
     command[command.index("--timeout") + 1] = "300s"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
