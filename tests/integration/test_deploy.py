@@ -334,16 +334,21 @@ def test_apply_killed_mid_way_converges_on_rerun(
     lab: LabHandle, v2_world: tuple[Path, CoderEmulator]
 ) -> None:
     inventory, emulator = v2_world
-    namespace = f"coder-sat-{inventory.name.removeprefix('lab-')}"
+    tag = inventory.name.removeprefix("lab-")
+    namespace = f"coder-sat-{tag}"
     for kill_at in ("create workspace proxy us-east", "create helm release"):
         process = subprocess.Popen(
             [*CLI, "apply", "-i", str(inventory), "--no-dns", "--auto-approve"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
         assert process.stderr is not None
+        seen = []
         for line in process.stderr:
+            seen.append(line)
             if "started" in line and kill_at in line:
                 break
+        else:
+            pytest.fail(f"apply ended before '{kill_at}' started:\n{''.join(seen)[-2000:]}")
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         # The killed holder's lease expires on its own; the re-run waits for it.
@@ -357,10 +362,13 @@ def test_apply_killed_mid_way_converges_on_rerun(
             cluster = KubeCluster(context, str(lab.kubeconfig))
             keys = asyncio.run(cluster.secret_keys(namespace, "coder-workspace-proxy-token"))
             assert keys == {"token"}
-        delete_tagged_namespaces(lab, inventory.name.removeprefix("lab-"))
+        delete_tagged_namespaces(lab, tag)
         for proxy in live_proxies(emulator):
             emulator_delete_proxy(emulator, proxy["id"])
-        wait_for(lambda: not world_snapshot(lab, namespace)["us-east"], timeout=60)
+        # Every cluster's namespaces gone, the primary's too: an apply into a namespace that
+        # is still terminating cannot even take its lock there.
+        assert wait_for(lambda: not any(world_snapshot(lab, tag).values()), timeout=120), (
+            f"namespaces still terminating: {world_snapshot(lab, tag)}")
 
 
 def emulator_delete_proxy(emulator: CoderEmulator, proxy_id: str) -> None:
