@@ -107,6 +107,10 @@ class SourceMap:
         self._data = data
         self._cache: dict[Path, dict[str, Any]] = {}
         self._hosts = hosts_file(directory) or directory
+        # Ansible reads every YAML file of the directory as inventory (inventories/lab's
+        # world.yml): after the hosts file, they too may set a host's variables.
+        others = sorted(directory.glob("*.y*ml")) if directory.is_dir() else []
+        self._sources = [self._hosts, *(p for p in others if p.is_file() and p != self._hosts)]
 
     def file_for(self, owner: str, key: str) -> str:
         variable = key.split(".", 1)[0].split("[", 1)[0]
@@ -117,7 +121,7 @@ class SourceMap:
 
     def _candidates(self, owner: str) -> list[Path]:
         groups = [g for g in self._groups_of(owner) if g != "all"] + ["all"]
-        paths = [*self._vars_files("host_vars", owner), self._hosts]
+        paths = [*self._vars_files("host_vars", owner), *self._sources]
         for group in groups:
             paths.extend(self._vars_files("group_vars", group))
         return paths
@@ -144,7 +148,7 @@ class SourceMap:
                 loaded = None
             self._cache[path] = loaded if isinstance(loaded, dict) else {}
         content = self._cache[path]
-        return _inline_vars(content, owner) if path == self._hosts else content
+        return _inline_vars(content, owner) if path in self._sources else content
 
 
 def _inline_vars(tree: Mapping[str, Any], owner: str) -> dict[str, Any]:

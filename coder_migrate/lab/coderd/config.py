@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from coder_migrate.errors import ConfigError
+from coder_migrate.lab.world import RegionWorld, lab_world
 
 __all__ = [
     "DEFAULT_REGIONS",
@@ -30,7 +31,8 @@ __all__ = [
 Mode = Literal["v1.21", "v1.20", "v2", "v2-unlicensed"]
 MODES: tuple[Mode, ...] = ("v1.21", "v1.20", "v2", "v2-unlicensed")
 DEFAULT_REGIONS = ("us-east", "eu-west", "ap-southeast")
-TEST_WORKSPACE_OWNER = "platform-bot"
+#: The owner of a test workspace of a region the lab's world does not name (region-4, ...).
+TEST_WORKSPACE_OWNER = lab_world().owners()[0]
 
 
 class _Strict(BaseModel):
@@ -116,44 +118,45 @@ class EmulatorConfig(_Strict):
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> EmulatorConfig:
-        """The default seed: admin, platform-bot, org default, one provider per region."""
+        """The default seed: admin, org default, and the lab's world (coder_migrate/lab/
+        world.yml) for each region: its providers, its test workspace and that one's owner;
+        a region the world does not name gets a provider and a test workspace of its name."""
+        world = lab_world().regions
         names = {u.username for u in self.users}
         if "admin" not in names:
-            self.users.insert(
-                0,
-                UserSeed(
-                    username="admin",
-                    email="admin@coder.lab.internal",
-                    name="Lab Admin",
-                    roles=["site-admin"],
-                ),
-            )
-        if TEST_WORKSPACE_OWNER not in names:
-            self.users.append(
-                UserSeed(
-                    username=TEST_WORKSPACE_OWNER,
-                    email="platform-bot@coder.lab.internal",
-                    name="Platform Bot",
-                )
-            )
+            self.users.insert(0, UserSeed(username="admin", email="admin@coder.lab.internal",
+                                          name="Lab Admin", roles=["site-admin"]))
+        owners = [world[r].test_workspace.owner if r in world else TEST_WORKSPACE_OWNER
+                  for r in self.regions] or [TEST_WORKSPACE_OWNER]
+        for owner in dict.fromkeys(owners):
+            if owner not in names:
+                self.users.append(UserSeed(username=owner))
         if not any(o.name == "default" for o in self.orgs):
             self.orgs.insert(0, OrgSeed(name="default", members=[u.username for u in self.users]))
         if self.providers is None:
             self.providers = [
-                ProviderSeed(
-                    name=region,
-                    envproxy_access_url=f"https://{region}.coder.lab.internal",
-                    devurl_host=f"*.{region}.coder.lab.internal",
-                )
+                ProviderSeed(name=name, envproxy_access_url=f"https://{name}.coder.lab.internal",
+                             devurl_host=f"*.{name}.coder.lab.internal")
                 for region in self.regions
+                for name in ([p.name for p in world[region].providers] if region in world
+                             else [region])
             ]
         if self.workspaces is None:
             self.workspaces = [
-                WorkspaceSeed(name=f"migration-check-{region}", provider=region)
+                _test_workspace(region, world.get(region))
                 for region in self.regions
-                if any(p.name == region for p in self.providers)
             ]
+            known = {p.name for p in self.providers}
+            self.workspaces = [w for w in self.workspaces if w.provider in known]
         return self
+
+
+def _test_workspace(region: str, world: RegionWorld | None) -> WorkspaceSeed:
+    """A region's test workspace, on its first provider, as the lab's world names it."""
+    if world is None:
+        return WorkspaceSeed(name=f"migration-check-{region}", provider=region)
+    return WorkspaceSeed(name=world.test_workspace.name, owner=world.test_workspace.owner,
+                         provider=world.providers[0].name)
 
 
 def load_config(path: Path | None) -> EmulatorConfig:
