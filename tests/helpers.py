@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -228,3 +231,19 @@ def relocated_inventory(source: Path, destination: Path, lab: PrivateLab) -> Pat
             raise AssertionError(f"{path}: relocate() left {leftovers[0]!r} behind")
         path.write_text(text, encoding="utf-8")
     return destination
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Poll *check* every 0.2 s until it returns something true (an HTTP or OS error, or a
+    missing key or value, counts as not yet); fail the test naming *what* after *timeout*."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (httpx.HTTPError, OSError, KeyError, ValueError):
+            result = None
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.2)

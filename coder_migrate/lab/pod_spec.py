@@ -3,8 +3,10 @@ where the lab plays it.
 
 The mode is the container's args, as the real images take it: ``coderd replica`` is a Coder v1
 satellite (coder/coder 1.21.0 with ``coderd.satellite.enable``), ``wsproxy server`` a Coder v2
-workspace proxy (coder-v2/coder with ``coder.workspaceProxy``); ``coderd run`` and ``server``
-are primaries, which the lab does not run (its primary is the Coder emulator). The env is
+workspace proxy (coder-v2/coder with ``coder.workspaceProxy``), ``envproxy run`` a Coder v1
+envproxy (coder/workspace-provider, not played yet); ``coderd run`` and ``server`` are
+primaries, which the lab does not run: its primary is the Coder emulator, which follows the
+version of the lab's primary release (:func:`primary_version`). The env is
 resolved as the kubelet resolves it (``envFrom`` Secrets, then ``env`` in order with ``$(VAR)``
 expansion, ``secretKeyRef``, ``fieldRef`` with the pod IP played by 127.0.0.1,
 ``resourceFieldRef`` from the container's resources) and passed to the bundled proxy as it is:
@@ -19,12 +21,13 @@ import contextlib
 import hashlib
 import json
 import math
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 from coder_migrate.errors import LabError
@@ -38,9 +41,12 @@ __all__ = [
     "container_mode",
     "decode_secret",
     "expand",
+    "image_args",
     "is_proxy_pod",
     "plan_pod",
     "pod_fields",
+    "primary_version",
+    "release_name",
     "resolve_env",
 ]
 
@@ -52,18 +58,41 @@ NODE_ALLOCATABLE = {"cpu": "1k", "memory": "1Ti", "ephemeral-storage": "1Ti"}
 _HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
 #: Where each mode's image reads its own access URL (the chart's env names).
 _ACCESS_URL_ENV = {"satellite": "CODER_SATELLITE_ACCESS_URL", "workspace-proxy": "CODER_ACCESS_URL"}
+_SHELLS = frozenset({"sh", "bash", "/bin/sh", "/bin/bash"})
 
-PodMode = Literal["satellite", "workspace-proxy", "primary"]
+PodMode = Literal["satellite", "workspace-proxy", "envproxy", "primary"]
+PlayedMode = Literal["satellite", "workspace-proxy"]
 SecretLookup = Callable[[str, str], Mapping[str, str] | None]
+
+
+def image_args(container: Mapping[str, Any]) -> list[str]:
+    """The arguments the image's program gets, as the container runtime starts it: with a
+    ``command``, what follows the program in ``command`` + ``args``; without one, ``args``
+    (the image's own entrypoint gets them). A ``sh -c`` script's last ``exec`` line is the
+    program it becomes (coder/coder 1.20.0 starts ``coderd run`` that way)."""
+    command = [str(part) for part in container.get("command") or []]
+    args = [str(part) for part in container.get("args") or []]
+    if not command:
+        return args
+    argv = [*command, *args]
+    if argv[0] in _SHELLS and len(argv) >= 3 and argv[1] == "-c":
+        execs = [line.strip()[5:] for line in argv[2].splitlines() if line.strip()[:5] == "exec "]
+        try:
+            argv = shlex.split(execs[-1], comments=True) if execs else []
+        except ValueError:
+            argv = []
+    return argv[1:]
 
 
 def container_mode(container: Mapping[str, Any]) -> PodMode | None:
     """What the real image runs for this container's args; None for anything else."""
-    args = [str(arg) for arg in container.get("args") or []]
+    args = image_args(container)
     if args[:2] == ["coderd", "replica"]:
         return "satellite"
     if args[:2] == ["wsproxy", "server"]:
         return "workspace-proxy"
+    if args[:2] == ["envproxy", "run"]:
+        return "envproxy"
     if args[:2] == ["coderd", "run"] or args[:1] == ["server"]:
         return "primary"
     return None
@@ -71,7 +100,7 @@ def container_mode(container: Mapping[str, Any]) -> PodMode | None:
 
 def is_proxy_pod(container: Mapping[str, Any]) -> bool:
     """A container the lab plays: a v1 satellite or a v2 workspace proxy."""
-    return container_mode(container) in ("satellite", "workspace-proxy")
+    return container_mode(container) in _ACCESS_URL_ENV
 
 
 def expand(text: str, defined: Mapping[str, str]) -> str:
@@ -221,7 +250,7 @@ class PodPlan:
     namespace: str
     deployment: str
     release: str
-    mode: Literal["satellite", "workspace-proxy"]
+    mode: PlayedMode
     listen: tuple[str, int]
     access_url: str
     env: Mapping[str, str] = field(repr=False)
@@ -262,6 +291,29 @@ def listen_address(access_url: str, variable: str = "CODER_ACCESS_URL") -> tuple
     return ("127.0.0.1" if host == "localhost" else host), port
 
 
+def release_name(metadata: Mapping[str, Any]) -> str:
+    """The Helm release a Deployment belongs to: helm marks what it installs with the
+    release's name (coder/coder 1.21.0 sets no instance label of its own)."""
+    annotations = metadata.get("annotations") or {}
+    labels = metadata.get("labels") or {}
+    return str(annotations.get("meta.helm.sh/release-name")
+               or labels.get("app.kubernetes.io/instance") or metadata.get("name", ""))
+
+
+def primary_version(deployment: Mapping[str, Any]) -> str | None:
+    """The Coder version a primary Deployment runs: its primary container's image tag
+    (``docker.io/coderenvs/coder-service:1.20.0``, ``ghcr.io/coder/coder:v2.15.0``); None
+    for any other Deployment, one scaled to 0, or an image without a tag."""
+    if (deployment.get("spec") or {}).get("replicas", 1) == 0:
+        return None
+    for container in _containers(deployment):
+        if container_mode(container) == "primary":
+            image = str(container.get("image") or "").split("@", 1)[0]
+            name, _, tag = image.rpartition(":")
+            return tag if name and "/" not in tag else None
+    return None
+
+
 def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) -> PodPlan | None:
     """The pod to run for DEPLOYMENT, None when it is not a region proxy or has 0 replicas.
 
@@ -273,16 +325,9 @@ def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) 
     if not containers or replicas == 0:
         return None
     container = containers[0]
-    mode: Literal["satellite", "workspace-proxy"] = (
-        "satellite" if container_mode(container) == "satellite" else "workspace-proxy"
-    )
+    mode = cast(PlayedMode, container_mode(container))
     namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
-    # Helm marks what it installs with the release's name (coder/coder 1.21.0 sets no
-    # instance label of its own).
-    annotations = metadata.get("annotations") or {}
-    labels = metadata.get("labels") or {}
-    release = str(annotations.get("meta.helm.sh/release-name")
-                  or labels.get("app.kubernetes.io/instance") or name)
+    release = release_name(metadata)
     env = resolve_env(container, namespace, secret, pod_fields(namespace, name))
     variable = _ACCESS_URL_ENV[mode]
     access_url = env.get(variable, "")

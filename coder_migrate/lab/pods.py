@@ -16,8 +16,10 @@ which must be a loopback address (the lab inventories give each region its own, 
 
 A changed env (a new token in the Secret, upgraded values) restarts the process; a
 Deployment that is gone or scaled to 0 stops it (SIGTERM, SIGKILL after a grace period);
-a process that dies is restarted with backoff. What runs is written to ``<state>/pods.json``
-(no secret values, only a hash of the env); output goes to ``<state>/logs/pods/``.
+a process that dies is restarted with backoff. The same tick tells the Coder emulator the
+version of the lab's primary release (``coder_migrate/lab/primary_release.py``). What runs
+is written to ``<state>/pods.json`` (no secret values, only a hash of the env); output goes
+to ``<state>/logs/pods/``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from coder_migrate.lab.pod_spec import (
     plan_pod,
     played_containers,
 )
+from coder_migrate.lab.primary_release import PrimaryRelease
 from coder_migrate.lab.process import ProcessRef, ref_for, stop
 
 __all__ = [
@@ -120,9 +123,12 @@ class PodSupervisor:
         clusters: Mapping[str, str],
         *,
         grace: float = STOP_GRACE_SECONDS,
+        primary: PrimaryRelease | None = None,
     ) -> None:
         self.state = state
         self.clusters = dict(clusters)  # cluster name -> kube context
+        #: The primary release the emulator follows (coder_migrate/lab/primary_release.py).
+        self.primary = primary
         self.grace = grace
         self.children: dict[str, _Child] = {}
         self.stopping: list[_Child] = []
@@ -248,7 +254,32 @@ class PodSupervisor:
                 continue
             self._start(plan, now)
             taken.add(plan.listen)
+        self._follow_primary()
         self._write_state()
+
+    def _follow_primary(self) -> None:
+        """The emulator plays the version of the lab's primary release."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        primary = self.primary
+        if primary is None:
+            return
+        key = f"primary release {primary.name}"
+        try:
+            apps, _ = self._apis(primary.context)
+            listed = apps.list_namespaced_deployment(
+                primary.namespace, _preload_content=False, _request_timeout=KUBE_TIMEOUT_SECONDS
+            )
+            deployments = json.loads(listed.data).get("items") or []
+        except (ApiException, HTTPError, OSError, ValueError, CoderMigrateError) as error:
+            self._problem(key, f"{key}: cannot list deployments: {type(error).__name__}")
+            return
+        before = primary.version
+        problem = primary.follow(deployments)
+        self._problem(key, f"{key}: {problem}" if problem else "")
+        if primary.version != before:
+            log.info("%s runs Coder %s: the emulator plays it", key, primary.version)
 
     def _reap(self, now: float) -> None:
         """Children that died on their own: restart later, with backoff."""
@@ -361,6 +392,7 @@ class PodSupervisor:
                 for name, context in self.clusters.items()
             },
             "pods": [c.record() for c in [*self.children.values(), *self.stopping]],
+            "primary": self.primary.record() if self.primary is not None else None,
             "refused": {
                 key: reason for key, reason in self.problems.items() if key.count("/") == 2
             },
@@ -437,11 +469,30 @@ def stop_orphans(state: StateLayout, grace: float = STOP_GRACE_SECONDS) -> list[
     return [ref.name for ref in orphans]
 
 
-def supervisor_command(state: StateLayout, clusters: Mapping[str, str]) -> list[str]:
+def supervisor_command(
+    state: StateLayout, clusters: Mapping[str, str], primary: PrimaryRelease | None = None
+) -> list[str]:
     command = [sys.executable, "-m", "coder_migrate.lab.pods", "--state-dir", str(state.root)]
     for name, context in clusters.items():
         command += ["--cluster", f"{name}={context}"]
+    if primary is not None:
+        command += [
+            "--primary", f"{primary.context}={primary.namespace}/{primary.release}",
+            "--coderd", primary.coderd_url,
+        ]
     return command
+
+
+def _parse_primary(value: str | None, coderd: str | None, state: StateLayout) -> (
+    PrimaryRelease | None
+):
+    if value is None:
+        return None
+    context, _, where = value.partition("=")
+    namespace, _, release = where.partition("/")
+    if not (context and namespace and release and coderd):
+        raise SystemExit(f"--primary {value!r}: expected CONTEXT=NAMESPACE/RELEASE and --coderd")
+    return PrimaryRelease(context, namespace, release, coderd, state.coder_token)
 
 
 def _parse_clusters(values: Iterable[str]) -> dict[str, str]:
@@ -462,6 +513,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--cluster", action="append", default=[], metavar="NAME=CONTEXT")
     parser.add_argument("--interval", type=float, default=POLL_SECONDS)
+    parser.add_argument("--primary", metavar="CONTEXT=NAMESPACE/RELEASE",
+                        help="the primary release whose version the emulator plays")
+    parser.add_argument("--coderd", metavar="URL", help="the lab's Coder emulator")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -471,7 +525,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     stop_event = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop_event.set())
-    supervisor = PodSupervisor(StateLayout(args.state_dir.resolve()), _parse_clusters(args.cluster))
+    state = StateLayout(args.state_dir.resolve())
+    supervisor = PodSupervisor(
+        state, _parse_clusters(args.cluster),
+        primary=_parse_primary(args.primary, args.coderd, state),
+    )
     supervisor.run(stop_event, args.interval)
 
 

@@ -30,6 +30,7 @@ from coder_migrate.lab import dns_servers, pods
 from coder_migrate.lab.build import LabBinaries, built_binaries
 from coder_migrate.lab.clusters import KwokClusters, start_all, write_kubeconfig
 from coder_migrate.lab.paths import CacheLayout, StateLayout
+from coder_migrate.lab.primary_release import PrimaryRelease
 from coder_migrate.lab.process import (
     ProcessRef,
     listening_ports_of,
@@ -46,6 +47,7 @@ from coder_migrate.lab.settings import (
     ZONE,
     LabSettings,
 )
+from coder_migrate.lab.world import lab_world
 
 CODERD_START_TIMEOUT_SECONDS = 30.0
 PODS_START_TIMEOUT_SECONDS = 15.0
@@ -288,12 +290,22 @@ class Lab:
         current = manifest.services.get(PODS_SERVICE)
         if current is not None and current.alive():
             return
-        regions = {c.name: c.context for c in manifest.settings.clusters if c.name != "primary"}
+        settings = manifest.settings
+        regions = {c.name: c.context for c in settings.clusters if c.name != "primary"}
+        world = lab_world().primary
+        # A v1 primary follows its release (1.20 and 1.21 behave differently); a v2 one keeps
+        # the version it was started with.
+        primary = PrimaryRelease(
+            context=settings.clusters[0].context, namespace=world.namespace,
+            release=world.release, coderd_url=f"http://127.0.0.1:{settings.coderd_port}",
+            token_file=self.state.coder_token,
+        ) if settings.coder_mode.startswith("v1") else None
         # Proxies a killed supervisor left behind hold their ports: stop them first.
         pods.stop_orphans(self.state)
         self.state.pods_state.unlink(missing_ok=True)
         log_file = self.state.logs / "pods.log"
-        ref, _ = spawn(PODS_SERVICE, pods.supervisor_command(self.state, regions), log_file)
+        command = pods.supervisor_command(self.state, regions, primary)
+        ref, _ = spawn(PODS_SERVICE, command, log_file)
         manifest.services[PODS_SERVICE] = ref
         self._save(manifest)
 

@@ -14,9 +14,8 @@ import asyncio
 import base64
 import json
 import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.coder.probes import probe_url
 from tests.fixtures.coderd import CoderEmulator
 from tests.fixtures.lab import Helm, LabHandle, temporary_namespace
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +44,6 @@ CLUSTER = "eu-west"
 CONTEXT = "lab-eu-west"
 CHARTS = Path(__file__).resolve().parents[2] / "coder_migrate" / "lab" / "charts"
 LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "lab"
-WAIT_SECONDS = 15.0
 
 
 def loopback_url(host: str) -> str:
@@ -53,20 +52,6 @@ def loopback_url(host: str) -> str:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return f"http://{host}:{sock.getsockname()[1]}"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (httpx.HTTPError, OSError, KeyError, ValueError):
-            result = None
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.2)
 
 
 def pods_state(lab: LabHandle) -> dict[str, Any]:

@@ -86,6 +86,8 @@ class Emulator:
         self.agents = AgentBackends()
         self.health_interval = config.health_interval_seconds
         self.build_step_seconds = config.build_step_seconds
+        #: The version of the primary release the lab deployed, once it named one.
+        self.release_version: str | None = None
 
     @property
     def is_v1(self) -> bool:
@@ -93,6 +95,8 @@ class Emulator:
 
     @property
     def version(self) -> str:
+        if self.release_version is not None:
+            return self.release_version
         return V1_VERSIONS.get(self.mode, V2_VERSION)
 
     # -- seed --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from coder_migrate.errors import ConfigError, PortBusy
 from coder_migrate.lab.coderd.app_auth import AppAuthRedirect
 from coder_migrate.lab.coderd.config import EmulatorConfig, FaultRule, Mode
 from coder_migrate.lab.coderd.core import ApiError, Emulator, error_response
+from coder_migrate.lab.coderd.release import mode_for_release
 from coder_migrate.lab.coderd.store import Store
 from coder_migrate.lab.coderd.v1_api import V1Api
 from coder_migrate.lab.coderd.v2_api import V2Api
@@ -79,6 +80,8 @@ class EmulatorServer:
         self.v1 = V1Api(self.emu)
         self.v2 = V2Api(self.emu)
         self.runner: web.AppRunner | None = None
+        self._restarting: asyncio.Task[None] | None = None
+        self._restart_target: tuple[Mode, str] | None = None
 
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -136,6 +139,7 @@ class EmulatorServer:
         r.add_delete("/emulator/faults/{id}", self.admin_remove_fault)
         r.add_post("/emulator/users/{username}/tokens", self.admin_user_token)
         r.add_get("/emulator/agents", self.admin_agents)
+        r.add_put("/emulator/release", self.admin_release)
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -226,6 +230,28 @@ class EmulatorServer:
         self.emu.require_admin(request)
         return web.json_response({"agents": self.emu.all_agent_addresses()})
 
+    async def admin_release(self, request: web.Request) -> web.Response:
+        """Play the primary release VERSION (the lab follows the primary's Deployment): a
+        new version restarts the server the way a pod restart would; 202 while it does."""
+        self.emu.require_admin(request)
+        version = (await self._json(request)).get("version")
+        if not isinstance(version, str) or not version:
+            raise ApiError(400, "version must be a non-empty string")
+        mode, version = mode_for_release(self.emu.mode, version)
+        restarting = self._restarting is not None and not self._restarting.done()
+        if not restarting and (mode, version) == (self.emu.mode, self.emu.version):
+            return await self.admin_state(request)
+        if restarting and (mode, version) != self._restart_target:
+            raise ApiError(409, "a restart is already under way")
+        if not restarting:
+            # After this answer is sent: the restart ends every open connection, this one too.
+            self._restart_target = (mode, version)
+            self._restarting = asyncio.get_running_loop().create_task(
+                self.restart(mode, version), name="coderd-restart"
+            )
+        return web.json_response({"mode": mode, "version": version, "restarting": True},
+                                 status=202)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _write_token(self, token: str) -> None:
@@ -239,22 +265,46 @@ class EmulatorServer:
         token = self.emu.seed()
         self._write_token(token)
         await self.emu.start_agents()
+        await self._serve()
+
+    async def _serve(self) -> None:
         self.runner = web.AppRunner(
             self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=2.0
         )
         await self.runner.setup()
-        await web.SockSite(self.runner, self._socket).start()
+        # A duplicate of the listening socket: closing the site leaves the socket listening,
+        # so a restart queues new connections instead of refusing them.
+        await web.SockSite(self.runner, self._socket.dup()).start()
         if self.emu.is_v1:
             await self.v1.resume_builds()
         else:
             self.v2.health.start()
 
-    async def stop(self) -> None:
+    async def _stop_serving(self) -> None:
         await self.v2.health.stop()
         await self.v1.stop()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+
+    async def restart(self, mode: Mode, version: str) -> None:
+        """What a restart of the primary's pod does: open connections (websockets, watches)
+        end, builds in progress start again, the state stays. Workspaces (the agents) are
+        not the primary's pod: they keep running."""
+        log.warning("restarting as Coder %s (%s)", version, mode)
+        await asyncio.sleep(0.1)  # let the admin answer go out first
+        await self._stop_serving()
+        self.emu.mode, self.emu.release_version = mode, version
+        self.v1 = V1Api(self.emu)
+        self.v2 = V2Api(self.emu)
+        await self._serve()
+
+    async def stop(self) -> None:
+        if self._restarting is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._restarting
+        await self._stop_serving()
+        self._socket.close()
         await self.emu.agents.stop()
         self.store.close()
 
