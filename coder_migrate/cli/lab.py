@@ -16,7 +16,14 @@ from coder_migrate.cli.options import examples, output_option
 from coder_migrate.errors import LabError
 from coder_migrate.lab.build import LabBinaries, build_all
 from coder_migrate.lab.paths import CACHE_ENV, STATE_ENV, CacheLayout, StateLayout
-from coder_migrate.lab.settings import CODER_MODES, PORT_OFFSET_ENV, CoderMode, LabSettings
+from coder_migrate.lab.settings import (
+    CODER_MODES,
+    PORT_OFFSET_ENV,
+    WORLDS,
+    CoderMode,
+    LabSettings,
+    World,
+)
 from coder_migrate.lab.tools import helm_environment
 
 if TYPE_CHECKING:
@@ -103,7 +110,8 @@ def lock_command(components: tuple[str, ...], check: bool) -> None:
 
 
 @lab.command("up", epilog=examples(
-    "coder-migrate lab up", "coder-migrate lab up --regions 1 --coder v2 --port-offset 100",
+    "coder-migrate lab up", "coder-migrate lab up --world v1.20",
+    "coder-migrate lab up --regions 1 --coder v2 --port-offset 100",
 ))
 @click.option(
     "--regions",
@@ -116,9 +124,15 @@ def lock_command(components: tuple[str, ...], check: bool) -> None:
     "--coder",
     "coder_mode",
     type=click.Choice(CODER_MODES),
-    default="v1.21",
-    show_default=True,
-    help="Which Coder primary the emulator plays.",
+    default=None,
+    help="Which Coder primary the emulator plays.  [default: v1.21; v1.20 with --world v1.20]",
+)
+@click.option(
+    "--world",
+    type=click.Choice(WORLDS),
+    default=None,
+    help="Also install a deployment before the migration: v1.20 = the primary's coder/coder "
+    "1.20.0 release and a coder/workspace-provider release per region (docs/lab.md).",
 )
 @click.option(
     "--port-offset",
@@ -132,16 +146,22 @@ def lock_command(components: tuple[str, ...], check: bool) -> None:
 @cache_dir_option
 def up_command(
     regions: int,
-    coder_mode: str,
+    coder_mode: str | None,
+    world: str | None,
     port_offset: int,
     state_dir: Path | None,
     cache_dir: Path | None,
 ) -> None:
     """Start the lab (or reuse the running one): clusters, PowerDNS, BIND, Coder emulator."""
+    if world == "v1.20" and coder_mode not in (None, "v1.20"):
+        raise click.UsageError(
+            f"--world v1.20 starts the primary as Coder 1.20; --coder {coder_mode} contradicts it"
+        )
     started = time.monotonic()
     build_all(CacheLayout.default(cache_dir), err_console)
     settings = LabSettings.create(
-        regions=regions, port_offset=port_offset, coder_mode=cast(CoderMode, coder_mode)
+        regions=regions, port_offset=port_offset,
+        coder_mode=cast(CoderMode, coder_mode or "v1.21"), world=cast(World | None, world),
     )
     with err_console.status("starting the lab (clusters, PowerDNS, BIND, Coder emulator)"):
         endpoints, reused = _lab(state_dir, cache_dir).up(settings)

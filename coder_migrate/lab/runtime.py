@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from coder_migrate.errors import ClusterNotReady, LabError, ToolchainMissing
-from coder_migrate.lab import dns_servers, pods
+from coder_migrate.lab import dns_servers, pods, world_releases
 from coder_migrate.lab.build import LabBinaries, built_binaries
 from coder_migrate.lab.clusters import KwokClusters, start_all, write_kubeconfig
 from coder_migrate.lab.paths import CacheLayout, StateLayout
@@ -283,6 +283,10 @@ class Lab:
                 future.result()
         self._wait_coderd(settings, manifest.services["coderd"])
         self._ensure_pods(manifest)
+        if settings.world is not None:
+            # After the pods service: the emulator follows the primary release from here on.
+            token = self.state.coder_token.read_text(encoding="utf-8").strip()
+            world_releases.install_world(settings, str(state.kubeconfig), token)
 
     def _ensure_pods(self, manifest: LabManifest) -> None:
         """Start the region pods supervisor unless it runs (a lab started before it existed
@@ -472,9 +476,10 @@ class Lab:
 
 
 def _describe(settings: LabSettings) -> str:
+    world = f"; world {settings.world}" if settings.world else ""
     return (
         f"regions {', '.join(settings.regions)}; port offset {settings.port_offset}; "
-        f"coder {settings.coder_mode}"
+        f"coder {settings.coder_mode}{world}"
     )
 
 

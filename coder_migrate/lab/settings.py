@@ -32,6 +32,9 @@ CODERD_PORT: Final = 17080
 
 CoderMode = Literal["v1.21", "v1.20", "v2", "v2-unlicensed"]
 CODER_MODES: Final = ("v1.21", "v1.20", "v2", "v2-unlicensed")
+#: Worlds ``lab up --world`` installs (coder_migrate/lab/world_releases.py).
+World = Literal["v1.20"]
+WORLDS: Final = ("v1.20",)
 
 
 def region_names(count: int) -> list[str]:
@@ -66,13 +69,21 @@ class LabSettings(BaseModel):
     regions: tuple[str, ...]
     port_offset: int = 0
     coder_mode: CoderMode = "v1.21"
+    #: The world ``lab up`` installs: None (the emulator's seed only) or ``v1.20`` (the
+    #: releases of a Coder 1.20 deployment before the migration; the emulator starts as 1.20).
+    world: World | None = None
 
     @classmethod
     def create(
-        cls, regions: int = 3, port_offset: int = 0, coder_mode: CoderMode = "v1.21"
+        cls,
+        regions: int = 3,
+        port_offset: int = 0,
+        coder_mode: CoderMode = "v1.21",
+        world: World | None = None,
     ) -> LabSettings:
         return cls(
-            regions=tuple(region_names(regions)), port_offset=port_offset, coder_mode=coder_mode
+            regions=tuple(region_names(regions)), port_offset=port_offset,
+            coder_mode="v1.20" if world == "v1.20" else coder_mode, world=world,
         )
 
     @property

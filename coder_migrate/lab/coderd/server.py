@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import signal
 import socket
 from pathlib import Path
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 from coder_migrate.errors import ConfigError, PortBusy
 from coder_migrate.lab.coderd.app_auth import AppAuthRedirect
 from coder_migrate.lab.coderd.config import EmulatorConfig, FaultRule, Mode
-from coder_migrate.lab.coderd.core import ApiError, Emulator, error_response
+from coder_migrate.lab.coderd.core import ApiError, Emulator, error_response, token_hash
 from coder_migrate.lab.coderd.release import mode_for_release
 from coder_migrate.lab.coderd.store import Store
 from coder_migrate.lab.coderd.v1_api import V1Api
@@ -140,6 +141,7 @@ class EmulatorServer:
         r.add_post("/emulator/users/{username}/tokens", self.admin_user_token)
         r.add_get("/emulator/agents", self.admin_agents)
         r.add_put("/emulator/release", self.admin_release)
+        r.add_post("/emulator/providers/{name}/envproxy-token", self.admin_envproxy_token)
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -229,6 +231,18 @@ class EmulatorServer:
     async def admin_agents(self, request: web.Request) -> web.Response:
         self.emu.require_admin(request)
         return web.json_response({"agents": self.emu.all_agent_addresses()})
+
+    async def admin_envproxy_token(self, request: web.Request) -> web.Response:
+        """A new envproxy token for the workspace provider: what ``coder providers create``
+        prints for ``helm ... --set envproxy.token=`` (V1 §4); an earlier one stops working."""
+        self.emu.require_admin(request)
+        provider = self.store.find("provider", name=request.match_info["name"])
+        if provider is None:
+            raise ApiError(404, "workspace provider not found")
+        token = secrets.token_urlsafe(32)
+        provider["envproxy_token_hash"] = token_hash(token)
+        self.store.put("provider", provider)
+        return web.json_response({"envproxy_token": token}, status=201)
 
     async def admin_release(self, request: web.Request) -> web.Response:
         """Play the primary release VERSION (the lab follows the primary's Deployment): a
