@@ -4,7 +4,7 @@ where the lab plays it.
 The mode is the container's args, as the real images take it: ``coderd replica`` is a Coder v1
 satellite (coder/coder 1.21.0 with ``coderd.satellite.enable``), ``wsproxy server`` a Coder v2
 workspace proxy (coder-v2/coder with ``coder.workspaceProxy``), ``envproxy run`` a Coder v1
-envproxy (coder/workspace-provider, not played yet); ``coderd run`` and ``server`` are
+envproxy (coder/workspace-provider); ``coderd run`` and ``server`` are
 primaries, which the lab does not run: its primary is the Coder emulator, which follows the
 version of the lab's primary release (:func:`primary_version`). The env is
 resolved as the kubelet resolves it (``envFrom`` Secrets, then ``env`` in order with ``$(VAR)``
@@ -57,11 +57,15 @@ NODE_ALLOCATABLE = {"cpu": "1k", "memory": "1Ti", "ephemeral-storage": "1Ti"}
 #: The host's environment a child keeps (a pod gets none of it; Python needs these).
 _HOST_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "VIRTUAL_ENV", "TMPDIR")
 #: Where each mode's image reads its own access URL (the chart's env names).
-_ACCESS_URL_ENV = {"satellite": "CODER_SATELLITE_ACCESS_URL", "workspace-proxy": "CODER_ACCESS_URL"}
+_ACCESS_URL_ENV = {
+    "satellite": "CODER_SATELLITE_ACCESS_URL",
+    "workspace-proxy": "CODER_ACCESS_URL",
+    "envproxy": "ENVPROXY_ACCESS_URL",
+}
 _SHELLS = frozenset({"sh", "bash", "/bin/sh", "/bin/bash"})
 
 PodMode = Literal["satellite", "workspace-proxy", "envproxy", "primary"]
-PlayedMode = Literal["satellite", "workspace-proxy"]
+PlayedMode = Literal["satellite", "workspace-proxy", "envproxy"]
 SecretLookup = Callable[[str, str], Mapping[str, str] | None]
 
 
@@ -99,7 +103,7 @@ def container_mode(container: Mapping[str, Any]) -> PodMode | None:
 
 
 def is_proxy_pod(container: Mapping[str, Any]) -> bool:
-    """A container the lab plays: a v1 satellite or a v2 workspace proxy."""
+    """A container the lab plays: a v1 satellite or envproxy, or a v2 workspace proxy."""
     return container_mode(container) in _ACCESS_URL_ENV
 
 

@@ -1,12 +1,14 @@
-"""The lab's region pods: each satellite / workspace-proxy Deployment played by the bundled proxy.
+"""The lab's region pods: each satellite / envproxy / workspace-proxy Deployment played by the
+bundled proxy.
 
 kwok simulates pods but runs nothing, so a region's ``coderd`` (coder/coder 1.21.0 running
 ``coderd replica``) or ``coder`` (coder-v2/coder running ``wsproxy server``) would never
 answer. This supervisor (a kubelet for just these pods) makes them real: every tick it lists
 the Deployments of each region cluster, picks the containers whose args the real images run
-as a satellite or a workspace proxy, resolves their env as the kubelet would
-(``coder_migrate.lab.pod_spec``) and runs one ``python -m coder_migrate.proxy`` per
-Deployment with replicas > 0, with exactly that env and the mode the args chose.
+as a satellite, an envproxy (coder/workspace-provider) or a workspace proxy, resolves their
+env as the kubelet would (``coder_migrate.lab.pod_spec``) and runs one
+``python -m coder_migrate.proxy`` per Deployment with replicas > 0, with exactly that env and
+the mode the args chose.
 
 One lab process plays pod, Service and load balancer at once: instead of the pod's
 ``0.0.0.0:8080`` it listens on the host and port of the pod's access URL

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -345,6 +346,11 @@ class Lab:
             "--token-file",
             str(self.state.coder_token),
         ]
+        if settings.world is not None:
+            seed = self.state.service_dir("coderd") / "world-seed.json"
+            seed.parent.mkdir(parents=True, exist_ok=True)
+            seed.write_text(json.dumps(world_releases.emulator_seed(settings), indent=2) + "\n")
+            command += ["--config", str(seed)]
         ref, _ = spawn("coderd", command, self.state.logs / "coderd.log")
         return ref
 

@@ -29,12 +29,37 @@ from coder_migrate.lab.world import LabWorld, ProviderRelease, lab_world
 from coder_migrate.providers.helm import ChartSource, HelmClient
 from coder_migrate.providers.kube import KubeCluster
 
-__all__ = ["install_world"]
+__all__ = ["emulator_seed", "envproxy_access_url", "install_world"]
 
 EMULATOR_TIMEOUT_SECONDS = 10.0
+#: The port of the first region's first envproxy before ``--port-offset`` (the region's
+#: satellite or proxy is on 17081 of the same address).
+ENVPROXY_BASE_PORT = 17181
 #: What every lab install of these charts must set (coder_migrate/lab/charts/README.md):
 #: their own nginx ingress controller has a LoadBalancer Service, and the lab has none.
 _NO_DEFAULT_INGRESS = {"ingress": {"useDefault": False}}
+
+
+def envproxy_access_url(settings: LabSettings, region: str, provider_index: int) -> str:
+    """Where the lab plays a provider's envproxy: the region's loopback address
+    (127.0.1.N, as its satellite) on a port of its own; moved by ``--port-offset``."""
+    number = settings.regions.index(region) + 1
+    port = ENVPROXY_BASE_PORT + settings.port_offset + (number - 1) + 100 * provider_index
+    return f"http://127.0.1.{number}:{port}"
+
+
+def emulator_seed(settings: LabSettings) -> dict[str, Any]:
+    """The emulator's ``--config`` for the world: the world's providers, each with the
+    envproxy access URL the lab plays it on (an envproxy must listen on loopback)."""
+    world = lab_world()
+    providers = [
+        {"name": provider.name,
+         "envproxy_access_url": envproxy_access_url(settings, region, index),
+         "devurl_host": f"*.{provider.name}.coder.lab.internal"}
+        for region in settings.regions if region in world.regions
+        for index, provider in enumerate(world.regions[region].providers)
+    ]
+    return {"regions": list(settings.regions), "providers": providers}
 
 
 def _chart(name: StandInChart) -> ChartSource:

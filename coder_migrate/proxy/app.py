@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from coder_migrate import __version__
 from coder_migrate.errors import CoderAPIError, ProxyError
 from coder_migrate.providers.coder import satellite_key
-from coder_migrate.providers.coder.v1 import CoderV1SatelliteClient
+from coder_migrate.providers.coder.v1 import CoderV1EnvproxyClient, CoderV1SatelliteClient
 from coder_migrate.providers.coder.v2 import CoderV2Client, CoderV2ProxyClient
 from coder_migrate.proxy.auth import V1AppResolver, V2AppResolver
 from coder_migrate.proxy.config import ProxySettings
@@ -336,6 +336,10 @@ class _Upstreams:
 
 
 async def _upstreams(settings: ProxySettings, health: HealthState) -> _Upstreams:
+    if settings.mode == "envproxy":
+        # Workspace traffic only (ASSUMED): nothing is forwarded to the primary.
+        envproxy = CoderV1EnvproxyClient(settings.primary_access_url, settings.envproxy_token)
+        return _Upstreams(resolver=V1AppResolver(envproxy, primary_url=settings.primary_access_url))
     if settings.mode == "satellite":
         pem = load_satellite_key(settings)
         public = satellite_key.public_key_pem(pem)

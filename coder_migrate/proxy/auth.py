@@ -27,7 +27,11 @@ from coder_migrate.providers.coder.app_tokens import (
 )
 from coder_migrate.providers.coder.models_v1 import V1User
 from coder_migrate.providers.coder.models_v2 import AgentAddress, CryptoKey
-from coder_migrate.providers.coder.v1 import CoderV1Client, CoderV1SatelliteClient
+from coder_migrate.providers.coder.v1 import (
+    CoderV1Client,
+    CoderV1EnvproxyClient,
+    CoderV1SatelliteClient,
+)
 from coder_migrate.providers.coder.v2 import CoderV2ProxyClient, signed_token_from
 from coder_migrate.proxy.http1 import RequestHead
 from coder_migrate.proxy.responses import Answer, Target
@@ -414,16 +418,18 @@ _V1_CACHE_SECONDS = 30.0
 
 
 class V1AppResolver:
-    """Authorises app traffic for a Coder v1 satellite (ASSUMED flow, docs/coder-emulator.md).
+    """Authorises app traffic for a Coder v1 satellite or envproxy (ASSUMED flow,
+    docs/coder-emulator.md).
 
     The user's session (cookie ``session_token`` or header ``Session-Token``) is checked with
     the primary's ``/api/v0/users/me``; the workspace's address comes from the satellite
-    endpoints, signed with the satellite key; only the owner or a site admin gets through.
+    endpoints, signed with the satellite key (an envproxy's, with its provider's token); only
+    the owner or a site admin gets through.
     """
 
     def __init__(
         self,
-        satellite: CoderV1SatelliteClient,
+        satellite: CoderV1SatelliteClient | CoderV1EnvproxyClient,
         *,
         primary_url: str,
         clock: Callable[[], float] = time.time,

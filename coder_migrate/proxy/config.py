@@ -5,9 +5,11 @@ The names are Coder's (seed 003, ``coder wsproxy server``): ``CODER_PRIMARY_ACCE
 ``CODER_HTTP_ADDRESS``, ``CODER_TLS_*``, ``CODER_PROMETHEUS_*``. Settings of this proxy only
 (mode, workers, limits, satellite key file) are ``CODER_PROXY_*``. The names coder/coder
 1.21.0 gives a satellite (``CODER_SATELLITE_ACCESS_URL``, ``CODER_SATELLITE_PRIVATE_KEY``,
-``DEVURL_HOST``; ``CODER_PRIMARY_ACCESS_URL`` is Coder's own) are read too, so a pod's env
-runs the proxy as it is (the lab's region pods, docs/lab.md); an env with a satellite's access
-URL or key and no ``CODER_PROXY_MODE`` is a satellite. Everything is checked before the
+``DEVURL_HOST``; ``CODER_PRIMARY_ACCESS_URL`` is Coder's own) and coder/workspace-provider
+gives an envproxy (``ENVPROXY_ACCESS_URL``, ``CEMANAGER_ACCESS_URL``, ``CEMANAGER_TOKEN``) are
+read too, so a pod's env runs the proxy as it is (the lab's region pods, docs/lab.md); an env
+with a satellite's access URL or key and no ``CODER_PROXY_MODE`` is a satellite, one with an
+envproxy's access URL or token an envproxy. Everything is checked before the
 server starts; a bad value is one :class:`~coder_migrate.errors.ConfigError` line naming the
 setting, where it came from and what was expected. Secrets are never echoed.
 """
@@ -39,7 +41,8 @@ __all__ = [
 ]
 
 DEFAULT_ENV_FILE = Path("/etc/coder.d/coder-workspace-proxy.env")
-ProxyMode = Literal["workspace-proxy", "satellite"]
+ProxyMode = Literal["workspace-proxy", "satellite", "envproxy"]
+_MODES = ("workspace-proxy", "satellite", "envproxy")
 TlsClientAuth = Literal["none", "request", "require-any", "verify-if-given", "require-and-verify"]
 _TLS_CLIENT_AUTH = ("none", "request", "require-any", "verify-if-given", "require-and-verify")
 _TOKEN_RE = re.compile(r"^[0-9a-fA-F-]{36}:[0-9a-f]{64}$")
@@ -66,6 +69,7 @@ SETTINGS: dict[str, str] = {
     "disable_path_apps": "CODER_DISABLE_PATH_APPS",
     "satellite_private_key": "CODER_SATELLITE_PRIVATE_KEY",
     "satellite_private_key_file": "CODER_PROXY_SATELLITE_KEY_FILE",
+    "envproxy_token": "CODER_PROXY_ENVPROXY_TOKEN",
     "workers": "CODER_PROXY_WORKERS",
     "max_head_bytes": "CODER_PROXY_MAX_HEAD_BYTES",
     "max_headers": "CODER_PROXY_MAX_HEADERS",
@@ -83,13 +87,18 @@ SETTINGS: dict[str, str] = {
 # fallbacks so the proxy runs with a pod's env as the chart renders it (docs/proxy.md "Chart
 # env names").
 _ALIASES = {
-    "access_url": ("CODER_SATELLITE_ACCESS_URL",),
+    "access_url": ("CODER_SATELLITE_ACCESS_URL", "ENVPROXY_ACCESS_URL"),
     "wildcard_access_url": ("DEVURL_HOST",),
+    # coder/workspace-provider's envproxy (templates/envproxy.yaml): its primary and token.
+    "primary_access_url": ("CEMANAGER_ACCESS_URL",),
+    "envproxy_token": ("CEMANAGER_TOKEN",),
 }
 # Variables only a Coder v1 satellite (`coderd replica`) reads: without CODER_PROXY_MODE they
 # make the mode satellite; otherwise it is workspace-proxy, what `wsproxy server` runs.
 _SATELLITE_ONLY_ENV = ("CODER_SATELLITE_ACCESS_URL", "CODER_SATELLITE_PRIVATE_KEY")
-_SECRET_SETTINGS = frozenset({"proxy_session_token", "satellite_private_key"})
+# Variables only an envproxy (`envproxy run`) reads: without CODER_PROXY_MODE, envproxy.
+_ENVPROXY_ONLY_ENV = ("ENVPROXY_ACCESS_URL", "CEMANAGER_TOKEN")
+_SECRET_SETTINGS = frozenset({"proxy_session_token", "satellite_private_key", "envproxy_token"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +136,7 @@ class ProxySettings:
     disable_path_apps: bool = False
     satellite_private_key: str = field(default="", repr=False)
     satellite_private_key_file: Path | None = None
+    envproxy_token: str = field(default="", repr=False)
     workers: int = 1
     limits: Limits = field(default_factory=Limits)
     hardening: Hardening = field(default_factory=lambda: Hardening())
@@ -310,6 +320,8 @@ def _wildcard(reader: _Reader) -> str:
 
 
 def _default_mode(reader: _Reader) -> str:
+    if any(reader.variable(name) for name in _ENVPROXY_ONLY_ENV):
+        return "envproxy"
     satellite = any(reader.variable(name) for name in _SATELLITE_ONLY_ENV)
     return "satellite" if satellite else "workspace-proxy"
 
@@ -327,8 +339,8 @@ def load_settings(
     reader = _Reader(flags or {}, environ, file_values, file_name)
 
     mode = reader.text("mode", _default_mode(reader))
-    if mode not in ("workspace-proxy", "satellite"):
-        raise reader.fail("mode", "workspace-proxy or satellite", mode)
+    if mode not in _MODES:
+        raise reader.fail("mode", "workspace-proxy, satellite or envproxy", mode)
     primary = reader.url("primary_access_url", required=True)
     token = reader.text("proxy_session_token")
     if mode == "workspace-proxy" and not _TOKEN_RE.match(token):
@@ -352,7 +364,7 @@ def load_settings(
     if workers > 64:
         raise reader.fail("workers", "at most 64 worker processes", str(workers))
     return ProxySettings(
-        mode=mode,  # type: ignore[arg-type]  # checked against the two modes above
+        mode=mode,  # type: ignore[arg-type]  # checked against the modes above
         primary_access_url=primary,
         proxy_session_token=token,
         access_url=access_url,
@@ -367,6 +379,7 @@ def load_settings(
         disable_path_apps=reader.boolean("disable_path_apps", False),
         satellite_private_key=satellite_key,
         satellite_private_key_file=satellite_key_file,
+        envproxy_token=_envproxy_token(reader, mode),
         workers=workers,
         limits=limits,
         hardening=read_hardening(reader),
@@ -421,6 +434,14 @@ def _env_file_values(env_file: Path | None) -> tuple[dict[str, str], str]:
         # itself is root's (0600), and the service user need not read it.
         return parse_env_file(DEFAULT_ENV_FILE), str(DEFAULT_ENV_FILE)
     return {}, str(DEFAULT_ENV_FILE)
+
+
+def _envproxy_token(reader: _Reader, mode: str) -> str:
+    token = reader.text("envproxy_token")
+    if mode == "envproxy" and not token:
+        raise reader.fail("envproxy_token", "the provider's envproxy token (envproxy.token of "
+                          "coder/workspace-provider, from `coder providers create`) (required)")
+    return token
 
 
 def _satellite_key(reader: _Reader, mode: str) -> tuple[str, Path | None]:

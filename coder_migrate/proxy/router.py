@@ -58,7 +58,7 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 class RouteTable:
     """What routing needs to know about this proxy (from its settings)."""
 
-    mode: Literal["workspace-proxy", "satellite"]
+    mode: Literal["workspace-proxy", "satellite", "envproxy"]
     wildcard_suffix: str = ""  # ".apps.example.com" or "--apps.example.com"; "" = off
     path_apps: bool = True
 
@@ -245,6 +245,15 @@ _LOCAL_SATELLITE = {
     health_path("v1"): Local("healthz", health_path("v1")),
     "/api/private/satellites/key": Local("satellite-key", "/api/private/satellites/key"),
 }
+_LOCAL = {"workspace-proxy": _LOCAL_PROXY, "satellite": _LOCAL_SATELLITE, "envproxy": _LOCAL_BOTH}
+# What is not an app, a terminal or a local path: a satellite forwards it to the primary, a
+# workspace proxy sends the browser to the dashboard, an envproxy serves workspaces only
+# (ASSUMED, docs/proxy.md).
+_OTHER: dict[str, Decision] = {
+    "workspace-proxy": _DASHBOARD,
+    "satellite": _FORWARD,
+    "envproxy": Reject(404, "an envproxy serves workspace apps only", "/{other}"),
+}
 _NOT_ALLOWED = {
     local.kind: Reject(405, "method not allowed", local.metric_path)
     for local in (*_LOCAL_PROXY.values(), *_LOCAL_SATELLITE.values())
@@ -268,15 +277,14 @@ def route(head: RequestHead, table: RouteTable) -> Decision:
         decision = _agent_route(head, path)
         if decision is not None:
             return decision
-    satellite = table.mode == "satellite"
-    local = (_LOCAL_SATELLITE if satellite else _LOCAL_PROXY).get(path)
+    local = _LOCAL[table.mode].get(path)
     if local is not None:
         if head.method not in _READ_METHODS and local.kind != "latency-check":
             return _NOT_ALLOWED[local.kind]
         return local
     if path == "/derp" or path.startswith("/derp/"):
         return _DERP
-    return _FORWARD if satellite else _DASHBOARD
+    return _OTHER[table.mode]
 
 
 def terminal_query(query: str) -> str:

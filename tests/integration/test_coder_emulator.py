@@ -212,3 +212,32 @@ def test_busy_port_is_reported(coderd_v1: CoderEmulator, tmp_path: Path) -> None
     assert result.returncode == 4
     assert f"cannot listen on 127.0.0.1:{coderd_v1.port}" in result.stderr
     assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
+
+
+def test_an_envproxy_finds_the_workspaces_of_its_own_provider_only(
+    coderd_v1_20: CoderEmulator,
+) -> None:
+    """The envproxy contract (ASSUMED, docs/coder-emulator.md): the token the lab issued
+    for a provider (what `coder providers create` prints) finds that provider's workspaces."""
+    issued = coderd_v1_20.admin("POST", "/emulator/providers/us-east/envproxy-token")
+    assert issued.status_code == 201
+    token = issued.json()["envproxy_token"]
+    lookup = f"{coderd_v1_20.url}/api/private/envproxy/workspaces"
+
+    def find(name: str, envproxy_token: str) -> httpx.Response:
+        return httpx.get(lookup, params={"owner": "platform-bot", "name": name},
+                         headers={"Envproxy-Token": envproxy_token}, timeout=5)
+
+    found = find("migration-check-us-east", token)
+    assert found.status_code == 200
+    address = found.json()
+    assert (address["workspace_name"], address["owner"]) == ("migration-check-us-east",
+                                                             "platform-bot")
+    by_id = httpx.get(f"{lookup}/{address['workspace_id']}", timeout=5,
+                      headers={"Envproxy-Token": token})
+    assert by_id.json()["agent_id"] == address["agent_id"]
+    assert find("migration-check-eu-west", token).status_code == 404  # another provider's
+    assert find("migration-check-us-east", "forged").status_code == 401
+    # A new token replaces the old one.
+    coderd_v1_20.admin("POST", "/emulator/providers/us-east/envproxy-token")
+    assert find("migration-check-us-east", token).status_code == 401

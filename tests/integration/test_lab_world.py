@@ -27,7 +27,7 @@ from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LabSettings
 from coder_migrate.lab.tools import helm_binary
 from tests.fixtures.lab import Helm, kube_api
-from tests.helpers import REPO, PrivateLab
+from tests.helpers import REPO, PrivateLab, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,44 @@ def envproxy_env(kubeconfig: Path, context: str, namespace: str) -> dict[str, st
         deployment = kube_client.AppsV1Api(api).read_namespaced_deployment("envproxy", namespace)
     container = deployment.spec.template.spec.containers[0]
     return {e.name: e.value for e in container.env if e.value is not None}
+
+
+def reach_through_envproxies(state: StateLayout, admin: dict[str, str], topology: Any,
+                             pool_by_name: dict[str, dict[str, Any]]) -> None:
+    """Each region's test workspace app answers through its provider's envproxy, for the
+    owner's session only; the lab plays one envproxy per region."""
+    session = httpx.post(f"{CODER}/emulator/users/platform-bot/tokens", headers=admin,
+                         timeout=5).json()["session_token"]
+    for region in topology.regions:
+        assert region.test_workspace is not None
+        pool = pool_by_name[region.workspace_providers[0].name]
+        name, owner = region.test_workspace.name, region.test_workspace.owner
+        host = f"code-server--main--{name}--{owner}" + pool["devurl_host"].removeprefix("*")
+        url = f"{pool['envproxy_access_url']}/hello?from={region.name}"
+        response = wait_for(
+            lambda url=url, host=host: httpx.get(
+                url, headers={"Host": host, "Session-Token": session}, timeout=5
+            ).raise_for_status(),
+            f"{name}'s app through {region.name}'s envproxy", 30.0,
+        )
+        echoed = response.json()
+        assert (echoed["path"], echoed["query"]) == ("/hello", f"from={region.name}")
+        assert session not in str(echoed["headers"])
+        anonymous = httpx.get(url, headers={"Host": host}, timeout=5)
+        assert anonymous.status_code == 303  # to the primary's login
+    pods = json.loads(state.pods_state.read_text())["pods"]
+    assert sorted((p["cluster"], p["mode"]) for p in pods) == sorted(
+        (r.name, "envproxy") for r in topology.regions
+    )
+    # An envproxy knows the workspaces of its own provider only.
+    first, second = topology.regions[0], topology.regions[1]
+    assert second.test_workspace is not None
+    pool = pool_by_name[first.workspace_providers[0].name]
+    host = (f"code-server--main--{second.test_workspace.name}--{second.test_workspace.owner}"
+            + pool["devurl_host"].removeprefix("*"))
+    other = httpx.get(f"{pool['envproxy_access_url']}/hello",
+                      headers={"Host": host, "Session-Token": session}, timeout=5)
+    assert other.status_code == 404
 
 
 def test_lab_up_world_v1_20_is_the_world_inventories_lab_describes(
@@ -120,6 +158,10 @@ def test_lab_up_world_v1_20_is_the_world_inventories_lab_describes(
         assert found[0]["user_id"] == users[test_workspace.owner]
         provider_ids = {pool_by_name[p.name]["id"] for p in region.workspace_providers}
         assert found[0]["resource_pool_id"] in provider_ids
+
+    # Workspaces are reachable as before the migration: through their provider's envproxy,
+    # which the lab plays from the release's Deployment.
+    reach_through_envproxies(state, admin, topology, pool_by_name)
 
     # Again: the running world is reused, nothing is installed a second time.
     again, _ = lab_up(private_lab, "--world", "v1.20")

@@ -212,10 +212,11 @@ def test_the_mode_is_the_args_the_real_images_take() -> None:
     )
     assert container_mode({"command": ["/entrypoint.sh"], "args": ["coderd", "run"]}) == "primary"
     assert container_mode({"command": ["/opt/coder"], "args": ["server"]}) == "primary"
-    # What follows the program in command + args: an envproxy, which the lab does not play.
+    # What follows the program in command + args: coder/workspace-provider's envproxy
+    # (workspace-providers-envproxy-only templates/envproxy.yaml: /entrypoint.sh envproxy run).
     envproxy = {"command": ["/entrypoint.sh", "envproxy", "run"]}
     assert container_mode(envproxy) == "envproxy"
-    assert not is_proxy_pod(envproxy)
+    assert is_proxy_pod(envproxy)
     # The invented flag of the old stand-in turns nothing on: the args decide.
     assert not is_proxy_pod({"env": [{"name": "CODER_SATELLITE_ENABLE", "value": "true"}]})
     assert plan_pod("eu-west", deployment({"args": ["server"]}), lookup) is None

@@ -87,7 +87,7 @@ def test_flags_beat_environment_which_beats_the_env_file(tmp_path: Path) -> None
         ),
         (
             {**BASE, "CODER_PROXY_MODE": "relay"},
-            "CODER_PROXY_MODE (environment): expected workspace-proxy or satellite",
+            "CODER_PROXY_MODE (environment): expected workspace-proxy, satellite or envproxy",
         ),
         (
             {**BASE, "CODER_PROXY_IDLE_TIMEOUT": "-3"},
@@ -158,3 +158,30 @@ def test_satellite_mode_needs_no_token(tmp_path: Path) -> None:
     )
     assert settings.mode == "satellite"
     assert settings.access_url == "https://eu.example.com"
+
+
+def test_an_envproxy_pod_env_runs_the_envproxy_mode() -> None:
+    """The env coder/workspace-provider gives its envproxy (workspace-providers-envproxy-only
+    templates/envproxy.yaml: ENVPROXY_ACCESS_URL, CEMANAGER_ACCESS_URL, CEMANAGER_TOKEN,
+    DEVURL_HOST) is enough: the mode, the primary, the token and the wildcard come from it."""
+    settings = load({
+        "ENVPROXY_ACCESS_URL": "http://127.0.1.1:17181",
+        "CEMANAGER_ACCESS_URL": "http://127.0.0.1:17080",
+        "CEMANAGER_TOKEN": "provider-secret-token",
+        "DEVURL_HOST": "*.us-east.coder.lab.internal",
+    })
+    assert settings.mode == "envproxy"
+    assert settings.access_url == "http://127.0.1.1:17181"
+    assert settings.primary_access_url == "http://127.0.0.1:17080"
+    assert settings.envproxy_token == "provider-secret-token"
+    assert settings.wildcard_suffix == ".us-east.coder.lab.internal"
+    assert "provider-secret-token" not in repr(settings)
+
+
+def test_an_envproxy_without_its_token_is_refused() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load({"CODER_PROXY_MODE": "envproxy", "CEMANAGER_ACCESS_URL": "http://127.0.0.1:17080",
+              "ENVPROXY_ACCESS_URL": "http://127.0.1.1:17181"})
+    assert str(refused.value).startswith(
+        "CODER_PROXY_ENVPROXY_TOKEN (not set): expected the provider's envproxy token"
+    )

@@ -17,6 +17,7 @@ from coder_migrate.proxy.router import (
 
 PROXY = RouteTable(mode="workspace-proxy", wildcard_suffix=".apps.eu.example.com")
 SATELLITE = RouteTable(mode="satellite", wildcard_suffix=".apps.eu.example.com")
+ENVPROXY = RouteTable(mode="envproxy", wildcard_suffix=".apps.eu.example.com")
 AGENT_ID = "8c1a6f0e-3b1d-4c7e-9a55-2f4be0c3d111"
 
 
@@ -237,6 +238,16 @@ def test_satellite_forwards_everything_else_to_the_primary() -> None:
 def test_satellite_still_relays_apps_itself() -> None:
     decision = route(head("/", "app--main--dev--alice.apps.eu.example.com"), SATELLITE)
     assert isinstance(decision, AppRoute)
+
+
+def test_envproxy_relays_apps_and_answers_its_health_only() -> None:
+    decision = route(head("/", "app--main--dev--alice.apps.eu.example.com"), ENVPROXY)
+    assert isinstance(decision, AppRoute)
+    # workspace-providers-envproxy-only templates/envproxy.yaml probes localhost:8080/healthz.
+    assert route(head("/healthz"), ENVPROXY) == Local("healthz", "/healthz")
+    for path in ("/api/v0/users/me", "/api/private/satellites/key", "/"):
+        other = route(head(path), ENVPROXY)
+        assert isinstance(other, Reject) and other.status == 404, path
 
 
 def test_derp_is_refused() -> None:

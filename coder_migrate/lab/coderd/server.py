@@ -23,6 +23,7 @@ from coder_migrate.lab.coderd.core import ApiError, Emulator, error_response, to
 from coder_migrate.lab.coderd.release import mode_for_release
 from coder_migrate.lab.coderd.store import Store
 from coder_migrate.lab.coderd.v1_api import V1Api
+from coder_migrate.lab.coderd.v1_envproxy import V1Envproxy
 from coder_migrate.lab.coderd.v2_api import V2Api
 
 __all__ = ["EmulatorServer", "parse_listen", "serve"]
@@ -90,6 +91,7 @@ class EmulatorServer:
         self._admin_routes(app)
         if self.emu.is_v1:
             self.v1.routes(app)
+            V1Envproxy(self.emu).routes(app)
         else:
             AppAuthRedirect(self.emu).routes(app)  # first: it is the route that answers
             self.v2.routes(app)

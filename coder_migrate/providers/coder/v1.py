@@ -44,13 +44,21 @@ from coder_migrate.providers.coder.transport import (
     path_of,
 )
 
-__all__ = ["SATELLITE_MIN_VERSION", "CoderV1Client", "CoderV1SatelliteClient"]
+__all__ = [
+    "ENVPROXY_TOKEN_HEADER",
+    "SATELLITE_MIN_VERSION",
+    "CoderV1Client",
+    "CoderV1EnvproxyClient",
+    "CoderV1SatelliteClient",
+]
 
 log = logging.getLogger("coder_migrate.providers.coder")
 
 #: Satellites and per-provider Networking v2 exist from this version on (reference §3, §4).
 SATELLITE_MIN_VERSION = (1, 21)
 _SATELLITE_KEY_PATH = "/api/private/satellites/key"
+#: How an envproxy shows the primary its provider's token (ASSUMED, docs/coder-emulator.md).
+ENVPROXY_TOKEN_HEADER = "Envproxy-Token"  # noqa: S105 - a header name
 # The websockets library logs handshake headers (the session token) at DEBUG: keep it quiet.
 _quiet_ws_logger = logging.getLogger("coder_migrate.providers.coder.websocket")
 _quiet_ws_logger.disabled = True
@@ -336,19 +344,20 @@ class CoderV1Client(TransportClient):
         )
 
 
-class CoderV1SatelliteClient(TransportClient):
-    """What a registered satellite asks the primary, signed with its private key (ASSUMED)."""
+class _WorkspaceAddresses(TransportClient):
+    """Where a workspace's agent is, as a proxy in front of workspaces asks the primary
+    (ASSUMED, docs/coder-emulator.md): under *prefix*, authenticated by :meth:`_headers`."""
+
+    _prefix = ""
 
     def __init__(
         self,
         base_url: str,
-        private_key_pem: str,
         *,
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self._private_key_pem = private_key_pem
         self._http = CoderTransport(
             base_url,
             auth_headers={},
@@ -358,15 +367,44 @@ class CoderV1SatelliteClient(TransportClient):
             transport=transport,
         )
 
-    async def _signed_get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        headers = sign_satellite_request(self._private_key_pem, "GET", path_of(path))
-        return await self._http.json("GET", path, params=params, headers=headers)
+    def _headers(self, path: str) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        return await self._http.json("GET", path, params=params, headers=self._headers(path))
 
     async def workspace_address(self, workspace_id: str) -> AgentAddress:
-        path = f"/api/private/satellites/me/workspaces/{workspace_id}"
-        return parse_model(AgentAddress, await self._signed_get(path), "GET", path)
+        path = f"{self._prefix}/{workspace_id}"
+        return parse_model(AgentAddress, await self._get(path), "GET", path)
 
     async def find_workspace_address(self, owner: str, name: str) -> AgentAddress:
-        path = "/api/private/satellites/me/workspaces"
-        body = await self._signed_get(path, {"owner": owner, "name": name})
+        path = self._prefix
+        body = await self._get(path, {"owner": owner, "name": name})
         return parse_model(AgentAddress, body, "GET", path)
+
+
+class CoderV1SatelliteClient(_WorkspaceAddresses):
+    """What a registered satellite asks the primary, signed with its private key (ASSUMED)."""
+
+    _prefix = "/api/private/satellites/me/workspaces"
+
+    def __init__(self, base_url: str, private_key_pem: str, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self._private_key_pem = private_key_pem
+
+    def _headers(self, path: str) -> dict[str, str]:
+        return dict(sign_satellite_request(self._private_key_pem, "GET", path_of(path)))
+
+
+class CoderV1EnvproxyClient(_WorkspaceAddresses):
+    """What a workspace provider's envproxy asks the primary, with the provider's envproxy
+    token (``envproxy.token``; ASSUMED): the address of a workspace on that provider."""
+
+    _prefix = "/api/private/envproxy/workspaces"
+
+    def __init__(self, base_url: str, envproxy_token: str, **options: Any) -> None:
+        super().__init__(base_url, **options)
+        self._envproxy_token = envproxy_token
+
+    def _headers(self, path: str) -> dict[str, str]:
+        return {ENVPROXY_TOKEN_HEADER: self._envproxy_token}
