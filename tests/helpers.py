@@ -32,6 +32,20 @@ def edit_yaml(path: Path, change: Callable[[dict[str, Any]], None]) -> None:
 
 
 LAB_INVENTORY = REPO / "inventories" / "lab"
+
+
+def fold_world_into_host_vars(inventory: Path) -> None:
+    """Move what the copied lab's world (``world.yml``, coder_migrate/lab/world.yml) sets per
+    host into that host's host_vars file, so a test edits every key of a host in one place.
+    The inventory Ansible reads is the same."""
+    world_file = inventory / "world.yml"
+    world = yaml.safe_load(world_file.read_text(encoding="utf-8"))
+    world_file.unlink()
+    for group in world["all"]["children"].values():
+        for host, host_world in group["hosts"].items():
+            edit_yaml(inventory / "host_vars" / f"{host}.yml",
+                      lambda data, host_world=host_world: data.update(
+                          {k: v for k, v in host_world.items() if k not in data}))
 # What inventories/lab gives every v1 release: coder/coder 1.21.0 renders a LoadBalancer
 # Service, and the lab has no load balancer.
 LAB_V1_SERVICE: dict[str, Any] = {"coderd": {"serviceSpec": {"type": "NodePort"}}}
@@ -63,6 +77,7 @@ def lab_inventory(
     """
     target = copy_inventory(destination, LAB_INVENTORY)
     target = target.rename(destination / f"lab-{tag}")
+    fold_world_into_host_vars(target)
     state = REPO / ".lab"
     charts = REPO / "coder_migrate" / "lab" / "charts"
     zone = "lab.coder-migrate.test"

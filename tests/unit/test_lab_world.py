@@ -71,3 +71,18 @@ def test_a_problem_with_a_world_key_names_the_world_file() -> None:
     sources = SourceMap(inventory, read_inventory_json(inventory))
     assert sources.file_for("eu-west", "coder_test_workspace.owner").endswith("lab/world.yml")
     assert sources.file_for("eu-west", "coder_geo").endswith("host_vars/eu-west.yml")
+
+
+def test_a_test_copy_of_the_lab_inventory_keeps_the_world_in_host_vars(tmp_path: Path) -> None:
+    """tests.helpers.lab_inventory moves world.yml's keys into host_vars, where the tests
+    edit them; Ansible reads the same inventory."""
+    from tests.helpers import lab_inventory
+
+    copy = lab_inventory(tmp_path, tag="w1", address_block=50)
+    assert not (copy / "world.yml").exists()
+    topology = load_topology(copy)
+    original = load_topology(REPO / "inventories" / "lab")
+    assert [(r.name, r.test_workspace, r.workspace_providers) for r in topology.regions] == [
+        (r.name, r.test_workspace, r.workspace_providers) for r in original.regions
+    ]
+    assert topology.primary.namespace == "coder-w1"  # the helper's own edit still wins
