@@ -242,7 +242,9 @@ def _env_lines(endpoints: LabEndpoints, cache: CacheLayout) -> str:
         f"export PDNS_API_URL={endpoints.powerdns_api_url}",
         f"export PDNS_API_KEY_FILE={endpoints.powerdns_api_key_file}",
         f"# kube contexts: {contexts}",
-        f"# Coder emulator ({endpoints.coder_mode}): {endpoints.coder_url}",
+        f"# Coder emulator ({endpoints.coder_mode}"
+        + (", then the primary release's version" if endpoints.coder_mode.startswith("v1") else "")
+        + f"): {endpoints.coder_url}",
         f"# PowerDNS: DNS {endpoints.powerdns_dns[0]}:{endpoints.powerdns_dns[1]}, "
         f"API {endpoints.powerdns_api_url} (server {endpoints.powerdns_server_id})",
         f"# BIND (RFC 2136, TSIG {endpoints.tsig_key_name} {endpoints.tsig_algorithm}): "
