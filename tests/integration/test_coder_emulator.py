@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.fixtures.coderd import CoderEmulator
+from tests.fixtures.coderd import CoderEmulator, EmulatorFactory
 
 pytestmark = pytest.mark.integration
 PATTERN = b"0123456789abcdef"
@@ -241,3 +242,30 @@ def test_an_envproxy_finds_the_workspaces_of_its_own_provider_only(
     # A new token replaces the old one.
     coderd_v1_20.admin("POST", "/emulator/providers/us-east/envproxy-token")
     assert find("migration-check-us-east", token).status_code == 401
+
+
+def test_playing_another_release_restarts_on_the_same_state_without_refusing_requests(
+    coderd_factory: EmulatorFactory,
+) -> None:
+    """PUT /emulator/release (docs/coder-emulator.md "Following the primary's release"): the
+    restart keeps the state and the listening socket; requests during it wait and are
+    answered, by the old or the new version, never refused."""
+    emulator = coderd_factory("v1.21")
+    session = emulator.user_token("platform-bot")
+    assert emulator.admin("PUT", "/emulator/release", {"version": "1.21.0"}).status_code == 200
+    for refused in ("1.19.0", "v2.15.0", ""):
+        answer = emulator.admin("PUT", "/emulator/release", {"version": refused})
+        assert answer.status_code == 400, refused
+    restarting = emulator.admin("PUT", "/emulator/release", {"version": "1.20.0"})
+    assert restarting.status_code == 202
+    assert restarting.json() == {"mode": "v1.20", "version": "1.20.0", "restarting": True}
+    seen: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        deadline = time.monotonic() + 15
+        while (not seen or seen[-1] != "1.20.0") and time.monotonic() < deadline:
+            me = client.get(f"{emulator.url}/api/v0/users/me",
+                            headers={"Session-Token": session})  # a refusal raises
+            assert me.status_code == 200 and me.json()["username"] == "platform-bot"
+            seen.append(me.headers["coder-version"])
+    assert seen[-1] == "1.20.0" and set(seen) <= {"1.21.0", "1.20.0"}
+    assert emulator.admin("GET", "/emulator/state").json()["mode"] == "v1.20"
