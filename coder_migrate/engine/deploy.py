@@ -40,6 +40,8 @@ from coder_migrate.engine.values import TokenSecret, release_values
 from coder_migrate.engine.world import ManagedSite, SiteState, World
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Primary, Region, Topology
+from coder_migrate.providers.coder import CoderVersion
+from coder_migrate.providers.coder.v1 import SATELLITE_MIN_VERSION
 from coder_migrate.providers.helm import ChartSource, chart_source, local_chart_version
 from coder_migrate.sensitive import mask
 
@@ -158,6 +160,13 @@ def _release_change(
 def _satellite_change(
     region: Region, state: SiteState, world: World, release: Change | None
 ) -> Change | None:
+    version = CoderVersion.parse(world.records.version)
+    if world.records.reachable and version.known_older_than(*SATELLITE_MIN_VERSION):
+        raise PlanError(
+            f"{region.name}: a satellite needs Coder 1.21 or newer on the primary, which runs "
+            f"{version.raw}: upgrade the primary to 1.21 first (apply --limit with the "
+            "primary's host only)"
+        )
     registered = world.records.satellites.get(region.name)
     common = {
         "id": change_id(region.name, KIND_SATELLITE, region.name), "region": region.name,

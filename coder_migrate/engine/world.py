@@ -32,6 +32,7 @@ from coder_migrate.providers.coder import (
     SatelliteKey,
     WorkspaceProxy,
 )
+from coder_migrate.providers.coder.v1 import SATELLITE_MIN_VERSION
 from coder_migrate.providers.helm import HelmClient, ReleaseState
 from coder_migrate.providers.kube import KubeCluster
 from coder_migrate.tasks import run_all
@@ -325,9 +326,16 @@ class Engine:
         try:
             if self.topology.generation == "v1":
                 async with self.coder_v1() as v1:
-                    version = (await v1.version()).raw
-                    satellites = {s.name: s for s in await v1.list_satellites()}
-                return PrimaryRecords(reachable=True, version=version, satellites=satellites)
+                    v1_version = await v1.version()
+                    # Coder 1.20 has no satellites (V1 §3): none is registered, and a plan
+                    # that would register one refuses (deploy.py) until the primary is 1.21.
+                    satellites = (
+                        {} if v1_version.known_older_than(*SATELLITE_MIN_VERSION)
+                        else {s.name: s for s in await v1.list_satellites()}
+                    )
+                return PrimaryRecords(
+                    reachable=True, version=v1_version.raw, satellites=satellites
+                )
             async with self.coder_v2() as v2:
                 version = (await v2.buildinfo()).version
                 # The primary lists itself as the proxy named "primary" (Coder's own name).

@@ -27,7 +27,7 @@ from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LabSettings
 from coder_migrate.lab.tools import helm_binary
 from tests.fixtures.lab import Helm, kube_api
-from tests.helpers import REPO, PrivateLab, wait_for
+from tests.helpers import REPO, PrivateLab, relocated_inventory, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -108,8 +108,24 @@ def reach_through_envproxies(state: StateLayout, admin: dict[str, str], topology
     assert other.status_code == 404
 
 
+def plan_primary_upgrade_first(lab: PrivateLab, tmp_path: Path) -> None:
+    inventory = relocated_inventory(REPO / "inventories" / "lab", tmp_path / "lab-inv", lab)
+    command = [str(Path(sys.executable).parent / "coder-migrate"), "plan", "-i", str(inventory)]
+    env = {**os.environ, **lab.environment(), "COLUMNS": "200"}
+    primary_only = subprocess.run([*command, "--limit", "primary"], env=env,
+                                  capture_output=True, text=True, timeout=300, check=False)
+    assert primary_only.returncode == 0, primary_only.stderr
+    assert "chart coder-1.20.0 -> coder-1.21.0" in primary_only.stdout
+    assert "satellite registration" not in primary_only.stdout
+    everything = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                                check=False)
+    assert everything.returncode != 0
+    assert "a satellite needs Coder 1.21 or newer on the primary, which runs 1.20.0: upgrade " \
+           "the primary to 1.21 first" in everything.stderr
+
+
 def test_lab_up_world_v1_20_is_the_world_inventories_lab_describes(
-    private_lab: PrivateLab,
+    private_lab: PrivateLab, tmp_path: Path,
 ) -> None:
     output, seconds = lab_up(private_lab, "--world", "v1.20")
     print(f"\nlab up --world v1.20: {seconds:.1f} s")
@@ -162,6 +178,10 @@ def test_lab_up_world_v1_20_is_the_world_inventories_lab_describes(
     # Workspaces are reachable as before the migration: through their provider's envproxy,
     # which the lab plays from the release's Deployment.
     reach_through_envproxies(state, admin, topology, pool_by_name)
+
+    # The first step of the migration can be planned: the primary's upgrade on its own; a
+    # plan with the regions names that step first (Coder 1.20 has no satellites).
+    plan_primary_upgrade_first(private_lab, tmp_path)
 
     # Again: the running world is reused, nothing is installed a second time.
     again, _ = lab_up(private_lab, "--world", "v1.20")

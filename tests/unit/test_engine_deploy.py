@@ -553,3 +553,23 @@ def test_a_sites_record_naming_a_provider_release_is_refused_not_uninstalled(
     world = World(sites=world.sites, records=world.records, managed={"gone": forged})
     with pytest.raises(PlanError, match="workspace-provider release kept for rollback"):
         deploy_waves(v1, world)
+
+
+def test_a_1_20_primary_is_upgraded_alone_and_satellites_wait_for_1_21(v1: Topology) -> None:
+    """Coder 1.20 has no satellites (V1 §3): its primary answers no satellite list, so the
+    primary's upgrade is planned on its own (the first step of the migration), and a plan
+    that would register a satellite on it refuses, naming the step to take first."""
+    world = World(
+        sites=empty_world(v1).sites,
+        records=PrimaryRecords(reachable=True, version="1.20.0"),
+        managed={},
+    )
+    waves, _ = deploy_waves(v1, world, limit=[v1.primary.name])
+    assert [w.name for w in waves] == ["primary"]
+    assert {c.region for w in waves for c in w.changes} == {v1.primary.name}
+    with pytest.raises(PlanError) as refused:
+        deploy_waves(v1, world)
+    assert str(refused.value) == (
+        "us-east: a satellite needs Coder 1.21 or newer on the primary, which runs 1.20.0: "
+        "upgrade the primary to 1.21 first (apply --limit with the primary's host only)"
+    )

@@ -54,6 +54,12 @@ class CoderVersion(_Model):
             return False
         return (self.major, self.minor) >= (major, minor)
 
+    def known_older_than(self, major: int, minor: int) -> bool:
+        """A version that names itself and is older (an unknown one is not known older)."""
+        return self.major is not None and self.minor is not None and not self.at_least(
+            major, minor
+        )
+
 
 class V1User(_Model):
     id: str
