@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from coder_migrate.errors import LabError
@@ -65,6 +65,8 @@ _ACCESS_URL_ENV = {
 _SHELLS = frozenset({"sh", "bash", "/bin/sh", "/bin/bash"})
 
 PodMode = Literal["satellite", "workspace-proxy", "envproxy", "primary"]
+PRIMARY_MODE: Final[PodMode] = "primary"
+"""A Coder primary's container (``coderd run``, ``server``): never played, only read."""
 PlayedMode = Literal["satellite", "workspace-proxy", "envproxy"]
 SecretLookup = Callable[[str, str], Mapping[str, str] | None]
 
@@ -98,7 +100,7 @@ def container_mode(container: Mapping[str, Any]) -> PodMode | None:
     if args[:2] == ["envproxy", "run"]:
         return "envproxy"
     if args[:2] == ["coderd", "run"] or args[:1] == ["server"]:
-        return "primary"
+        return PRIMARY_MODE
     return None
 
 
@@ -311,7 +313,7 @@ def primary_version(deployment: Mapping[str, Any]) -> str | None:
     if (deployment.get("spec") or {}).get("replicas", 1) == 0:
         return None
     for container in _containers(deployment):
-        if container_mode(container) == "primary":
+        if container_mode(container) == PRIMARY_MODE:
             image = str(container.get("image") or "").split("@", 1)[0]
             name, _, tag = image.rpartition(":")
             return tag if name and "/" not in tag else None

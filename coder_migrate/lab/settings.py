@@ -87,6 +87,11 @@ class LabSettings(BaseModel):
         )
 
     @property
+    def primary_cluster(self) -> ClusterSettings:
+        """The primary's cluster: the first one."""
+        return self.clusters[0]
+
+    @property
     def clusters(self) -> list[ClusterSettings]:
         names = ["primary", *self.regions]
         return [

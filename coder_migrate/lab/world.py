@@ -68,11 +68,12 @@ def lab_world(path: Path = WORLD_FILE) -> LabWorld:
     """The world *path* describes; a bad file is one ``ConfigError`` line naming it."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        primary = _hosts(data, "coder_primary")["primary"]
+        # The primary is the one host of coder_primary, whatever its name.
+        (primary,) = _hosts(data, "coder_primary").values()
         regions = _hosts(data, "coder_regions")
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as error:
         raise ConfigError(
-            f"{path}: expected all.children.coder_primary.hosts.primary and "
+            f"{path}: expected one host in all.children.coder_primary.hosts and "
             f"all.children.coder_regions.hosts ({type(error).__name__}: {error})"
         ) from error
     try:

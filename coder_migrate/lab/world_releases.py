@@ -116,7 +116,8 @@ class _World:
         contexts = {c.name: c.context for c in self.settings.clusters}
         async with httpx.AsyncClient(base_url=self.coder_url, headers=self.headers,
                                      timeout=EMULATOR_TIMEOUT_SECONDS) as client:
-            installs = [self.install(contexts["primary"], world.primary.namespace,
+            installs = [self.install(self.settings.primary_cluster.context,
+                                     world.primary.namespace,
                                      world.primary.release, "coder-v1.20", primary_values)]
             for region, region_world in world.regions.items():
                 if region not in contexts:
