@@ -260,7 +260,10 @@ def test_playing_another_release_restarts_on_the_same_state_without_refusing_req
     assert restarting.status_code == 202
     assert restarting.json() == {"mode": "v1.20", "version": "1.20.0", "restarting": True}
     seen: list[str] = []
-    with httpx.Client(timeout=10) as client:
+    # A new connection per request: the restart ends open connections, as a pod restart does
+    # (a keep-alive connection can be closed just as a request is sent on it, which the
+    # toolkit's transport retries); what must hold is that the listening socket never refuses.
+    with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
         deadline = time.monotonic() + 15
         while (not seen or seen[-1] != "1.20.0") and time.monotonic() < deadline:
             me = client.get(f"{emulator.url}/api/v0/users/me",
