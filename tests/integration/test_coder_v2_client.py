@@ -442,27 +442,51 @@ def test_crypto_keys_signed_app_tokens_and_agent_addresses(coderd_v2: CoderEmula
     run_with(coderd_v2, action)
 
 
-def test_other_users_get_no_app_token(coderd_factory: Callable[..., CoderEmulator]) -> None:
+@pytest.mark.parametrize(
+    ("user", "access_method", "expected"),
+    [
+        ("platform-bot", "path", 201),  # the workspace's owner
+        ("platform-bot", "subdomain", 201),
+        ("mallory", "path", 404),  # a member, not the owner
+        ("mallory", "subdomain", 404),
+        ("admin", "subdomain", 201),  # a site owner may open others' subdomain apps ...
+        ("admin", "path", 404),  # ... never their path apps (no dangerous flag)
+    ],
+)
+def test_who_gets_an_app_token_of_another_users_workspace(
+    coderd_factory: Callable[..., CoderEmulator], user: str, access_method: str, expected: int
+) -> None:
+    """coder/coder coderd/workspaceapps/db.go at 020b4b51 ``authorizeRequest``: lines
+    199-201 force path apps to sharing level "owner", 217-222 refuse another user's path app
+    unless ``--dangerous-allow-path-app-site-owner-access``, 245-248 RBAC (a site owner may
+    connect to any workspace); lines 119-123: a signed-in user refused gets
+    ``WriteWorkspaceApp404`` (errors.go at 0ee4ac73, lines 33-36: 404 "Application Not
+    Found", the page a workspace that does not exist gets too)."""
     emulator = coderd_factory("v2", config={"users": [{"username": "mallory"}]})
-    mallory = emulator.user_token("mallory")
+    session = emulator.user_token(user)
 
-    async def action(client: CoderV2Client) -> int:
+    async def action(client: CoderV2Client) -> httpx.Response:
         token = (await client.create_proxy("authz")).proxy_token.get_secret_value()
         async with CoderV2ProxyClient(emulator.url, token, retry=FAST_RETRY) as proxy:
-            response = await proxy.issue_signed_app_token(
+            return await proxy.issue_signed_app_token(
                 {
                     "app_request": {
-                        "access_method": "path",
+                        "access_method": access_method,
+                        "base_path": "/@platform-bot/migration-check-us-east/apps/code-server/"
+                        if access_method == "path" else "/",
                         "username_or_id": "platform-bot",
                         "workspace_name_or_id": "migration-check-us-east",
                         "app_slug_or_port": "code-server",
                     },
-                    "session_token": mallory,
+                    "session_token": session,
                 }
             )
-        return response.status_code
 
-    assert run_with(emulator, action) == 403
+    response = run_with(emulator, action)
+    assert response.status_code == expected
+    if expected == 404:
+        assert "Application Not Found" in response.text
+        assert "does not exist or you do not have permission" in response.text
 
 
 def test_terminal_token(coderd_v2: CoderEmulator) -> None:

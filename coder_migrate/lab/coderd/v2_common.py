@@ -77,6 +77,12 @@ def _parse_uuid(value: str) -> str:
                        detail=f"invalid UUID length: {len(value)}") from None
 
 
+APP_NOT_FOUND_DESCRIPTION = (
+    "The application or workspace you are trying to access does not exist or you do not have "
+    "permission to access it."
+)
+
+
 def html_error(status: int, title: str, text: str) -> web.Response:
     """The self-contained HTML error page coderd answers app requests with."""
     body = (
@@ -84,6 +90,13 @@ def html_error(status: int, title: str, text: str) -> web.Response:
         f"<body><h1>{escape(title)}</h1><p>{escape(text)}</p></body></html>"
     )
     return web.Response(status=status, text=body, content_type="text/html")
+
+
+def app_not_found() -> web.Response:
+    """What coderd answers every app request it will not serve, whether the workspace, agent
+    or app does not exist or the user may not open it (coderd/workspaceapps/errors.go
+    ``WriteWorkspaceApp404``): one page, so a user learns nothing about others' workspaces."""
+    return html_error(404, "Application Not Found", APP_NOT_FOUND_DESCRIPTION)
 
 
 class Proxies:

@@ -14,7 +14,7 @@ from aiohttp import web
 from coder_migrate.lab.coderd.core import ApiError, Emulator, now_iso
 from coder_migrate.lab.coderd.health import HealthPoller
 from coder_migrate.lab.coderd.store import Doc
-from coder_migrate.lab.coderd.v2_common import NIL_UUID, Proxies, html_error
+from coder_migrate.lab.coderd.v2_common import NIL_UUID, Proxies, app_not_found, html_error
 from coder_migrate.providers.coder.app_tokens import AppRequest, sign_app_token
 
 __all__ = ["DERP_REGION_START", "V2ProxyRoutes"]
@@ -203,8 +203,8 @@ class V2ProxyRoutes:
         if isinstance(resolved, web.Response):
             return resolved
         owner, workspace, agent, app_url = resolved
-        if session_user["id"] != owner["id"] and not self.emu.is_site_admin(session_user):
-            return html_error(403, "Forbidden", "You do not have access to this application.")
+        if not self._authorized(session_user, owner, app_request):
+            return app_not_found()
         token = sign_app_token(
             key=self.proxies.app_token_key(),
             request=app_request,
@@ -216,16 +216,26 @@ class V2ProxyRoutes:
         )
         return web.json_response({"signed_token_str": token}, status=201)
 
+    def _authorized(self, user: Doc, owner: Doc, app_request: AppRequest) -> bool:
+        """coderd/workspaceapps/db.go ``authorizeRequest`` with the default deployment flags
+        (no path-app sharing, no site-owner access to path apps; apps share at level "owner"):
+        the workspace's owner always; a site owner (role ``owner``, RBAC) for subdomain apps
+        and terminals, never for another user's path app."""
+        if user["id"] == owner["id"]:
+            return True
+        is_path_app = app_request.access_method == "path"
+        return not is_path_app and self.emu.is_site_admin(user)
+
     def _resolve_app(self, app_request: AppRequest) -> tuple[Doc, Doc, Doc, str] | web.Response:
         owner = self.emu.user_by_name_or_id(app_request.username_or_id)
         workspace = (
             self.emu.find_workspace(owner, app_request.workspace_name_or_id) if owner else None
         )
         if owner is None or workspace is None:
-            return html_error(404, "Not Found", "Workspace not found.")
+            return app_not_found()
         agent = self.emu.pick_agent(workspace, app_request.agent_name_or_id)
         if agent is None:
-            return html_error(404, "Not Found", "Agent not found.")
+            return app_not_found()
         address = self.emu.agent_address(workspace, agent)
         if app_request.access_method == "terminal":
             return owner, workspace, agent, ""
@@ -234,7 +244,7 @@ class V2ProxyRoutes:
             return owner, workspace, agent, address["apps"][app_request.app_slug_or_port]
         if target in address["ports"]:
             return owner, workspace, agent, f"http://{address['ports'][target]}"
-        return html_error(404, "Not Found", "Application not found.")
+        return app_not_found()
 
     async def agent(self, request: web.Request) -> web.Response:
         self.proxies.authenticated(request)
