@@ -268,7 +268,8 @@ def run_apply(
 @limit_option
 @output_option
 def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
-    """One row per site: release, pods, registration, reachability."""
+    """One row per site: release, pods, registration, reachability, the Service's address,
+    replicas ready per zone."""
     engine = _engine(inventory_dir)
     rows = asyncio.run(site_statuses(engine, limit))
     if output == "json":
@@ -276,14 +277,14 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
     else:
         table = Table(title=escape(f"coder-migrate status: {engine.topology.source}"))
         for column in ("site", "chart", "release", "pods", "registration", "reachable",
-                       "detail"):
+                       "service", "zones", "detail"):
             table.add_column(column)
         for row in rows:
             style = "green" if row.healthy else "red"
             table.add_row(
                 escape(row.site), escape(row.chart), escape(row.release_status), escape(row.pods),
                 f"[{style}]{escape(row.registration)}[/]", "yes" if row.reachable else "no",
-                escape(row.detail),
+                escape(row.service), escape(row.zones), escape(row.detail),
             )
         console.print(table)
     if not all(r.healthy for r in rows):
