@@ -13,7 +13,11 @@ it, helm, the stand-in charts, kube-apiserver, kube-scheduler and kwok.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,15 @@ from coder_migrate.lab.settings import LAB_ZONES, LabSettings
 from coder_migrate.lab.tools import helm_binary
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.lab import Helm, kube_api, start_lab
-from tests.helpers import EXAMPLE_INVENTORY, REPO, copy_inventory, edit_yaml, wait_for
+from tests.helpers import (
+    EXAMPLE_INVENTORY,
+    REPO,
+    PrivateLab,
+    copy_inventory,
+    edit_yaml,
+    relocated_inventory,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +242,82 @@ def test_zones_spread_replicas_over_the_lab_zones(cluster: LabCluster, tmp_path:
     [constraint] = deployment.spec.template.spec.topology_spread_constraints
     assert constraint.topology_key == ZONE_LABEL
     assert constraint.when_unsatisfiable == "DoNotSchedule"
+
+
+# -- apply, status and plan through the CLI ---------------------------------------------------
+
+ADDRESS_BLOCK = 71  # the relocated inventory's regions (never deployed here: --limit primary)
+DB_PASSWORD = "lab-pg-9c1e4b7a2f"
+DB_URL = f"postgres://coder:{DB_PASSWORD}@pg.lab.internal:5432/coder?sslmode=require"
+
+
+def _cli(lab: PrivateLab, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **lab.environment(), "COLUMNS": "250"}
+    return subprocess.run([sys.executable, "-m", "coder_migrate", *args], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_apply_writes_the_database_secret_and_status_shows_service_and_zones(
+    cluster: LabCluster, tmp_path: Path
+) -> None:
+    """``apply --limit primary`` of the lab-v2 inventory with an aws-nlb load balancer, the
+    lab's three zones and the database by file reference; then ``status``, an empty ``plan``,
+    and a changed reference rolled out. No output holds the URL or its password."""
+    lab = PrivateLab(cluster.state.root, SETTINGS.port_offset, ADDRESS_BLOCK)
+    inventory = relocated_inventory(REPO / "inventories" / "lab-v2", tmp_path / "lab-v2", lab)
+    url_file = tmp_path / "pg-url"
+    url_file.write_text(DB_URL + "\n")
+    url_file.chmod(0o600)
+
+    def primary(data: dict[str, Any]) -> None:
+        data.pop("coder_values")  # its coder.service.type is coder_load_balancer's now
+        data.update(coder_load_balancer={"kind": "aws-nlb"}, coder_zones=list(LAB_ZONES),
+                    coder_database={"url": {"file": str(url_file)}})
+
+    edit_yaml(inventory / "host_vars" / "primary.yml", primary)
+    outputs: list[str] = []
+
+    def run(*args: str, code: int = 0) -> str:
+        result = _cli(lab, *args)
+        outputs.append(result.stdout + result.stderr)
+        assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    planned = run("plan", "-i", str(inventory), "--limit", "primary")
+    assert "Secret coder-database" in planned
+    assert "load balancer aws-nlb: Service LoadBalancer" in planned
+    run("apply", "-i", str(inventory), "--limit", "primary", "--auto-approve")
+
+    def secret() -> str:
+        found = cluster.read(lambda api: kube_client.CoreV1Api(api).read_namespaced_secret(
+            "coder-database", "coder"))
+        return base64.b64decode(found.data["url"]).decode()
+
+    assert secret() == DB_URL
+    deployment = cluster.read(lambda api: kube_client.AppsV1Api(api).read_namespaced_deployment(
+        "coder", "coder"))
+    [container] = deployment.spec.template.spec.containers
+    [database] = [e for e in container.env if e.name == "CODER_PG_CONNECTION_URL"]
+    assert database.value is None
+    assert (database.value_from.secret_key_ref.name, database.value_from.secret_key_ref.key) == (
+        "coder-database", "url")
+    assert cluster.service("coder", "coder").metadata.annotations == {NLB_ANNOTATION: "nlb"}
+
+    [row] = json.loads(run("status", "-i", str(inventory), "--limit", "primary",
+                           "--output", "json"))
+    assert row["service"] == "LoadBalancer pending"  # the lab has no cloud controller
+    assert row["zones"] == ", ".join(f"{zone} 1/1" for zone in LAB_ZONES)
+
+    run("plan", "-i", str(inventory), "--limit", "primary", "--detailed-exitcode")
+
+    url_file.write_text(DB_URL.replace("pg.lab.internal", "pg2.lab.internal") + "\n")
+    planned = run("plan", "-i", str(inventory), "--limit", "primary", "--detailed-exitcode",
+                  code=2)
+    assert "differs from coder_database.url" in planned
+    run("apply", "-i", str(inventory), "--limit", "primary", "--auto-approve")
+    assert secret() == DB_URL.replace("pg.lab.internal", "pg2.lab.internal")
+    run("plan", "-i", str(inventory), "--limit", "primary", "--detailed-exitcode")
+
+    for text in outputs:
+        assert DB_PASSWORD not in text and "pg.lab.internal" not in text
+        assert "pg2.lab.internal" not in text
