@@ -205,7 +205,12 @@ class KubeCluster:
             for pod in pods:
                 node = pod.spec.node_name if pod.spec else None
                 if node and node not in zones:
-                    found = _unless(404, partial(self.core().read_node, node), None)
+                    try:
+                        found = _unless(404, partial(self.core().read_node, node), None)
+                    except ApiException as error:
+                        if error.status != 403:
+                            raise
+                        found = None  # nodes are cluster-scoped: a namespaced operator sees "-"
                     labels = (found.metadata.labels if found and found.metadata else None) or {}
                     zones[node] = labels.get("topology.kubernetes.io/zone", "-")
                 zone = zones.get(node or "", "-")

@@ -101,10 +101,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
 
 def _topology(tmp: Path, source: Path, host: str, **keys: Any) -> Topology:
     inventory = copy_inventory(tmp, source)
-    edit_yaml(inventory / "host_vars" / f"{host}.yml", lambda data: data.update(keys))
-    # The lab has no database: the primary's reference is not the subject here.
+    # The example's own database reference is not the subject here (keys may set one).
     edit_yaml(inventory / "host_vars" / "primary.yml",
               lambda data: data.pop("coder_database", None))
+    edit_yaml(inventory / "host_vars" / f"{host}.yml", lambda data: data.update(keys))
     return load_topology(inventory)
 
 
@@ -253,7 +253,9 @@ DB_URL = f"postgres://coder:{DB_PASSWORD}@pg.lab.internal:5432/coder?sslmode=req
 
 def _cli(lab: PrivateLab, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **lab.environment(), "COLUMNS": "250"}
-    return subprocess.run([sys.executable, "-m", "coder_migrate", *args], env=env,
+    # The installed command, so the suite's secret scan (tests/secret_scan.py) reads it too.
+    command = Path(sys.executable).parent / "coder-migrate"
+    return subprocess.run([str(command), *args], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -265,7 +267,7 @@ def test_apply_writes_the_database_secret_and_status_shows_service_and_zones(
     and a changed reference rolled out. No output holds the URL or its password."""
     lab = PrivateLab(cluster.state.root, SETTINGS.port_offset, ADDRESS_BLOCK)
     inventory = relocated_inventory(REPO / "inventories" / "lab-v2", tmp_path / "lab-v2", lab)
-    url_file = tmp_path / "pg-url"
+    url_file = tmp_path / "database-secret-url"  # the secret scan reads files named so
     url_file.write_text(DB_URL + "\n")
     url_file.chmod(0o600)
 
@@ -321,3 +323,28 @@ def test_apply_writes_the_database_secret_and_status_shows_service_and_zones(
     for text in outputs:
         assert DB_PASSWORD not in text and "pg.lab.internal" not in text
         assert "pg2.lab.internal" not in text
+
+
+def test_v1_primary_database_by_reference_applied_and_read_back(
+    cluster: LabCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """coder/coder 1.21.0 with coder_database: the external database's env from postgres.*
+    (templates/_helpers.tpl postgres env: DB_HOST, DB_PORT, DB_USER, DB_PASSWORD from
+    postgres.passwordSecret key password, DB_SSL_MODE, DB_NAME) and no in-cluster timescale."""
+    monkeypatch.setenv("CM_LAB_PG_URL", DB_URL)
+    topology = _topology(tmp_path, EXAMPLE_INVENTORY, "primary",
+                         coder_database={"url": {"env": "CM_LAB_PG_URL"}})
+    values = release_values(topology, topology.primary)
+    namespace = "db-v1"
+    cluster.install(namespace, "coder-v1", values, tmp_path, topology.primary.release)
+    deployment = cluster.read(lambda api: kube_client.AppsV1Api(api).read_namespaced_deployment(
+        "coderd", namespace))
+    [container] = deployment.spec.template.spec.containers
+    env = {e.name: e for e in container.env}
+    assert [env[n].value for n in ("DB_HOST", "DB_PORT", "DB_USER", "DB_SSL_MODE", "DB_NAME")] == [
+        "pg.lab.internal", "5432", "coder", "require", "coder"]
+    reference = env["DB_PASSWORD"].value_from.secret_key_ref
+    assert (reference.name, reference.key) == ("coder-database", "password")
+    statefulsets = cluster.read(lambda api: kube_client.AppsV1Api(
+        api).list_namespaced_stateful_set(namespace).items)
+    assert statefulsets == []
