@@ -172,8 +172,7 @@ def _v2_zones(site: Primary | Region) -> dict[str, Any]:
     budget = {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": {"name": f"{site.release}-zones", "namespace": site.namespace,
-                     "labels": dict(selector)},
+        "metadata": {"name": f"{site.release}-zones", "labels": dict(selector)},
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(selector)}},
     }
     return {

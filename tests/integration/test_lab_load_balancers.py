@@ -7,7 +7,8 @@ replicas ready per zone). The v1 chart 1.21.0's refusals are checked through
 ``inventory validate``.
 
 Real parts: a private lab (own state, ports +13500, no region) started as ``lab up`` starts
-it, helm, the stand-in charts, kube-apiserver, kube-scheduler and kwok.
+it, helm, the stand-in charts, kube-apiserver, kube-scheduler, kwok, the lab's stand-in
+load-balancer controller, the Coder emulator and the ``coder-migrate`` command.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from coder_migrate.cli import main
 from coder_migrate.engine.infra import NLB_ANNOTATION, SOURCE_RANGES_ANNOTATION, ZONE_LABEL
 from coder_migrate.engine.values import release_values
 from coder_migrate.inventory import Topology, load_topology
+from coder_migrate.lab.load_balancers import LAB_LOAD_BALANCER_IP
 from coder_migrate.lab.paths import CacheLayout, StateLayout
 from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LAB_ZONES, LabSettings
@@ -99,6 +101,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCluster]:
         Lab(state, CacheLayout.default()).down()
 
 
+def _own(annotations: dict[str, str] | None) -> dict[str, str]:
+    """The object's annotations without those helm adds to everything it installs."""
+    return {k: v for k, v in (annotations or {}).items() if not k.startswith("meta.helm.sh/")}
+
+
 def _topology(tmp: Path, source: Path, host: str, **keys: Any) -> Topology:
     inventory = copy_inventory(tmp, source)
     # The example's own database reference is not the subject here (keys may set one).
@@ -138,10 +145,12 @@ def test_v2_kind_applied_and_read_back(kind: str, cluster: LabCluster, tmp_path:
     assert service.spec.session_affinity == "None"
     if policy is not None:
         assert service.spec.external_traffic_policy == policy
-    assert (service.metadata.annotations or {}) == annotations
+    assert _own(service.metadata.annotations) == annotations
     address = asyncio.run(cluster.kube().service_address(namespace, "coder"))
     if service_type == "LoadBalancer":
-        assert address == "LoadBalancer pending"  # the lab has no cloud controller
+        # The lab's stand-in cloud controller gives it an address (lab/load_balancers.py).
+        wait_for(lambda: asyncio.run(cluster.kube().service_address(namespace, "coder"))
+                 == f"LoadBalancer {LAB_LOAD_BALANCER_IP}", "the load balancer's address")
     elif service_type == "NodePort":
         assert address and address.startswith("NodePort 3")
     else:
@@ -157,7 +166,7 @@ def test_v2_kind_applied_and_read_back(kind: str, cluster: LabCluster, tmp_path:
     assert [t.secret_name for t in ingress.spec.tls] == [
         "coder-proxy-tls", "coder-proxy-wildcard-tls"]
     if kind == "gcp-https":
-        assert ingress.metadata.annotations == {"kubernetes.io/ingress.class": "gce"}
+        assert _own(ingress.metadata.annotations) == {"kubernetes.io/ingress.class": "gce"}
         assert ingress.spec.ingress_class_name is None
     else:
         assert ingress.spec.ingress_class_name == ingress_class
@@ -191,7 +200,7 @@ def test_v1_kind_applied_and_read_back(kind: str, cluster: LabCluster, tmp_path:
     assert service.spec.external_traffic_policy == policy
     assert service.spec.session_affinity == affinity
     assert service.spec.load_balancer_source_ranges == (RANGES if kind != "none" else None)
-    assert not service.metadata.annotations
+    assert _own(service.metadata.annotations) == {}
 
 
 @pytest.mark.parametrize(("kind", "expected"), [
@@ -214,11 +223,12 @@ def test_v1_1_21_0_refuses_what_it_cannot_express(
 
 def test_zones_spread_replicas_over_the_lab_zones(cluster: LabCluster, tmp_path: Path) -> None:
     zones = list(LAB_ZONES)
+    # More replicas than zones (coder_values may raise the count): still spread evenly.
     topology = _topology(tmp_path, EXAMPLE_V2, "sydney",
-                         coder_load_balancer={"kind": "aws-nlb"}, coder_zones=zones)
+                         coder_load_balancer={"kind": "aws-nlb"}, coder_zones=zones,
+                         coder_values={"coder": {"replicaCount": 2 * len(zones)}})
     region = topology.region("sydney")
     values = release_values(topology, region)
-    values["coder"]["replicaCount"] = 2 * len(zones)  # more than the zones: still spread
     namespace = "zones-v2"
     cluster.install(namespace, "coder-v2", values, tmp_path, region.release)
     kube = cluster.kube()
@@ -262,9 +272,10 @@ def _cli(lab: PrivateLab, *args: str) -> subprocess.CompletedProcess[str]:
 def test_apply_writes_the_database_secret_and_status_shows_service_and_zones(
     cluster: LabCluster, tmp_path: Path
 ) -> None:
-    """``apply --limit primary`` of the lab-v2 inventory with an aws-nlb load balancer, the
-    lab's three zones and the database by file reference; then ``status``, an empty ``plan``,
-    and a changed reference rolled out. No output holds the URL or its password."""
+    """``apply --limit primary --no-dns`` of the lab-v2 inventory (DNS is not the subject here)
+    with an aws-nlb load balancer, the lab's three zones and the database by file reference;
+    then ``status``, an empty ``plan``, and a changed reference rolled out. No output holds the
+    URL or its password."""
     lab = PrivateLab(cluster.state.root, SETTINGS.port_offset, ADDRESS_BLOCK)
     inventory = relocated_inventory(REPO / "inventories" / "lab-v2", tmp_path / "lab-v2", lab)
     url_file = tmp_path / "database-secret-url"  # the secret scan reads files named so
@@ -285,10 +296,11 @@ def test_apply_writes_the_database_secret_and_status_shows_service_and_zones(
         assert result.returncode == code, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
-    planned = run("plan", "-i", str(inventory), "--limit", "primary")
+    planned = run("plan", "-i", str(inventory), "--limit", "primary", "--no-dns")
     assert "Secret coder-database" in planned
     assert "load balancer aws-nlb: Service LoadBalancer" in planned
-    run("apply", "-i", str(inventory), "--limit", "primary", "--auto-approve")
+    run("apply", "-i", str(inventory), "--limit", "primary", "--no-dns",
+        "--auto-approve")
 
     def secret() -> str:
         found = cluster.read(lambda api: kube_client.CoreV1Api(api).read_namespaced_secret(
@@ -303,22 +315,24 @@ def test_apply_writes_the_database_secret_and_status_shows_service_and_zones(
     assert database.value is None
     assert (database.value_from.secret_key_ref.name, database.value_from.secret_key_ref.key) == (
         "coder-database", "url")
-    assert cluster.service("coder", "coder").metadata.annotations == {NLB_ANNOTATION: "nlb"}
+    assert _own(cluster.service("coder", "coder").metadata.annotations) == {
+        NLB_ANNOTATION: "nlb"}
 
     [row] = json.loads(run("status", "-i", str(inventory), "--limit", "primary",
                            "--output", "json"))
-    assert row["service"] == "LoadBalancer pending"  # the lab has no cloud controller
+    assert row["service"] == f"LoadBalancer {LAB_LOAD_BALANCER_IP}"  # the lab's controller
     assert row["zones"] == ", ".join(f"{zone} 1/1" for zone in LAB_ZONES)
 
-    run("plan", "-i", str(inventory), "--limit", "primary", "--detailed-exitcode")
+    run("plan", "-i", str(inventory), "--limit", "primary", "--no-dns", "--detailed-exitcode")
 
     url_file.write_text(DB_URL.replace("pg.lab.internal", "pg2.lab.internal") + "\n")
-    planned = run("plan", "-i", str(inventory), "--limit", "primary", "--detailed-exitcode",
-                  code=2)
+    planned = run("plan", "-i", str(inventory), "--limit", "primary", "--no-dns",
+                  "--detailed-exitcode", code=2)
     assert "differs from coder_database.url" in planned
-    run("apply", "-i", str(inventory), "--limit", "primary", "--auto-approve")
+    run("apply", "-i", str(inventory), "--limit", "primary", "--no-dns",
+        "--auto-approve")
     assert secret() == DB_URL.replace("pg.lab.internal", "pg2.lab.internal")
-    run("plan", "-i", str(inventory), "--limit", "primary", "--detailed-exitcode")
+    run("plan", "-i", str(inventory), "--limit", "primary", "--no-dns", "--detailed-exitcode")
 
     for text in outputs:
         assert DB_PASSWORD not in text and "pg.lab.internal" not in text

@@ -366,3 +366,27 @@ def test_plan_shows_each_sites_service_shape(tmp_path: Path) -> None:
         f"load balancer aws-nlb: Service LoadBalancer, externalTrafficPolicy Local, "
         f"sessionAffinity None, annotations {NLB_ANNOTATION}=nlb; 3 zones (us-east-1a, "
         "us-east-1b, us-east-1c)")
+
+
+# -- the lab's load-balancer controller ------------------------------------------------------
+
+
+def test_lab_gives_unprovisioned_load_balancers_an_address() -> None:
+    from coder_migrate.lab.load_balancers import LAB_LOAD_BALANCER_IP, unprovisioned
+    from coder_migrate.lab.paths import StateLayout
+    from coder_migrate.lab.pods import supervisor_command
+
+    def service(name: str, kind: str, ip: str = "", ingress: bool = False) -> dict[str, Any]:
+        status = {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}} if ingress else {}
+        return {"metadata": {"namespace": "coder", "name": name},
+                "spec": {"type": kind, **({"loadBalancerIP": ip} if ip else {})},
+                "status": status}
+
+    assert unprovisioned([
+        service("a", "LoadBalancer"), service("b", "LoadBalancer", ip="192.0.2.9"),
+        service("c", "LoadBalancer", ingress=True), service("d", "ClusterIP"),
+        service("e", "NodePort"),
+    ]) == [("coder", "a", LAB_LOAD_BALANCER_IP), ("coder", "b", "192.0.2.9")]
+    command = supervisor_command(StateLayout(Path("/tmp/lab")), {"us-east": "lab-us-east"},
+                                 load_balancers=["lab-primary", "lab-us-east"])
+    assert command[-4:] == ["--load-balancers", "lab-primary", "--load-balancers", "lab-us-east"]
