@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from coder_migrate import sensitive
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 from coder_migrate.inventory.model import LoadBalancer
@@ -221,8 +222,10 @@ def parse_database_url(url: str, where: str) -> DatabaseUrl:
         raise PlanError(f"{where}: a URL with a user, a password and a database name "
                         "(postgres://user:password@host:5432/coder?sslmode=require)")
     sslmode = parse_qs(parts.query).get("sslmode", ["require"])[0]
+    # The URL is registered by its resolver; the password alone (v1's Secret) is too.
+    password = sensitive.register(unquote(parts.password))
     return DatabaseUrl(host=parts.hostname, port=port, user=unquote(parts.username),
-                       password=unquote(parts.password), database=database, sslmode=sslmode)
+                       password=password, database=database, sslmode=sslmode)
 
 
 def _database_url(topology: Topology, site: Primary) -> str:

@@ -390,3 +390,22 @@ def test_lab_gives_unprovisioned_load_balancers_an_address() -> None:
     command = supervisor_command(StateLayout(Path("/tmp/lab")), {"us-east": "lab-us-east"},
                                  load_balancers=["lab-primary", "lab-us-east"])
     assert command[-4:] == ["--load-balancers", "lab-primary", "--load-balancers", "lab-us-east"]
+
+
+def test_each_lab_cluster_has_a_kwok_node_per_zone() -> None:
+    from coder_migrate.lab.clusters import _kwok_node, zone_nodes
+
+    assert zone_nodes() == [("kwok-node-0", "zone-a"), ("kwok-node-1", "zone-b"),
+                            ("kwok-node-2", "zone-c")]
+    labels = _kwok_node("kwok-node-1", "zone-b")["metadata"]["labels"]
+    assert labels[ZONE_LABEL] == "zone-b" and labels["kubernetes.io/hostname"] == "kwok-node-1"
+
+
+def test_the_v1_password_alone_is_scrubbed_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from coder_migrate import sensitive
+
+    topology = _db_topology(tmp_path, EXAMPLE_INVENTORY, monkeypatch)
+    release_values(topology, topology.primary)
+    assert DB_PASSWORD not in sensitive.scrub(f"helm said: password {DB_PASSWORD} refused")
