@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from coder_migrate.dns.rrset_change import DnsRRSetChange
 from coder_migrate.engine.change import Kinds
+from coder_migrate.engine.kinds.database_secret import DatabaseSecretChange
 from coder_migrate.engine.kinds.namespace import NamespaceChange
 from coder_migrate.engine.kinds.proxy import WorkspaceProxyChange
 from coder_migrate.engine.kinds.proxy_token import ProxyTokenChange
@@ -29,6 +30,7 @@ KINDS = Kinds((
     WorkspaceProxyChange,
     ProxyTokenChange,
     SiteRecordChange,
+    DatabaseSecretChange,
     DnsRRSetChange,
     ProviderNetworkingV2Change,
     WorkspaceRebuildChange,

@@ -268,22 +268,29 @@ def run_apply(
 @limit_option
 @output_option
 def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
-    """One row per site: release, pods, registration, reachability."""
+    """One row per site: release, pods, registration, reachability; with coder_load_balancer
+    or coder_zones, the Service's address and replicas ready per zone."""
     engine = _engine(inventory_dir)
     rows = asyncio.run(site_statuses(engine, limit))
     if output == "json":
         sys.stdout.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
     else:
         table = Table(title=escape(f"coder-migrate status: {engine.topology.source}"))
+        # The Service and zone columns when the inventory asks for a load balancer or zones
+        # (seed 004); --output json always has them.
+        sites = engine.sites(limit)
+        shaped = any(s.load_balancer is not None or s.zones for s in sites)
+        extra = ("service", "zones") if shaped else ()
         for column in ("site", "chart", "release", "pods", "registration", "reachable",
-                       "detail"):
+                       *extra, "detail"):
             table.add_column(column)
         for row in rows:
             style = "green" if row.healthy else "red"
+            cells = (escape(row.service), escape(row.zones)) if shaped else ()
             table.add_row(
                 escape(row.site), escape(row.chart), escape(row.release_status), escape(row.pods),
                 f"[{style}]{escape(row.registration)}[/]", "yes" if row.reachable else "no",
-                escape(row.detail),
+                *cells, escape(row.detail),
             )
         console.print(table)
     if not all(r.healthy for r in rows):

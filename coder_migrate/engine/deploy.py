@@ -29,6 +29,8 @@ from typing import Any
 import yaml
 
 from coder_migrate.engine.change import change_id
+from coder_migrate.engine.infra import DATABASE_SECRET, V1_DATABASE_PATHS, service_shape
+from coder_migrate.engine.kinds.database_secret import DatabaseDoc, DatabaseSecretChange
 from coder_migrate.engine.kinds.namespace import NamespaceChange
 from coder_migrate.engine.kinds.proxy import ProxyDoc, WorkspaceProxyChange
 from coder_migrate.engine.kinds.proxy_token import ProxyTokenChange, TokenDoc
@@ -122,18 +124,21 @@ def _release_change(
 ) -> Change | None:
     desired_chart = f"{source.name}-{source.version}"
     raw_desired = _normalised(release_values(topology, site, token_secret=token_secret))
-    desired = shown_values(raw_desired)
+    desired = _hide_database(shown_values(raw_desired))
     after = ReleaseDoc(chart=desired_chart, values=desired)
     target = f"helm release {site.release} ({source.describe()}) in {_where(site)}"
     release_id = change_id(site.name, KIND_RELEASE, site.release)
     release = state.release
+    shape = service_shape(topology, site)
+    shape = f"; load balancer {shape}" if shape else ""
     if release is None:
         return HelmReleaseChange(
             id=release_id, region=site.name, action=Action.CREATE,
-            target=target, reason="not installed", after=after, diff=values_diff(None, after),
+            target=target, reason="not installed" + shape, after=after,
+            diff=values_diff(None, after),
             depends_on=depends_on,
         )
-    before = ReleaseDoc(chart=release.chart, values=shown_values(release.values))
+    before = ReleaseDoc(chart=release.chart, values=_hide_database(shown_values(release.values)))
     reasons = []
     if release.pending:
         reasons.append(
@@ -152,8 +157,48 @@ def _release_change(
         return None
     return HelmReleaseChange(
         id=release_id, region=site.name, action=Action.UPDATE, target=target,
-        reason="; ".join(reasons), before=before, after=after, diff=values_diff(before, after),
+        reason="; ".join(reasons) + shape, before=before, after=after,
+        diff=values_diff(before, after),
         depends_on=depends_on,
+    )
+
+
+def _hide_database(values: dict[str, Any]) -> dict[str, Any]:
+    """v1 values of an external database (host, port, user, database name: derived from
+    coder_database) as ``(sensitive)``: a plan never shows any part of the database URL."""
+    shown = dict(values)
+    postgres = shown.get("postgres")
+    if isinstance(postgres, dict) and "passwordSecret" in postgres:
+        postgres = dict(postgres)
+        for _, key in V1_DATABASE_PATHS:
+            if key in postgres:
+                postgres[key] = SENSITIVE
+        shown["postgres"] = postgres
+    return shown
+
+
+def _database_change(site: Primary | Region, state: SiteState,
+                     depends_on: tuple[str, ...]) -> Change | None:
+    if not isinstance(site, Primary) or site.database is None:
+        return None
+    if state.database_stored == "current":
+        return None
+    reference = site.database.url.describe()
+    common = {
+        "id": change_id(site.name, DatabaseSecretChange.KIND, DATABASE_SECRET),
+        "region": site.name, "target": f"Secret {DATABASE_SECRET} in {_where(site)}",
+        "after": DatabaseDoc(reference=reference, value=SENSITIVE), "depends_on": depends_on,
+    }
+    if state.database_stored == "differs":
+        return DatabaseSecretChange(
+            **common, action=Action.UPDATE,
+            before=DatabaseDoc(reference=reference, value=SENSITIVE),
+            reason=f"its value differs from coder_database.url ({reference}); the primary's "
+                   "pods restart to read it",
+        )
+    return DatabaseSecretChange(
+        **common, action=Action.CREATE,
+        reason=f"not there; written from coder_database.url ({reference}), never shown",
     )
 
 
@@ -259,6 +304,11 @@ def _site_changes(
     if isinstance(site, Region) and topology.generation == "v2":
         before_release = _proxy_changes(site, state, world, namespace, token_secret)
         changes.extend(before_release)
+    database = _database_change(
+        site, state, (namespace.id,) if namespace is not None else ())
+    if database is not None:
+        before_release.append(database)
+        changes.append(database)
     depends = tuple(c.id for c in (namespace, *before_release) if c is not None)
     release = _release_change(topology, site, state, source, token_secret, depends)
     if release is not None:

@@ -26,6 +26,11 @@ class SiteStatus:
     detail: str
     access_url: str
     reachable: bool
+    service: str = "-"
+    """How clients reach the site's Service: a load balancer's external address, NodePort or
+    ClusterIP (``-``: no Service)."""
+    zones: str = "-"
+    """Replicas ready per availability zone (``zone ready/total``, by the pods' nodes)."""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -54,6 +59,7 @@ async def _status(
     else:
         reachable, why = await probe_url(url)
     registration, detail = _registration(engine, site, state, world)
+    service, zones = await _service_and_zones(engine, site, state)
     if not reachable and not detail:
         detail = f"{url}: {why}"
     return SiteStatus(
@@ -65,7 +71,26 @@ async def _status(
         detail=detail,
         access_url=site.access_url,
         reachable=reachable,
+        service=service,
+        zones=zones,
     )
+
+
+async def _service_and_zones(
+    engine: Engine, site: Primary | Region, state: SiteState
+) -> tuple[str, str]:
+    if state.release is None:
+        return "-", "-"
+    kube = engine.site_kube(site)
+    if engine.topology.generation == "v2":
+        name = str(site.values.get("nameOverride") or "coder")
+        selector = f"app.kubernetes.io/instance={site.release}"
+    else:
+        name, selector = "coderd", "coder.deployment=coderd"
+    address = await kube.service_address(site.namespace, name)
+    by_zone = await kube.ready_by_zone(site.namespace, selector)
+    zones = ", ".join(f"{zone} {ready}/{total}" for zone, (ready, total) in by_zone.items())
+    return address or "-", zones or "-"
 
 
 def _registration(

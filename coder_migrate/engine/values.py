@@ -18,6 +18,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from coder_migrate.engine.infra import infra_values
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 
@@ -82,6 +83,8 @@ def release_values(
             f"{topology.source}: {site.name}: coder_values: {where} is set by coder-migrate "
             f"from {source}; change that instead (or remove it from coder_values)"
         )
+    for piece in infra_values(topology, site):
+        rendered = deep_merge(rendered, piece)
     return deep_merge(rendered, site.values)
 
 

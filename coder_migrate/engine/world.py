@@ -23,6 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from coder_migrate.engine.infra import DATABASE_SECRET, database_secret_data
 from coder_migrate.errors import CoderAPIError, CoderUnavailable, KubeError, PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 from coder_migrate.providers.coder import (
@@ -87,6 +88,9 @@ class SiteState:
     satellite_key: SatelliteKey | None = None
     """v1 regions: the key the running satellite serves (``None`` when not reachable)."""
     probe_error: str = ""
+    database_stored: str = ""
+    """The primary with coder_database: its Secret is ``missing``, ``differs`` from the
+    reference's value or is ``current``; "" otherwise."""
 
 
 @dataclass(frozen=True)
@@ -267,8 +271,9 @@ class Engine:
             partial(self._tls_problems, kube, site),
             partial(self._has_token_secret, kube, site),
             partial(kube.pods, namespace),
+            partial(self._database_secret, kube, site),
         ]
-        release, tls_problems, token_secret, pods = await run_all(reads)
+        release, tls_problems, token_secret, pods, database = await run_all(reads)
         assert release is None or isinstance(release, ReleaseState)
         assert isinstance(tls_problems, tuple) and isinstance(pods, list)
         key: SatelliteKey | None = None
@@ -282,7 +287,20 @@ class Engine:
             name=site.name, namespace_exists=True, release=release, tls_problems=tls_problems,
             token_secret=bool(token_secret), pods_ready=sum(p.ready for p in pods),
             pods_total=len(pods), satellite_key=key, probe_error=probe_error,
+            database_stored=str(database),
         )
+
+    async def _database_secret(self, kube: KubeCluster, site: Primary | Region) -> str:
+        if not isinstance(site, Primary) or site.database is None:
+            return ""
+        wanted = database_secret_data(self.topology, site)
+        for key, value in wanted.items():
+            found = await kube.secret_value(site.namespace, DATABASE_SECRET, key)
+            if found is None:
+                return "missing"
+            if found != value:
+                return "differs"
+        return "current"
 
     async def _has_token_secret(self, kube: KubeCluster, site: Primary | Region) -> bool:
         if not isinstance(site, Region) or self.topology.generation != "v2":

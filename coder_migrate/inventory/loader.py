@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from coder_migrate import inventory_listing, sensitive
 from coder_migrate.errors import InventoryError, InventoryProblem
 from coder_migrate.inventory.groups import PRIMARY_GROUP, REGIONS_GROUP, read_layout
+from coder_migrate.inventory.infra_rules import infra_findings
 from coder_migrate.inventory.model import Primary, Region, Topology
 from coder_migrate.inventory.rules import cross_field_findings
 from coder_migrate.inventory.site_rules import site_findings
@@ -47,7 +48,7 @@ _SECRET_FIELDS = frozenset(
     {"session_token", "api_key", "tsig_secret", "access_key_id", "secret_access_key"}
 )
 # Settings that are, or hold, secret references (which may be !vault values).
-_SECRET_VARS = frozenset({"coder_session_token", "coder_dns"})
+_SECRET_VARS = frozenset({"coder_session_token", "coder_dns", "coder_database"})
 
 # Inventory variable -> model field, where the name is not simply ``coder_<field>``.
 _RENAMED = {"coder_region_display_name": "display_name"}
@@ -206,7 +207,8 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
             if (owner, key) not in refused:
                 add(owner, key, *_describe(entry, key))
     if topology is not None:
-        for finding in [*cross_field_findings(topology), *site_findings(topology)]:
+        for finding in [*cross_field_findings(topology), *site_findings(topology),
+                        *infra_findings(topology)]:
             add(finding.owner, finding.key, finding.expected, finding.found)
     if problems:
         raise InventoryError(_unique(problems))
@@ -229,7 +231,9 @@ def _site_variables(
             hint = f" (did you mean {close[0]}?)" if close else ""
             add(host, variable, f"a known coder-migrate setting{hint}", "an unknown key")
         elif variable not in allowed and variable not in _GLOBAL_VARS:
-            add(host, variable, "a setting of regions only, not of the primary", "it set")
+            where = ("a setting of regions only, not of the primary" if variable in _REGION_VARS
+                     else "a setting of the primary only, not of a region")
+            add(host, variable, where, "it set")
         elif variable not in _SECRET_VARS and _has_vault(value):
             add(host, variable, "a plain value (only secret references may be !vault values; "
                 "Helm values reach secrets through Kubernetes Secrets)", "a !vault value")

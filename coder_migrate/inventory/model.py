@@ -33,8 +33,10 @@ from coder_migrate.inventory.vault import VAULT_KEY, decrypt
 
 __all__ = [
     "ChartRef",
+    "Database",
     "DnsSettings",
     "Geo",
+    "LoadBalancer",
     "PowerDnsSettings",
     "Primary",
     "Region",
@@ -424,6 +426,11 @@ class DnsSettings(BaseModel):
         return self
 
 
+# Seed 004's production keys (load balancer, zones, database) live in infra_model.py, which
+# reads the field types above: imported here, after them, and before the sites that use them.
+from coder_migrate.inventory.infra_model import Database, LoadBalancer, Zone  # noqa: E402
+
+
 class _Site(BaseModel):
     """What the primary and a region share: where it runs and how it is reached."""
 
@@ -453,6 +460,12 @@ class _Site(BaseModel):
     """TLS secret names."""
     dns_targets: tuple[IpAddress, ...] = ()
     """Addresses the site's A/AAAA records point at."""
+    load_balancer: LoadBalancer | None = None
+    """The cloud load balancer in front of the site; default: the Service as the chart and
+    coder_values make it."""
+    zones: tuple[Zone, ...] = ()
+    """Availability zones to run replicas in: at least one replica per zone, spread across
+    topology.kubernetes.io/zone, with a PodDisruptionBudget (v2)."""
 
     @property
     def dns_name(self) -> str | None:
@@ -469,6 +482,10 @@ class _Site(BaseModel):
 
 class Primary(_Site):
     """The Coder primary deployment."""
+
+    database: Database | None = None
+    """External PostgreSQL by reference; default: the chart's (v1: its in-cluster database;
+    v2: none, set CODER_PG_CONNECTION_URL yourself)."""
 
     @property
     def own_url(self) -> str:

@@ -90,6 +90,14 @@ EXAMPLES: dict[str, list[Any]] = {
                                     "release": "coder-workspace-provider"}]],
     "coder_test_workspace": [{"name": "migration-check-eu-west", "owner": "platform-bot"}],
     "coder_canary": [True],
+    "coder_load_balancer": [
+        {"kind": "aws-nlb", "source_ranges": ["203.0.113.0/24"],
+         "annotations": {"service.beta.kubernetes.io/aws-load-balancer-internal": "true"}},
+        {"kind": "gcp-https"},
+    ],
+    "coder_zones": [["eu-west-1a", "eu-west-1b", "eu-west-1c"]],
+    "coder_database": [{"url": {"env": "CODER_PG_CONNECTION_URL"}},
+                       {"url": {"file": "~/.config/coder/pg-url"}}],
 }
 """Example values of every key, shown in the reference (and checked against the model)."""
 

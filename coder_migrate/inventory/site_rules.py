@@ -111,20 +111,23 @@ def _version_fits_the_generation(topology: Topology) -> Iterator[Finding]:
         yield Finding("all", "coder_version", expected, repr(topology.version))
 
 
-def _secret_references(topology: Topology) -> Iterator[tuple[str, SecretRef]]:
-    yield "coder_session_token", topology.session_token
+def _secret_references(topology: Topology) -> Iterator[tuple[str, str, SecretRef]]:
+    """(owner, key, reference) of each secret reference."""
+    yield "all", "coder_session_token", topology.session_token
     dns = topology.dns
     if dns.powerdns is not None:
-        yield "coder_dns.powerdns.api_key", dns.powerdns.api_key
+        yield "all", "coder_dns.powerdns.api_key", dns.powerdns.api_key
     if dns.rfc2136 is not None:
-        yield "coder_dns.rfc2136.tsig_secret", dns.rfc2136.tsig_secret
+        yield "all", "coder_dns.rfc2136.tsig_secret", dns.rfc2136.tsig_secret
+    if topology.primary.database is not None:
+        yield topology.primary.name, "coder_database.url", topology.primary.database.url
 
 
 def _secret_files_are_private(topology: Topology) -> Iterator[Finding]:
     """A secret file others can read (or write) is a leaked (or replaceable) secret. A file
     that does not exist yet is not checked: the inventory may be validated before secrets
     are in place."""
-    for key, reference in _secret_references(topology):
+    for owner, key, reference in _secret_references(topology):
         path = reference.path(Path(topology.source))
         try:
             mode = stat.S_IMODE(path.stat().st_mode) if path is not None else None
@@ -132,7 +135,7 @@ def _secret_files_are_private(topology: Topology) -> Iterator[Finding]:
             continue
         if mode is not None and mode & (stat.S_IROTH | stat.S_IWOTH):
             yield Finding(
-                "all", f"{key}.file",
+                owner, f"{key}.file",
                 f"a secret file other users cannot read or write (chmod 600 {reference.file})",
                 f"mode {mode:04o}",
             )
@@ -143,11 +146,11 @@ def _secret_files_outside_the_inventory(topology: Topology) -> Iterator[Finding]
     as inventory: a token file there becomes a host named after the token, printed by every
     play."""
     root = Path(topology.source).resolve()
-    for key, reference in _secret_references(topology):
+    for owner, key, reference in _secret_references(topology):
         path = reference.path(Path(topology.source))
         if path is not None and path.resolve().is_relative_to(root):
             yield Finding(
-                "all", f"{key}.file",
+                owner, f"{key}.file",
                 "a secret file outside the inventory directory (Ansible reads the files in it "
                 "as inventory, and would print the secret as a host name)",
                 str(reference.file),

@@ -22,7 +22,7 @@ from kubernetes import config as kube_config
 from coder_migrate.errors import ClusterNotReady, LabError, ToolchainMissing, redact
 from coder_migrate.lab.build import LabBinaries
 from coder_migrate.lab.process import ProcessRef, ref_for, stop, wait_until
-from coder_migrate.lab.settings import NODE_NAME, ClusterSettings
+from coder_migrate.lab.settings import LAB_ZONES, NODE_NAME, ClusterSettings
 
 READY_TIMEOUT_SECONDS = 120.0
 KWOKCTL_TIMEOUT_SECONDS = 180.0
@@ -193,20 +193,28 @@ class KwokClusters:
                     f"{READY_TIMEOUT_SECONDS:.0f} s; see {log_hint}, then "
                     "`coder-migrate lab down` and retry"
                 )
-            existing = {node.metadata.name for node in core.list_node().items if node.metadata}
-            if NODE_NAME not in existing:
-                core.create_node(_kwok_node())  # type: ignore[arg-type]  # a plain dict works
+            existing = {node.metadata.name: dict(node.metadata.labels or {})
+                        for node in core.list_node().items if node.metadata}
+            for name, zone in zone_nodes():
+                node = _kwok_node(name, zone)
+                if name not in existing:
+                    core.create_node(node)  # type: ignore[arg-type]  # a plain dict works
+                elif existing[name].get(ZONE_LABEL) != zone:  # a lab kept from before zones
+                    core.patch_node(name, {"metadata": {"labels": {ZONE_LABEL: zone}}})
 
             def node_ready_and_default_sa() -> bool:
-                node = core.read_node(NODE_NAME, _request_timeout=2)
-                conditions = (node.status.conditions if node.status else None) or []
-                ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+                ready = True
+                for name, _ in zone_nodes():
+                    node = core.read_node(name, _request_timeout=2)
+                    conditions = (node.status.conditions if node.status else None) or []
+                    ready = ready and any(
+                        c.type == "Ready" and c.status == "True" for c in conditions)
                 core.read_namespaced_service_account("default", "default", _request_timeout=2)
                 return ready
 
             if not wait_until(node_ready_and_default_sa, READY_TIMEOUT_SECONDS, 0.5):
                 raise ClusterNotReady(
-                    f"cluster {cluster.name}: node {NODE_NAME} did not become Ready within "
+                    f"cluster {cluster.name}: the kwok nodes did not become Ready within "
                     f"{READY_TIMEOUT_SECONDS:.0f} s; see {log_hint}, then "
                     "`coder-migrate lab down` and retry"
                 )
@@ -214,15 +222,25 @@ class KwokClusters:
             api.close()
 
 
-def _kwok_node() -> dict[str, Any]:
+ZONE_LABEL = "topology.kubernetes.io/zone"
+
+
+def zone_nodes() -> list[tuple[str, str]]:
+    """(node name, zone) of each cluster's kwok nodes: kwok-node-0 in the first zone, ..."""
+    return [(NODE_NAME if index == 0 else f"kwok-node-{index}", zone)
+            for index, zone in enumerate(LAB_ZONES)]
+
+
+def _kwok_node(name: str = NODE_NAME, zone: str = LAB_ZONES[0]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": NODE_NAME,
+            "name": name,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
             "labels": {
-                "kubernetes.io/hostname": NODE_NAME,
+                ZONE_LABEL: zone,
+                "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "kubernetes.io/role": "agent",

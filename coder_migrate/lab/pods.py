@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from coder_migrate.errors import CoderMigrateError, LabError, redact
+from coder_migrate.lab.load_balancers import provision
 from coder_migrate.lab.paths import StateLayout
 from coder_migrate.lab.pod_spec import (
     PodPlan,
@@ -126,9 +127,12 @@ class PodSupervisor:
         *,
         grace: float = STOP_GRACE_SECONDS,
         primary: PrimaryRelease | None = None,
+        load_balancers: Iterable[str] = (),
     ) -> None:
         self.state = state
         self.clusters = dict(clusters)  # cluster name -> kube context
+        #: Contexts whose LoadBalancer Services the lab gives an address (every cluster).
+        self.load_balancer_contexts = tuple(load_balancers)
         #: The primary release the emulator follows (coder_migrate/lab/primary_release.py).
         self.primary = primary
         self.grace = grace
@@ -257,7 +261,24 @@ class PodSupervisor:
             self._start(plan, now)
             taken.add(plan.listen)
         self._follow_primary()
+        self._serve_load_balancers()
         self._write_state()
+
+    def _serve_load_balancers(self) -> None:
+        """Play each cluster's cloud load-balancer controller (lab/load_balancers.py)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        for context in self.load_balancer_contexts:
+            try:
+                given = provision(self._apis(context)[1], KUBE_TIMEOUT_SECONDS)
+            except (ApiException, HTTPError, OSError, ValueError, CoderMigrateError) as error:
+                self._problem(f"lb/{context}", f"load balancers of {context}: "
+                                               f"{type(error).__name__}")
+                continue
+            self._problem(f"lb/{context}", "")
+            for what in given:
+                log.info("%s: load balancer address %s", context, what)
 
     def _follow_primary(self) -> None:
         """The emulator plays the version of the lab's primary release."""
@@ -472,11 +493,14 @@ def stop_orphans(state: StateLayout, grace: float = STOP_GRACE_SECONDS) -> list[
 
 
 def supervisor_command(
-    state: StateLayout, clusters: Mapping[str, str], primary: PrimaryRelease | None = None
+    state: StateLayout, clusters: Mapping[str, str], primary: PrimaryRelease | None = None,
+    load_balancers: Iterable[str] = (),
 ) -> list[str]:
     command = [sys.executable, "-m", "coder_migrate.lab.pods", "--state-dir", str(state.root)]
     for name, context in clusters.items():
         command += ["--cluster", f"{name}={context}"]
+    for context in load_balancers:
+        command += ["--load-balancers", context]
     if primary is not None:
         command += [
             "--primary", f"{primary.context}={primary.namespace}/{primary.release}",
@@ -518,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--primary", metavar="CONTEXT=NAMESPACE/RELEASE",
                         help="the primary release whose version the emulator plays")
     parser.add_argument("--coderd", metavar="URL", help="the lab's Coder emulator")
+    parser.add_argument("--load-balancers", action="append", default=[], metavar="CONTEXT",
+                        help="give this cluster's LoadBalancer Services an address")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -531,6 +557,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     supervisor = PodSupervisor(
         state, _parse_clusters(args.cluster),
         primary=_parse_primary(args.primary, args.coderd, state),
+        load_balancers=args.load_balancers,
     )
     supervisor.run(stop_event, args.interval)
 

@@ -309,7 +309,8 @@ class Lab:
         pods.stop_orphans(self.state)
         self.state.pods_state.unlink(missing_ok=True)
         log_file = self.state.logs / "pods.log"
-        command = pods.supervisor_command(self.state, regions, primary)
+        command = pods.supervisor_command(self.state, regions, primary,
+                                          [c.context for c in settings.clusters])
         ref, _ = spawn(PODS_SERVICE, command, log_file)
         manifest.services[PODS_SERVICE] = ref
         self._save(manifest)

@@ -17,6 +17,9 @@ ZONE: Final = "lab.coder-migrate.test."
 TSIG_KEY_NAME: Final = "coder-migrate-lab."
 TSIG_ALGORITHM: Final = "hmac-sha256"
 NODE_NAME: Final = "kwok-node-0"
+#: Each cluster's kwok nodes, one per availability zone (label topology.kubernetes.io/zone),
+#: so a site's coder_zones spread is scheduled for real; the first is NODE_NAME.
+LAB_ZONES: Final = ("zone-a", "zone-b", "zone-c")
 
 #: Fixed ports before the offset. Kubernetes API servers: primary, then one per region.
 KUBE_APISERVER_BASE_PORT: Final = 16443

@@ -14,7 +14,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -169,6 +169,56 @@ class KubeCluster:
                 name = pod.metadata.name if pod.metadata else ""
                 statuses.append(PodStatus(str(name), status.phase or "", ready))
             return statuses
+
+        return await self._call(f"list pods in {namespace}", read)
+
+    async def service_address(self, namespace: str, name: str) -> str | None:
+        """How clients reach a Service: a LoadBalancer's external address (``pending`` until
+        the cloud gives one), ``NodePort <ports>`` or ``ClusterIP <ip>``; None when absent."""
+
+        def read() -> str | None:
+            service = _unless(404, lambda: self.core().read_namespaced_service(name, namespace),
+                              None)
+            if service is None or service.spec is None:
+                return None
+            kind = str(service.spec.type or "ClusterIP")
+            if kind == "LoadBalancer":
+                ingress = (service.status.load_balancer.ingress
+                           if service.status and service.status.load_balancer else None) or []
+                found = [str(i.ip or i.hostname) for i in ingress if i.ip or i.hostname]
+                return f"LoadBalancer {', '.join(found) if found else 'pending'}"
+            if kind == "NodePort":
+                ports = [str(p.node_port) for p in service.spec.ports or [] if p.node_port]
+                return f"NodePort {', '.join(ports)}"
+            return f"{kind} {service.spec.cluster_ip or ''}".strip()
+
+        return await self._call(f"read service {namespace}/{name}", read)
+
+    async def ready_by_zone(self, namespace: str, selector: str) -> dict[str, tuple[int, int]]:
+        """Pods matching *selector* per zone of their node (``topology.kubernetes.io/zone``;
+        ``-`` for an unscheduled pod or a node without the label): (ready, total)."""
+
+        def read() -> dict[str, tuple[int, int]]:
+            pods = self.core().list_namespaced_pod(namespace, label_selector=selector).items
+            zones: dict[str, str] = {}
+            counts: dict[str, tuple[int, int]] = {}
+            for pod in pods:
+                node = pod.spec.node_name if pod.spec else None
+                if node and node not in zones:
+                    try:
+                        found = _unless(404, partial(self.core().read_node, node), None)
+                    except ApiException as error:
+                        if error.status != 403:
+                            raise
+                        found = None  # nodes are cluster-scoped: a namespaced operator sees "-"
+                    labels = (found.metadata.labels if found and found.metadata else None) or {}
+                    zones[node] = labels.get("topology.kubernetes.io/zone", "-")
+                zone = zones.get(node or "", "-")
+                conditions = (pod.status.conditions if pod.status else None) or []
+                ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
+                done, total = counts.get(zone, (0, 0))
+                counts[zone] = (done + ready, total + 1)
+            return dict(sorted(counts.items()))
 
         return await self._call(f"list pods in {namespace}", read)
 

@@ -47,7 +47,11 @@ def test_lab_inventory_reaches_every_lab_service(lab: LabHandle) -> None:
         kubeconfig = (directory / site.kubeconfig).resolve()
         with kube_api(kubeconfig, site.kube_context) as api:
             nodes = kube_client.CoreV1Api(api).list_node().items
-        assert [node.metadata.name for node in nodes if node.metadata] == ["kwok-node-0"]
+        # One kwok node per zone of the lab (coder_zones spreads across them).
+        assert sorted(
+            (node.metadata.name, node.metadata.labels["topology.kubernetes.io/zone"])
+            for node in nodes if node.metadata
+        ) == [("kwok-node-0", "zone-a"), ("kwok-node-1", "zone-b"), ("kwok-node-2", "zone-c")]
 
 
 def test_rfc2136_inventory_names_the_lab_tsig_key(lab: LabHandle) -> None:
