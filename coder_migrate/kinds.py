@@ -10,6 +10,8 @@ from __future__ import annotations
 from coder_migrate.dns.rrset_change import DnsRRSetChange
 from coder_migrate.engine.change import Kinds
 from coder_migrate.engine.kinds.namespace import NamespaceChange
+from coder_migrate.engine.kinds.provisioner_psk import ProvisionerPskChange
+from coder_migrate.engine.kinds.provisioner_release import ProvisionerReleaseChange
 from coder_migrate.engine.kinds.proxy import WorkspaceProxyChange
 from coder_migrate.engine.kinds.proxy_token import ProxyTokenChange
 from coder_migrate.engine.kinds.registration import SatelliteRegistrationChange
@@ -28,6 +30,8 @@ KINDS = Kinds((
     SatelliteRegistrationChange,
     WorkspaceProxyChange,
     ProxyTokenChange,
+    ProvisionerPskChange,
+    ProvisionerReleaseChange,
     SiteRecordChange,
     DnsRRSetChange,
     ProviderNetworkingV2Change,

@@ -275,14 +275,16 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
         sys.stdout.write(json.dumps([r.as_dict() for r in rows], indent=2) + "\n")
     else:
         table = Table(title=escape(f"coder-migrate status: {engine.topology.source}"))
+        provisioners = any(r.provisioners for r in rows)
         for column in ("site", "chart", "release", "pods", "registration", "reachable",
-                       "detail"):
+                       *(["provisioners"] if provisioners else []), "detail"):
             table.add_column(column)
         for row in rows:
             style = "green" if row.healthy else "red"
             table.add_row(
                 escape(row.site), escape(row.chart), escape(row.release_status), escape(row.pods),
                 f"[{style}]{escape(row.registration)}[/]", "yes" if row.reachable else "no",
+                *([escape(row.provisioners or "-")] if provisioners else []),
                 escape(row.detail),
             )
         console.print(table)

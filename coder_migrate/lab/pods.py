@@ -45,6 +45,7 @@ from typing import Any
 from coder_migrate.errors import CoderMigrateError, LabError, redact
 from coder_migrate.lab.paths import StateLayout
 from coder_migrate.lab.pod_spec import (
+    PROVISIONER_MODE,
     PodPlan,
     child_environment,
     decode_secret,
@@ -247,7 +248,7 @@ class PodSupervisor:
             backoff = self.backoff.get(key)
             if backoff is not None and now < backoff.not_before:
                 continue
-            if plan.listen in taken:
+            if plan.listen[1] and plan.listen in taken:
                 self._problem(
                     key,
                     f"{key}: not started: {plan.listen[0]}:{plan.listen[1]} "
@@ -278,10 +279,32 @@ class PodSupervisor:
             self._problem(key, f"{key}: cannot list deployments: {type(error).__name__}")
             return
         before = primary.version
-        problem = primary.follow(deployments)
+        problem = primary.follow(deployments) or self._follow_psk(primary, deployments)
         self._problem(key, f"{key}: {problem}" if problem else "")
         if primary.version != before:
             log.info("%s runs Coder %s: the emulator plays it", key, primary.version)
+
+    def _follow_psk(self, primary: PrimaryRelease, deployments: list[dict[str, Any]]) -> str:
+        """The emulator takes the provisioner key the primary's pod reads from its Secret."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        reference = primary.psk_reference(deployments)
+        psk = ""
+        if reference is not None:
+            try:
+                _, core = self._apis(primary.context)
+                response = core.read_namespaced_secret(
+                    reference[0], primary.namespace, _preload_content=False,
+                    _request_timeout=KUBE_TIMEOUT_SECONDS,
+                )
+                psk = decode_secret(json.loads(response.data)).get(reference[1], "")
+            except ApiException as error:
+                if error.status != 404:
+                    return f"cannot read the provisioner key: {error.status} {error.reason}"
+            except (HTTPError, OSError, ValueError, CoderMigrateError) as error:
+                return f"cannot read the provisioner key: {type(error).__name__}"
+        return primary.tell_psk(psk)
 
     def _reap(self, now: float) -> None:
         """Children that died on their own: restart later, with backoff."""
@@ -312,6 +335,11 @@ class PodSupervisor:
         env_file.touch()
         metrics_port = _free_loopback_port() if plan.metrics else None
         env = child_environment(plan, metrics_port, env_file, os.environ)
+        module = "coder_migrate.proxy"
+        if plan.mode == PROVISIONER_MODE:
+            module = "coder_migrate.lab.provisionerd"
+            env["CODER_LAB_POD_NAME"] = f"{plan.deployment}-lab"
+            env["CODER_LAB_REPLICAS"] = str(plan.replicas)
         with log_file.open("ab") as handle:
             handle.write(
                 f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} lab pod {plan.key} ({plan.mode}) on "
@@ -320,7 +348,7 @@ class PodSupervisor:
             handle.flush()
             # In the supervisor's process group (no new session): stopping the group stops all.
             process = subprocess.Popen(
-                [sys.executable, "-m", "coder_migrate.proxy"],
+                [sys.executable, "-m", module],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
