@@ -19,7 +19,9 @@ from coder_migrate.engine.run import scope_for
 __all__ = ["rotate"]
 
 
-@click.group()
+@click.group(epilog=examples(
+    "coder-migrate rotate provisioner-psk -i inventories/prod",
+))
 def rotate() -> None:
     """Rotate a deployment-wide secret."""
 

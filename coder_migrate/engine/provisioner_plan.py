@@ -73,7 +73,7 @@ def primary_psk_changes(topology: Topology, world: ProvisionerWorld | None) -> l
 def _copy(region: Region, world: ProvisionerWorld, target_key: str | None,
           depends_on: tuple[str, ...]) -> Change | None:
     state = world.regions.get(region.name)
-    if region.secret_store.kind == "external":
+    if region.secret_store.external:
         return None
     have = state.secret if state else None
     if target_key is not None and have == target_key:
@@ -163,7 +163,7 @@ def rotation_plan(topology: Topology, world: ProvisionerWorld | None) -> Plan:
     if world.primary is None:
         raise PlanError("the primary has no provisioner key yet: run `coder-migrate apply` "
                         "first")
-    external = [r.name for r in regions if r.secret_store.kind == "external"]
+    external = [r.name for r in regions if r.secret_store.external]
     if external:
         raise PlanError(
             f"{', '.join(external)}: coder_secret_store is external: coder-migrate never "

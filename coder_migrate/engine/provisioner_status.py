@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from coder_migrate.engine.provisioners import provisioner_regions, psk_secret
 from coder_migrate.engine.world import Engine, World
 from coder_migrate.errors import CoderAPIError
-from coder_migrate.inventory.model import RESERVED_TAGS
+from coder_migrate.inventory.provisioner_model import RESERVED_TAGS
 from coder_migrate.providers.coder.models_v2 import ProvisionerDaemon
 
 __all__ = ["SEEN_SECONDS", "provisioner_status"]

@@ -166,7 +166,7 @@ def check_external_stores(topology: Topology, world: ProvisionerWorld,
     """Before any change: every external store's Secret exists with ``psk``; else one line."""
     for region in provisioner_regions(topology, included):
         state = world.regions.get(region.name)
-        if region.secret_store.kind == "external" and state is not None and state.secret is None:
+        if region.secret_store.external and state is not None and state.secret is None:
             raise PlanError(
                 f"{region.name}: coder_secret_store: Secret {psk_secret(region)} with key "
                 f"{PSK_KEY} not found in ns {region.namespace} of {region.kube_context}; "
@@ -177,7 +177,7 @@ def check_external_stores(topology: Topology, world: ProvisionerWorld,
 def region_key(world: ProvisionerWorld, region: Region) -> str:
     """The fingerprint the region's pods should run with: its own Secret's for an external
     store, else the primary's (which apply copies); :data:`PENDING` before it exists."""
-    if region.secret_store.kind == "external":
+    if region.secret_store.external:
         state = world.regions.get(region.name)
         return (state.secret if state else None) or PENDING
     return world.primary or PENDING

@@ -426,62 +426,6 @@ class DnsSettings(BaseModel):
         return self
 
 
-_TAG_RE = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,62}$"
-#: Tags Coder gives a meaning of its own (provisionersdk.TagScope, TagOwner).
-RESERVED_TAGS = ("scope", "owner")
-
-
-def _tags(value: Mapping[str, Any]) -> dict[str, str]:
-    tags: dict[str, str] = {}
-    for key, tag in value.items():
-        text = str(tag) if isinstance(tag, str | int) and not isinstance(tag, bool) else None
-        if not re.fullmatch(_TAG_RE, str(key)) or text is None or not re.fullmatch(_TAG_RE, text):
-            raise ValueError(
-                "tags as name: value, each of letters, digits and '_.:/-' (no ',' or '=': "
-                f"CODER_PROVISIONERD_TAGS joins them as k=v,k=v), found {key!r}: {tag!r}"
-            )
-        if key in RESERVED_TAGS:
-            raise ValueError(f"tags other than {' and '.join(RESERVED_TAGS)} (Coder sets "
-                             f"those itself), found {key!r}")
-        tags[str(key)] = text
-    return tags
-
-
-class Provisioners(BaseModel):
-    """External provisioner daemons of a v2 region (the coder-provisioner chart)."""
-
-    model_config = _frozen()
-
-    replicas: Annotated[int, Field(ge=1, le=100)] = 1
-    """Provisioner daemons in the region (coder.replicaCount of its release)."""
-    tags: Annotated[dict[str, str], AfterValidator(_tags)] = Field(default_factory=dict)
-    """Tags the region's daemons serve (provisionerDaemon.tags), e.g. {region: eu-west}; the
-    set differs from every other region's."""
-    release: K8sName = "coder-provisioner"
-    """Helm release of the region's provisioners (in the region's namespace)."""
-    chart: ChartRef | None = None
-    """Helm chart; default: coder-provisioner of coder_chart's repository and version."""
-
-
-class SecretStore(BaseModel):
-    """Where a region's provisioner PSK lives: a Secret coder-migrate writes (kubernetes), or
-    one the site's own store maintains (external: External Secrets, Vault agent, CSI)."""
-
-    model_config = _frozen()
-
-    kind: Literal["kubernetes", "external"] = "kubernetes"
-    """kubernetes: coder-migrate writes the Secret; external: it only checks it exists."""
-    secret: K8sName | None = None
-    """Name of the Secret (key psk) in the region's namespace; required for external;
-    default: coder-provisioner-psk."""
-
-    @model_validator(mode="after")
-    def _external_names_its_secret(self) -> SecretStore:
-        if self.kind == "external" and self.secret is None:
-            raise ValueError("secret: NAME of the Secret your store maintains, for kind external")
-        return self
-
-
 class _Site(BaseModel):
     """What the primary and a region share: where it runs and how it is reached."""
 
@@ -562,7 +506,7 @@ class Region(_Site):
     """Apply this region first, alone, before the others."""
     provisioners: Provisioners | None = None
     """External provisioner daemons in the region (v2): {replicas, tags}."""
-    secret_store: SecretStore = Field(default_factory=SecretStore)
+    secret_store: SecretStore = Field(default_factory=lambda: _secret_store())
     """Where the region's provisioner PSK lives (default: a Secret coder-migrate writes)."""
 
     @property
@@ -628,3 +572,19 @@ class Topology(BaseModel):
 
 def _under(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
+
+
+# The provisioners' models live in their own module (which uses this one's types); the models
+# that name them are completed once both exist.
+from coder_migrate.inventory.provisioner_model import (  # noqa: E402
+    Provisioners,
+    SecretStore,
+)
+
+
+def _secret_store() -> SecretStore:
+    return SecretStore()
+
+
+Region.model_rebuild()
+Topology.model_rebuild()

@@ -48,7 +48,7 @@ def _tags_tell_regions_apart(topology: Topology) -> Iterator[Finding]:
 
 def _store_with_provisioners(topology: Topology) -> Iterator[Finding]:
     for region in topology.regions:
-        if region.secret_store.kind == "external" and region.provisioners is None:
+        if region.secret_store.external and region.provisioners is None:
             yield Finding(
                 region.name, "coder_secret_store",
                 "coder_secret_store only where coder_provisioners is set (it holds the "

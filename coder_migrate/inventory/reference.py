@@ -90,6 +90,14 @@ EXAMPLES: dict[str, list[Any]] = {
                                     "release": "coder-workspace-provider"}]],
     "coder_test_workspace": [{"name": "migration-check-eu-west", "owner": "platform-bot"}],
     "coder_canary": [True],
+    "coder_provisioners": [
+        {"replicas": 2, "tags": {"region": "eu-west", "cloud": "aws"}},
+        {"replicas": 1, "tags": {"region": "eu-west"}, "release": "coder-provisioner",
+         "chart": {"repo": "https://helm.coder.com/v2", "name": "coder-provisioner",
+                   "version": "2.15.0"}},
+    ],
+    "coder_secret_store": [{"kind": "kubernetes"},
+                           {"kind": "external", "secret": "coder-provisioner-psk"}],
 }
 """Example values of every key, shown in the reference (and checked against the model)."""
 

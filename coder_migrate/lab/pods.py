@@ -338,7 +338,8 @@ class PodSupervisor:
         module = "coder_migrate.proxy"
         if plan.mode == PROVISIONER_MODE:
             module = "coder_migrate.lab.provisionerd"
-            env["CODER_LAB_POD_NAME"] = f"{plan.deployment}-lab"
+            # A daemon is named after its pod (unique across the lab's clusters).
+            env["CODER_LAB_POD_NAME"] = f"{plan.deployment}-{plan.cluster}-lab"
             env["CODER_LAB_REPLICAS"] = str(plan.replicas)
         with log_file.open("ab") as handle:
             handle.write(
@@ -510,19 +511,21 @@ def supervisor_command(
             "--primary", f"{primary.context}={primary.namespace}/{primary.release}",
             "--coderd", primary.coderd_url,
         ]
+        if not primary.follow_version:
+            command.append("--primary-key-only")
     return command
 
 
-def _parse_primary(value: str | None, coderd: str | None, state: StateLayout) -> (
-    PrimaryRelease | None
-):
+def _parse_primary(value: str | None, coderd: str | None, state: StateLayout,
+                   key_only: bool = False) -> PrimaryRelease | None:
     if value is None:
         return None
     context, _, where = value.partition("=")
     namespace, _, release = where.partition("/")
     if not (context and namespace and release and coderd):
         raise SystemExit(f"--primary {value!r}: expected CONTEXT=NAMESPACE/RELEASE and --coderd")
-    return PrimaryRelease(context, namespace, release, coderd, state.coder_token)
+    return PrimaryRelease(context, namespace, release, coderd, state.coder_token,
+                          follow_version=not key_only)
 
 
 def _parse_clusters(values: Iterable[str]) -> dict[str, str]:
@@ -546,6 +549,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--primary", metavar="CONTEXT=NAMESPACE/RELEASE",
                         help="the primary release whose version the emulator plays")
     parser.add_argument("--coderd", metavar="URL", help="the lab's Coder emulator")
+    parser.add_argument("--primary-key-only", action="store_true",
+                        help="follow only the primary's provisioner key, not its version (v2)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -558,7 +563,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = StateLayout(args.state_dir.resolve())
     supervisor = PodSupervisor(
         state, _parse_clusters(args.cluster),
-        primary=_parse_primary(args.primary, args.coderd, state),
+        primary=_parse_primary(args.primary, args.coderd, state, args.primary_key_only),
     )
     supervisor.run(stop_event, args.interval)
 

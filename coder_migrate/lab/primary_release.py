@@ -44,6 +44,9 @@ class PrimaryRelease:
     error: str = ""
     #: sha256 of the provisioner PSK last told to the emulator, and when.
     psk_told: tuple[str, float] = ("", 0.0)
+    #: Whether the emulator plays the release's version (v1); a v2 primary keeps the version
+    #: it was started with and follows only the provisioner key its pod reads.
+    follow_version: bool = True
 
     @property
     def name(self) -> str:
@@ -117,6 +120,8 @@ class PrimaryRelease:
 
     def follow(self, deployments: list[dict[str, Any]]) -> str:
         """One tick: the release's version to the emulator. Returns "" or the problem."""
+        if not self.follow_version:
+            return ""
         version = self.deployed_version(deployments)
         if version is None:
             self.error = ""

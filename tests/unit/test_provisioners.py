@@ -76,12 +76,14 @@ def test_provisioners_and_stores_are_read(topology: Topology) -> None:
     ({"coder_provisioners": {"replicas": 0}},
      "eu-west: coder_provisioners.replicas: expected"),
     ({"coder_provisioners": {"tags": {"region": "us-east"}}},
-     "eu-west: coder_provisioners.tags: expected tags no other region's provisioners have (us-east"),
+     "eu-west: coder_provisioners.tags: expected tags no other region's provisioners have "
+     "(us-east"),
     ({"coder_secret_store": {"kind": "external"}},
      "eu-west: coder_secret_store: expected secret: NAME of the Secret your store maintains"),
     ({"coder_secret_store": {"kind": "vault"}}, "eu-west: coder_secret_store.kind: expected"),
     ({"coder_provisioners": None, "coder_secret_store": {"kind": "external", "secret": "s"}},
-     "eu-west: coder_secret_store: expected coder_secret_store only where coder_provisioners is set"),
+     "eu-west: coder_secret_store: expected coder_secret_store only where "
+     "coder_provisioners is set"),
 ])
 def test_bad_provisioner_settings_are_refused_with_one_line(
     tmp_path: Path, change: dict[str, Any], line: str
@@ -104,7 +106,8 @@ def test_provisioners_are_refused_on_v1(tmp_path: Path) -> None:
               lambda d: d.update(coder_provisioners={"tags": {"region": "eu-west"}}))
     code, output = _validate(inventory)
     assert code == 3
-    assert "eu-west: coder_provisioners: expected no coder_provisioners with coder_generation v1" in output
+    assert ("eu-west: coder_provisioners: expected no coder_provisioners with "
+            "coder_generation v1") in output
 
 
 # -- the key -------------------------------------------------------------------------------
@@ -241,7 +244,7 @@ def test_rotation_refuses_external_stores_and_undeployed_provisioners(tmp_path: 
     topology = load_topology(_inventory(tmp_path, lambda inv: edit_yaml(
         inv / "host_vars" / "ap-southeast.yml",
         lambda d: d.update(coder_secret_store={"kind": "external", "secret": "from-vault"}))))
-    with pytest.raises(PlanError, match="^ap-southeast: coder_secret_store is external"):
+    with pytest.raises(PlanError, match=r"^ap-southeast: coder_secret_store is external"):
         rotation_plan(topology, _done(topology))
-    with pytest.raises(PlanError, match="run `coder-migrate apply` first"):
+    with pytest.raises(PlanError, match=r"run `coder-migrate apply` first"):
         rotation_plan(topology, ProvisionerWorld(primary=None))

@@ -21,6 +21,7 @@ from coder_migrate.engine.change import (
     UndoContext,
 )
 from coder_migrate.engine.guide import Guide
+from coder_migrate.engine.kinds.release import protected_releases
 from coder_migrate.engine.provisioners import (
     FINGERPRINT_ANNOTATION,
     PSK_KEY,
@@ -67,6 +68,10 @@ class ProvisionerReleaseChange(Change):
             raise ApplyError(f"{self.region}: coder_provisioners is not set")
         helm = engine.site_helm(region)
         if self.action is Action.DELETE:
+            where = (region.kube_context, region.namespace, provisioners.release)
+            if where in protected_releases(topology):
+                raise ApplyError(f"{self.target}: a workspace-provider release kept for "
+                                 "rollback; not uninstalled")
             removed = await helm.uninstall(region.namespace, provisioners.release)
             return f"{self.target}: {'uninstalled' if removed else 'already gone'}"
         secret = psk_secret(region)
