@@ -116,6 +116,11 @@ def user(tmp_path: Path) -> Iterator[User]:
         Lab(StateLayout(lab.state_dir), CacheLayout.default()).down()
 
 
+def healthy(row: dict[str, Any]) -> bool:
+    return bool(row["registration"] == "ok" and row["reachable"]
+                and row["release_status"] == "deployed" and row["provisioners_ok"])
+
+
 def wait_status(user: User, ok: dict[str, bool], timeout: float = 90) -> dict[str, dict[str, Any]]:
     """Poll ``status`` until each region's provisioners are healthy or not as in *ok*."""
     deadline = time.monotonic() + timeout
@@ -162,7 +167,7 @@ def daemons(user: User) -> list[dict[str, Any]]:
 def check_connected(user: User) -> str:
     """Every region's daemons connected with the deployment's key; the key."""
     rows = wait_status(user, dict.fromkeys(REGIONS, True))
-    assert all(rows[r]["healthy"] for r in REGIONS), rows
+    assert all(healthy(rows[r]) for r in REGIONS), rows
     key = user.primary_psk()
     assert len(key) >= 64  # 48 random bytes
     for region in REGIONS:
@@ -180,7 +185,7 @@ def check_wrong_key(user: User, key: str) -> None:
                       sensitive.register("wrong-" + key[::-1]))
     rows = wait_status(user, {r: r != WRONG for r in REGIONS})
     assert "is not the primary's" in rows[WRONG]["detail"], rows[WRONG]
-    assert all(rows[r]["healthy"] for r in REGIONS if r != WRONG)
+    assert all(healthy(rows[r]) for r in REGIONS if r != WRONG)
     pod_log = user.lab.state_dir / "logs" / "pods" / f"{WRONG}-coder-proxy-coder-provisioner.log"
     deadline = time.monotonic() + 30
     while "refused: 401" not in pod_log.read_text() and time.monotonic() < deadline:
