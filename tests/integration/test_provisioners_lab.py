@@ -172,7 +172,9 @@ def check_connected(user: User) -> str:
     assert len(key) >= 64  # 48 random bytes
     for region in REGIONS:
         assert user.secret(f"lab-{region}", "coder-proxy", PSK_SECRET) == key
-    listed = sorted((d["name"], d["tags"]) for d in daemons(user))
+    # (The probe daemon serve() dialled is no region's.)
+    listed = sorted((d["name"], d["tags"]) for d in daemons(user)
+                    if d["tags"]["region"] in REGIONS)
     assert listed == sorted(
         (f"coder-provisioner-{r}-lab-{i}", {"region": r, "scope": "organization", "owner": ""})
         for r in REGIONS for i in range(REPLICAS[r]))
@@ -197,8 +199,9 @@ def check_wrong_key(user: User, key: str) -> None:
     wait_status(user, dict.fromkeys(REGIONS, True))
 
 
-def kill_rotation(user: User) -> str:
-    """Start the rotation, SIGKILL it once the primary has the new key; the staged key."""
+def kill_rotation(user: User, after: str = f"Secret {PSK_SECRET} in ns coder of") -> str:
+    """Start the rotation, SIGKILL it once the step *after* names is done (by default the
+    primary taking the new key); the staged key."""
     rotate = subprocess.Popen(
         [user.program, "rotate", "provisioner-psk", "-i", str(user.inventory),
          "--auto-approve"],
@@ -207,15 +210,34 @@ def kill_rotation(user: User) -> str:
     seen: list[str] = []
     for line in rotate.stderr:
         seen.append(line)
-        if "done" in line and f"Secret {PSK_SECRET} in ns coder of" in line:
+        if "done" in line and after in line:
             rotate.send_signal(signal.SIGKILL)
             break
     rotate.wait(timeout=60)
     user.outputs += ["".join(seen), rotate.stderr.read(), rotate.stdout.read()]
     assert rotate.returncode == -signal.SIGKILL, "".join(seen)
     staged = user.secret("lab-primary", "coder", NEXT_SECRET)
-    assert staged is not None and staged == user.primary_psk()
+    assert staged is not None
     return staged
+
+
+def play(user: User, tmp: Path) -> int:
+    """The coder_provisioners role (without rotate) for the primary, as a playbook runs it;
+    the number of tasks it changed."""
+    playbook = tmp / "provisioners.yml"
+    playbook.write_text("- hosts: coder_primary\n  gather_facts: false\n"
+                        "  roles: [coder_provisioners]\n")
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(user.inventory), str(playbook)],
+        env={**user.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+             "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections")},
+        capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    user.outputs += [result.stdout, result.stderr]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recap = result.stdout.rsplit("PLAY RECAP", 1)[1]
+    return int(recap.split("changed=", 1)[1].split()[0])
 
 
 def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
@@ -233,7 +255,7 @@ def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
 
 
 def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
-    user: User,
+    user: User, tmp_path: Path,
 ) -> None:
     inventory = str(user.inventory)
     user.run("lab", "up", "--coder", "v2")
@@ -244,7 +266,7 @@ def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
     check_wrong_key(user, first)
 
     staged = kill_rotation(user)
-    assert staged != first
+    assert staged == user.primary_psk() != first
     user.run("rotate", "provisioner-psk", "-i", inventory, "--auto-approve", "--lock-wait", "60")
     new = check_connected(user)
     assert new == staged
@@ -253,4 +275,13 @@ def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
     assert serve(user, new) == (101, "connected")
     assert user.run("plan", "-i", inventory, "--detailed-exitcode", check=False).returncode == 0
 
-    check_no_key_anywhere(user, {"first": first, "new": new, "wrong": "wrong-" + first[::-1]})
+    # The Ansible role: nothing to do; a rotation killed after staging is finished; repeatable.
+    assert play(user, tmp_path) == 0
+    third = kill_rotation(user, after=f"Secret {NEXT_SECRET} in ns coder of")
+    assert play(user, tmp_path) == 1
+    assert check_connected(user) == third != new
+    assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
+    assert play(user, tmp_path) == 0
+
+    check_no_key_anywhere(user, {"first": first, "new": new, "third": third,
+                                 "wrong": "wrong-" + first[::-1]})
