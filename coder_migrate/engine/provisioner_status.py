@@ -48,15 +48,18 @@ async def provisioner_status(engine: Engine, world: World) -> dict[str, tuple[st
         held = state.secret if state else None
         secret = psk_secret(region)
         problem = why
+        shown = f"{'?' if daemons is None else connected}/{replicas} connected"
         if held is None:
             problem = f"Secret {secret} has no key psk: its provisioners cannot start"
+            shown = "no key"
         elif primary is None:
             problem = "the primary has no provisioner key"
         elif held != primary:
+            # A daemon seen lately may be one that was refused since: the count says nothing.
             problem = (f"the key in Secret {secret} ({held}) is not the primary's ({primary}): "
                        "the primary refuses its provisioners")
+            shown = "key differs"
         elif daemons is not None and connected < replicas:
             problem = f"{replicas - connected} of {replicas} provisioners not connected"
-        shown = "?" if daemons is None else str(connected)
-        result[region.name] = (f"{shown}/{replicas} connected", problem)
+        result[region.name] = (shown, problem)
     return result

@@ -34,6 +34,16 @@ def serve_url(base: str, name: str, tags: str) -> str:
             f"{urlencode(query)}")
 
 
+async def _refusal(session: aiohttp.ClientSession, url: str, psk: str) -> str:
+    """The primary's message for a refused dial (the handshake error carries none)."""
+    try:
+        async with session.get(url, headers={PSK_HEADER: psk}) as response:
+            body = await response.json(content_type=None)
+            return str(body.get("message", "")) if isinstance(body, dict) else ""
+    except (aiohttp.ClientError, OSError, ValueError):
+        return ""
+
+
 async def _daemon(session: aiohttp.ClientSession, url: str, psk: str, name: str) -> None:
     backoff = 0.5
     while True:
@@ -45,7 +55,8 @@ async def _daemon(session: aiohttp.ClientSession, url: str, psk: str, name: str)
                     pass
                 log.warning("%s: connection closed (%s)", name, ws.close_code)
         except aiohttp.WSServerHandshakeError as error:
-            log.warning("%s: refused: %s %s", name, error.status, error.message)
+            log.warning("%s: refused: %s %s", name, error.status,
+                        await _refusal(session, url, psk))
         except (aiohttp.ClientError, OSError) as error:
             log.warning("%s: cannot connect: %s", name, type(error).__name__)
         await asyncio.sleep(backoff)
