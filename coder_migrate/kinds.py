@@ -11,6 +11,8 @@ from coder_migrate.dns.rrset_change import DnsRRSetChange
 from coder_migrate.engine.change import Kinds
 from coder_migrate.engine.kinds.database_secret import DatabaseSecretChange
 from coder_migrate.engine.kinds.namespace import NamespaceChange
+from coder_migrate.engine.kinds.provisioner_psk import ProvisionerPskChange
+from coder_migrate.engine.kinds.provisioner_release import ProvisionerReleaseChange
 from coder_migrate.engine.kinds.proxy import WorkspaceProxyChange
 from coder_migrate.engine.kinds.proxy_token import ProxyTokenChange
 from coder_migrate.engine.kinds.registration import SatelliteRegistrationChange
@@ -29,6 +31,8 @@ KINDS = Kinds((
     SatelliteRegistrationChange,
     WorkspaceProxyChange,
     ProxyTokenChange,
+    ProvisionerPskChange,
+    ProvisionerReleaseChange,
     SiteRecordChange,
     DatabaseSecretChange,
     DnsRRSetChange,

@@ -38,6 +38,7 @@ COMMANDS = {
     "lab": "coder_migrate.cli.lab",
     "migrate": "coder_migrate.cli.migrate",
     "proxy": "coder_migrate.cli.proxy",
+    "rotate": "coder_migrate.cli.rotate",
     "runbook": "coder_migrate.cli.runbook",
 }
 

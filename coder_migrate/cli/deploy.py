@@ -277,12 +277,14 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
     else:
         table = Table(title=escape(f"coder-migrate status: {engine.topology.source}"))
         # The Service and zone columns when the inventory asks for a load balancer or zones
-        # (seed 004); --output json always has them.
+        # (seed 004), the provisioners column when a region has coder_provisioners;
+        # --output json always has them.
         sites = engine.sites(limit)
         shaped = any(s.load_balancer is not None or s.zones for s in sites)
         extra = ("service", "zones") if shaped else ()
+        provisioners = any(r.provisioners for r in rows)
         for column in ("site", "chart", "release", "pods", "registration", "reachable",
-                       *extra, "detail"):
+                       *extra, *(["provisioners"] if provisioners else []), "detail"):
             table.add_column(column)
         for row in rows:
             style = "green" if row.healthy else "red"
@@ -290,7 +292,8 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
             table.add_row(
                 escape(row.site), escape(row.chart), escape(row.release_status), escape(row.pods),
                 f"[{style}]{escape(row.registration)}[/]", "yes" if row.reachable else "no",
-                *cells, escape(row.detail),
+                *cells, *([escape(row.provisioners or "-")] if provisioners else []),
+                escape(row.detail),
             )
         console.print(table)
     if not all(r.healthy for r in rows):

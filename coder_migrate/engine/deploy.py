@@ -38,6 +38,10 @@ from coder_migrate.engine.kinds.registration import Registration, SatelliteRegis
 from coder_migrate.engine.kinds.release import HelmReleaseChange, ReleaseDoc, protected_releases
 from coder_migrate.engine.kinds.site_record import SiteRecordChange
 from coder_migrate.engine.plan import SENSITIVE, Action, Change, Plan, Wave
+from coder_migrate.engine.provisioner_plan import (
+    primary_psk_changes,
+    region_provisioner_changes,
+)
 from coder_migrate.engine.values import TokenSecret, release_values
 from coder_migrate.engine.world import ManagedSite, SiteState, World
 from coder_migrate.errors import PlanError
@@ -304,6 +308,9 @@ def _site_changes(
     if isinstance(site, Region) and topology.generation == "v2":
         before_release = _proxy_changes(site, state, world, namespace, token_secret)
         changes.extend(before_release)
+    elif isinstance(site, Primary):
+        before_release = primary_psk_changes(topology, world.provisioners)
+        changes.extend(before_release)
     database = _database_change(
         site, state, (namespace.id,) if namespace is not None else ())
     if database is not None:
@@ -313,6 +320,10 @@ def _site_changes(
     release = _release_change(topology, site, state, source, token_secret, depends)
     if release is not None:
         changes.append(release)
+    if isinstance(site, Region):
+        changes.extend(region_provisioner_changes(
+            topology, world.provisioners, site,
+            tuple(c.id for c in (namespace, release) if c is not None)))
     if isinstance(site, Region) and topology.generation == "v1":
         registration = _satellite_change(site, state, world, release)
         if registration is not None:

@@ -28,7 +28,8 @@ from coder_migrate.engine.run import (
 from coder_migrate.engine.world import Engine
 from coder_migrate.inventory import load_topology
 
-__all__ = ["DnsOutcome", "SiteOutcome", "converge_dns", "converge_site", "outcome", "plan_text"]
+__all__ = ["DnsOutcome", "SiteOutcome", "converge_dns", "converge_site", "outcome", "plan_text",
+           "provisioner_key"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,36 @@ def converge_site(
         if check:
             return await compute_plan(engine, scope)
         plan, _ = await apply_deploy(engine, scope, ApplyOptions(force=force, lock_wait=lock_wait))
+        return plan
+
+    return outcome(asyncio.run(run()))
+
+
+def provisioner_key(
+    inventory: Path, site: str, *, check: bool, force: bool = False, lock_wait: float = 120.0,
+    rotate: bool = False,
+) -> SiteOutcome:
+    """The provisioners' key from the primary (*site*): with *rotate*, a new one in waves
+    (``coder-migrate rotate provisioner-psk``); without, only an interrupted rotation is
+    finished (nothing to do when none is under way)."""
+    from coder_migrate.engine.provisioner_plan import apply_rotation, compute_rotation
+    from coder_migrate.engine.provisioners import observe_provisioners
+    from coder_migrate.errors import ConfigError
+
+    engine = Engine(load_topology(inventory))
+    if site != engine.topology.primary.name:
+        raise ConfigError(f"{site}: the provisioners' key is rotated from the primary "
+                          f"({engine.topology.primary.name}), not from a region")
+
+    async def run() -> Plan:
+        if not rotate:
+            world = await observe_provisioners(engine)
+            if world is None or world.staged is None:
+                return Plan.build(inventory=engine.topology.source, waves=[])
+        if check:
+            return await compute_rotation(engine)
+        plan, _ = await apply_rotation(engine, None, ApplyOptions(force=force,
+                                                                    lock_wait=lock_wait))
         return plan
 
     return outcome(asyncio.run(run()))

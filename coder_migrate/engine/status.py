@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 
+from coder_migrate.engine.provisioner_status import provisioner_status
 from coder_migrate.engine.world import Engine, SiteState, World
 from coder_migrate.inventory import Primary, Region
 from coder_migrate.providers.coder.health import health_url
@@ -31,21 +32,33 @@ class SiteStatus:
     ClusterIP (``-``: no Service)."""
     zones: str = "-"
     """Replicas ready per availability zone (``zone ready/total``, by the pods' nodes)."""
+    provisioners: str = ""
+    """v2 regions with coder_provisioners: ``<connected>/<replicas> connected``."""
+    provisioners_ok: bool = True
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @property
     def healthy(self) -> bool:
-        return self.registration == "ok" and self.reachable and self.release_status == "deployed"
+        return (self.registration == "ok" and self.reachable
+                and self.release_status == "deployed" and self.provisioners_ok)
 
 
 async def site_statuses(engine: Engine, limit: Sequence[str] = ()) -> list[SiteStatus]:
     world = await engine.observe(limit)
     sites = engine.sites(limit)
-    return await run_all([
+    rows = await run_all([
         partial(_status, engine, site, world.sites[site.name], world) for site in sites
     ])
+    connected = await provisioner_status(engine, world)
+    return [_with_provisioners(row, *connected[row.site]) if row.site in connected else row
+            for row in rows]
+
+
+def _with_provisioners(row: SiteStatus, shown: str, problem: str) -> SiteStatus:
+    return replace(row, provisioners=shown, provisioners_ok=not problem,
+                   detail="; ".join(p for p in (row.detail, problem) if p))
 
 
 async def _status(

@@ -22,7 +22,7 @@ from coder_migrate.engine.infra import infra_values
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 
-__all__ = ["TokenSecret", "deep_merge", "release_values"]
+__all__ = ["TokenSecret", "deep_merge", "release_values", "render_values"]
 
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("coder_migrate", "templates"),
@@ -66,16 +66,9 @@ def release_values(
 ) -> dict[str, Any]:
     """The complete values of *site*'s Helm release."""
     name = template_name(topology, site)
-    try:
-        text = _ENVIRONMENT.get_template(name).render(
-            site=site, primary=topology.primary, topology=topology,
-            token_secret=token_secret or TokenSecret(),
-        )
-    except jinja2.TemplateError as error:
-        raise PlanError(f"template {name} for {site.name}: {error}") from None
-    rendered = yaml.safe_load(text) or {}
-    if not isinstance(rendered, dict):
-        raise PlanError(f"template {name} for {site.name} did not render a mapping")
+    rendered = render_values(name, site.name, site=site, primary=topology.primary,
+                             topology=topology, token_secret=token_secret or TokenSecret(),
+                             provisioner_psk_secret=_psk_secret(topology))
     owned = owned_override(site.values)
     if owned:
         where, source = owned
@@ -86,6 +79,25 @@ def release_values(
     for piece in infra_values(topology, site):
         rendered = deep_merge(rendered, piece)
     return deep_merge(rendered, site.values)
+
+
+def _psk_secret(topology: Topology) -> str:
+    """The primary's ``provisionerDaemon.pskSecretName`` when any region has provisioners."""
+    from coder_migrate.engine.provisioners import PSK_SECRET, provisioner_regions
+
+    return PSK_SECRET if provisioner_regions(topology) else ""
+
+
+def render_values(name: str, site_name: str, **context: Any) -> dict[str, Any]:
+    """The values template *name* renders for the site *site_name*, as a mapping."""
+    try:
+        text = _ENVIRONMENT.get_template(name).render(**context)
+    except jinja2.TemplateError as error:
+        raise PlanError(f"template {name} for {site_name}: {error}") from None
+    rendered = yaml.safe_load(text) or {}
+    if not isinstance(rendered, dict):
+        raise PlanError(f"template {name} for {site_name} did not render a mapping")
+    return rendered
 
 
 def owned_override(values: Mapping[str, Any]) -> tuple[str, str] | None:

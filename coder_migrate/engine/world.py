@@ -24,6 +24,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from coder_migrate.engine.infra import DATABASE_SECRET, database_secret_data
+from coder_migrate.engine.provisioners import ProvisionerWorld, observe_provisioners
 from coder_migrate.errors import CoderAPIError, CoderUnavailable, KubeError, PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 from coder_migrate.providers.coder import (
@@ -109,6 +110,8 @@ class World:
     records: PrimaryRecords
     managed: dict[str, ManagedSite]
     """Regions coder-migrate deployed earlier, by name (also those no longer in the inventory)."""
+    provisioners: ProvisionerWorld | None = None
+    """The provisioners' key and releases (v2 regions with coder_provisioners), else None."""
 
 
 class Engine:
@@ -248,7 +251,9 @@ class Engine:
         primary_state = next((s for s in site_states if s.name == primary_name), None)
         records = await self.primary_records(primary_state)
         assert isinstance(managed, dict)
-        return World(sites={s.name: s for s in site_states}, records=records, managed=managed)
+        provisioners = await observe_provisioners(self, limit)
+        return World(sites={s.name: s for s in site_states}, records=records, managed=managed,
+                     provisioners=provisioners)
 
     async def _managed_or_empty(self) -> dict[str, ManagedSite]:
         if not await self.primary_kube.namespace_exists(self.state_namespace):

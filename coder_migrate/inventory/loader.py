@@ -23,6 +23,7 @@ from coder_migrate.errors import InventoryError, InventoryProblem
 from coder_migrate.inventory.groups import PRIMARY_GROUP, REGIONS_GROUP, read_layout
 from coder_migrate.inventory.infra_rules import infra_findings
 from coder_migrate.inventory.model import Primary, Region, Topology
+from coder_migrate.inventory.provisioner_rules import provisioner_findings
 from coder_migrate.inventory.rules import cross_field_findings
 from coder_migrate.inventory.site_rules import site_findings
 from coder_migrate.inventory.sources import (
@@ -208,7 +209,8 @@ def topology_from_inventory_json(data: Mapping[str, Any], directory: Path) -> To
                 add(owner, key, *_describe(entry, key))
     if topology is not None:
         for finding in [*cross_field_findings(topology), *site_findings(topology),
-                        *infra_findings(topology)]:
+                        *infra_findings(topology),
+                        *provisioner_findings(topology)]:
             add(finding.owner, finding.key, finding.expected, finding.found)
     if problems:
         raise InventoryError(_unique(problems))

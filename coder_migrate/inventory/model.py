@@ -39,10 +39,12 @@ __all__ = [
     "LoadBalancer",
     "PowerDnsSettings",
     "Primary",
+    "Provisioners",
     "Region",
     "Rfc2136Settings",
     "Route53Settings",
     "SecretRef",
+    "SecretStore",
     "TestWorkspace",
     "TlsSecrets",
     "Topology",
@@ -519,6 +521,10 @@ class Region(_Site):
     """Workspace rebuilt to prove the region works after the migration."""
     canary: bool = False
     """Apply this region first, alone, before the others."""
+    provisioners: Provisioners | None = None
+    """External provisioner daemons in the region (v2): {replicas, tags}."""
+    secret_store: SecretStore = Field(default_factory=lambda: _secret_store())
+    """Where the region's provisioner PSK lives (default: a Secret coder-migrate writes)."""
 
     @property
     def icon(self) -> str:
@@ -583,3 +589,19 @@ class Topology(BaseModel):
 
 def _under(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
+
+
+# The provisioners' models live in their own module (which uses this one's types); the models
+# that name them are completed once both exist.
+from coder_migrate.inventory.provisioner_model import (  # noqa: E402
+    Provisioners,
+    SecretStore,
+)
+
+
+def _secret_store() -> SecretStore:
+    return SecretStore()
+
+
+Region.model_rebuild()
+Topology.model_rebuild()

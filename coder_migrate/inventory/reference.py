@@ -98,6 +98,14 @@ EXAMPLES: dict[str, list[Any]] = {
     "coder_zones": [["eu-west-1a", "eu-west-1b", "eu-west-1c"]],
     "coder_database": [{"url": {"env": "CODER_PG_CONNECTION_URL"}},
                        {"url": {"file": "~/.config/coder/pg-url"}}],
+    "coder_provisioners": [
+        {"replicas": 2, "tags": {"region": "eu-west", "cloud": "aws"}},
+        {"replicas": 1, "tags": {"region": "eu-west"}, "release": "coder-provisioner",
+         "chart": {"repo": "https://helm.coder.com/v2", "name": "coder-provisioner",
+                   "version": "2.15.0"}},
+    ],
+    "coder_secret_store": [{"kind": "kubernetes"},
+                           {"kind": "external", "secret": "coder-provisioner-psk"}],
 }
 """Example values of every key, shown in the reference (and checked against the model)."""
 

@@ -61,13 +61,17 @@ _ACCESS_URL_ENV = {
     "satellite": "CODER_SATELLITE_ACCESS_URL",
     "workspace-proxy": "CODER_ACCESS_URL",
     "envproxy": "ENVPROXY_ACCESS_URL",
+    # A provisioner daemon listens nowhere: CODER_URL is the primary it dials.
+    "provisioner": "CODER_URL",
 }
 _SHELLS = frozenset({"sh", "bash", "/bin/sh", "/bin/bash"})
 
-PodMode = Literal["satellite", "workspace-proxy", "envproxy", "primary"]
+PodMode = Literal["satellite", "workspace-proxy", "envproxy", "provisioner", "primary"]
 PRIMARY_MODE: Final[PodMode] = "primary"
 """A Coder primary's container (``coderd run``, ``server``): never played, only read."""
-PlayedMode = Literal["satellite", "workspace-proxy", "envproxy"]
+PlayedMode = Literal["satellite", "workspace-proxy", "envproxy", "provisioner"]
+PROVISIONER_MODE: Final[PlayedMode] = "provisioner"
+"""coder-v2/coder-provisioner's ``provisionerd start`` (``coder_migrate.lab.provisionerd``)."""
 SecretLookup = Callable[[str, str], Mapping[str, str] | None]
 
 
@@ -99,6 +103,8 @@ def container_mode(container: Mapping[str, Any]) -> PodMode | None:
         return "workspace-proxy"
     if args[:2] == ["envproxy", "run"]:
         return "envproxy"
+    if args[:2] == ["provisionerd", "start"]:
+        return PROVISIONER_MODE
     if args[:2] == ["coderd", "run"] or args[:1] == ["server"]:
         return PRIMARY_MODE
     return None
@@ -260,6 +266,8 @@ class PodPlan:
     listen: tuple[str, int]
     access_url: str
     env: Mapping[str, str] = field(repr=False)
+    replicas: int = 1
+    """Daemons a provisioner pod plays (the Deployment's replicas); 1 for the others."""
 
     @property
     def key(self) -> str:
@@ -272,7 +280,9 @@ class PodPlan:
     @property
     def env_hash(self) -> str:
         """sha256 of the resolved env, the mode and the listen address: changes when any does."""
-        material = json.dumps([sorted(self.env.items()), self.mode, list(self.listen)]).encode()
+        material = json.dumps(
+            [sorted(self.env.items()), self.mode, list(self.listen), self.replicas]
+        ).encode()
         return hashlib.sha256(material).hexdigest()
 
 
@@ -339,6 +349,11 @@ def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) 
     access_url = env.get(variable, "")
     if not access_url:
         raise LabError(f"no {variable} in the pod's env: the lab cannot tell where it listens")
+    if mode == PROVISIONER_MODE:
+        return PodPlan(
+            cluster=cluster, namespace=namespace, deployment=name, release=release, mode=mode,
+            listen=("", 0), access_url=access_url, env=env, replicas=int(replicas),
+        )
     return PodPlan(
         cluster=cluster,
         namespace=namespace,

@@ -46,6 +46,7 @@ from coder_migrate.errors import CoderMigrateError, LabError, redact
 from coder_migrate.lab.load_balancers import provision
 from coder_migrate.lab.paths import StateLayout
 from coder_migrate.lab.pod_spec import (
+    PROVISIONER_MODE,
     PodPlan,
     child_environment,
     decode_secret,
@@ -251,7 +252,7 @@ class PodSupervisor:
             backoff = self.backoff.get(key)
             if backoff is not None and now < backoff.not_before:
                 continue
-            if plan.listen in taken:
+            if plan.listen[1] and plan.listen in taken:
                 self._problem(
                     key,
                     f"{key}: not started: {plan.listen[0]}:{plan.listen[1]} "
@@ -299,10 +300,32 @@ class PodSupervisor:
             self._problem(key, f"{key}: cannot list deployments: {type(error).__name__}")
             return
         before = primary.version
-        problem = primary.follow(deployments)
+        problem = primary.follow(deployments) or self._follow_psk(primary, deployments)
         self._problem(key, f"{key}: {problem}" if problem else "")
         if primary.version != before:
             log.info("%s runs Coder %s: the emulator plays it", key, primary.version)
+
+    def _follow_psk(self, primary: PrimaryRelease, deployments: list[dict[str, Any]]) -> str:
+        """The emulator takes the provisioner key the primary's pod reads from its Secret."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        reference = primary.psk_reference(deployments)
+        psk = ""
+        if reference is not None:
+            try:
+                _, core = self._apis(primary.context)
+                response = core.read_namespaced_secret(
+                    reference[0], primary.namespace, _preload_content=False,
+                    _request_timeout=KUBE_TIMEOUT_SECONDS,
+                )
+                psk = decode_secret(json.loads(response.data)).get(reference[1], "")
+            except ApiException as error:
+                if error.status != 404:
+                    return f"cannot read the provisioner key: {error.status} {error.reason}"
+            except (HTTPError, OSError, ValueError, CoderMigrateError) as error:
+                return f"cannot read the provisioner key: {type(error).__name__}"
+        return primary.tell_psk(psk)
 
     def _reap(self, now: float) -> None:
         """Children that died on their own: restart later, with backoff."""
@@ -333,6 +356,12 @@ class PodSupervisor:
         env_file.touch()
         metrics_port = _free_loopback_port() if plan.metrics else None
         env = child_environment(plan, metrics_port, env_file, os.environ)
+        module = "coder_migrate.proxy"
+        if plan.mode == PROVISIONER_MODE:
+            module = "coder_migrate.lab.provisionerd"
+            # A daemon is named after its pod (unique across the lab's clusters).
+            env["CODER_LAB_POD_NAME"] = f"{plan.deployment}-{plan.cluster}-lab"
+            env["CODER_LAB_REPLICAS"] = str(plan.replicas)
         with log_file.open("ab") as handle:
             handle.write(
                 f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} lab pod {plan.key} ({plan.mode}) on "
@@ -341,7 +370,7 @@ class PodSupervisor:
             handle.flush()
             # In the supervisor's process group (no new session): stopping the group stops all.
             process = subprocess.Popen(
-                [sys.executable, "-m", "coder_migrate.proxy"],
+                [sys.executable, "-m", module],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
@@ -506,19 +535,21 @@ def supervisor_command(
             "--primary", f"{primary.context}={primary.namespace}/{primary.release}",
             "--coderd", primary.coderd_url,
         ]
+        if not primary.follow_version:
+            command.append("--primary-key-only")
     return command
 
 
-def _parse_primary(value: str | None, coderd: str | None, state: StateLayout) -> (
-    PrimaryRelease | None
-):
+def _parse_primary(value: str | None, coderd: str | None, state: StateLayout,
+                   key_only: bool = False) -> PrimaryRelease | None:
     if value is None:
         return None
     context, _, where = value.partition("=")
     namespace, _, release = where.partition("/")
     if not (context and namespace and release and coderd):
         raise SystemExit(f"--primary {value!r}: expected CONTEXT=NAMESPACE/RELEASE and --coderd")
-    return PrimaryRelease(context, namespace, release, coderd, state.coder_token)
+    return PrimaryRelease(context, namespace, release, coderd, state.coder_token,
+                          follow_version=not key_only)
 
 
 def _parse_clusters(values: Iterable[str]) -> dict[str, str]:
@@ -544,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--coderd", metavar="URL", help="the lab's Coder emulator")
     parser.add_argument("--load-balancers", action="append", default=[], metavar="CONTEXT",
                         help="give this cluster's LoadBalancer Services an address")
+    parser.add_argument("--primary-key-only", action="store_true",
+                        help="follow only the primary's provisioner key, not its version (v2)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -556,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     state = StateLayout(args.state_dir.resolve())
     supervisor = PodSupervisor(
         state, _parse_clusters(args.cluster),
-        primary=_parse_primary(args.primary, args.coderd, state),
+        primary=_parse_primary(args.primary, args.coderd, state, args.primary_key_only),
         load_balancers=args.load_balancers,
     )
     supervisor.run(stop_event, args.interval)

@@ -13,14 +13,16 @@ release (not installed yet, or uninstalled) the emulator keeps what it plays.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coder_migrate.lab.pod_spec import primary_version, release_name
+from coder_migrate.lab.pod_spec import PRIMARY_MODE, container_mode, primary_version, release_name
 
 __all__ = ["PrimaryRelease"]
 
@@ -40,6 +42,11 @@ class PrimaryRelease:
     version: str | None = None
     #: Why the last attempt failed, "" when it did not.
     error: str = ""
+    #: sha256 of the provisioner PSK last told to the emulator, and when.
+    psk_told: tuple[str, float] = ("", 0.0)
+    #: Whether the emulator plays the release's version (v1); a v2 primary keeps the version
+    #: it was started with and follows only the provisioner key its pod reads.
+    follow_version: bool = True
 
     @property
     def name(self) -> str:
@@ -57,15 +64,48 @@ class PrimaryRelease:
                     return version
         return None
 
+    def psk_reference(self, deployments: list[dict[str, Any]]) -> tuple[str, str] | None:
+        """(Secret, key) the primary's ``CODER_PROVISIONER_DAEMON_PSK`` reads, or None."""
+        for deployment in deployments:
+            metadata = deployment.get("metadata") or {}
+            if metadata.get("namespace") != self.namespace or (
+                release_name(metadata) != self.release
+            ):
+                continue
+            spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for container in spec.get("containers") or []:
+                if container_mode(container) != PRIMARY_MODE:
+                    continue
+                for entry in container.get("env") or []:
+                    reference = ((entry.get("valueFrom") or {}).get("secretKeyRef") or {})
+                    if entry.get("name") == "CODER_PROVISIONER_DAEMON_PSK" and reference:
+                        return str(reference.get("name", "")), str(reference.get("key", ""))
+        return None
+
+    def tell_psk(self, psk: str, *, every: float = 15.0) -> str:
+        """Tell the emulator the primary's PSK ("" for none) when it changed, and every
+        *every* seconds (a restarted emulator learns it again); "" or the problem."""
+        digest = hashlib.sha256(psk.encode()).hexdigest()
+        told, when = self.psk_told
+        if digest == told and time.monotonic() - when < every:
+            return ""
+        problem = self._put("/emulator/provisioner-psk", {"psk": psk}, "the provisioner key")
+        if not problem:
+            self.psk_told = (digest, time.monotonic())
+        return problem
+
     def tell_emulator(self, version: str) -> str:
         """Ask the emulator to play *version*; return "" or the reason it did not."""
+        return self._put("/emulator/release", {"version": version}, f"version {version}")
+
+    def _put(self, path: str, body: dict[str, str], what: str) -> str:
         try:
             token = self.token_file.read_text(encoding="utf-8").strip()
         except OSError as error:
             return f"cannot read the emulator's admin token: {error.strerror}"
         request = urllib.request.Request(  # noqa: S310 - the lab's own http:// emulator
-            f"{self.coderd_url.rstrip('/')}/emulator/release",
-            data=json.dumps({"version": version}).encode(),
+            f"{self.coderd_url.rstrip('/')}{path}",
+            data=json.dumps(body).encode(),
             method="PUT",
             headers={"Session-Token": token, "Content-Type": "application/json"},
         )
@@ -73,13 +113,15 @@ class PrimaryRelease:
             with urllib.request.urlopen(request, timeout=EMULATOR_TIMEOUT_SECONDS):  # noqa: S310
                 return ""
         except urllib.error.HTTPError as error:
-            body = error.read().decode(errors="replace")[:200]
-            return f"the emulator refused version {version}: {error.code} {body}"
+            text = error.read().decode(errors="replace")[:200]
+            return f"the emulator refused {what}: {error.code} {text}"
         except (urllib.error.URLError, OSError) as error:
             return f"the emulator did not answer: {error}"
 
     def follow(self, deployments: list[dict[str, Any]]) -> str:
         """One tick: the release's version to the emulator. Returns "" or the problem."""
+        if not self.follow_version:
+            return ""
         version = self.deployed_version(deployments)
         if version is None:
             self.error = ""

@@ -300,11 +300,13 @@ class Lab:
         world = lab_world().primary
         # A v1 primary follows its release (1.20 and 1.21 behave differently); a v2 one keeps
         # the version it was started with.
+        # Both take the provisioner key the primary's pod reads (v2's external provisioners).
         primary = PrimaryRelease(
             context=settings.clusters[0].context, namespace=world.namespace,
             release=world.release, coderd_url=f"http://127.0.0.1:{settings.coderd_port}",
             token_file=self.state.coder_token,
-        ) if settings.coder_mode.startswith("v1") else None
+            follow_version=settings.coder_mode.startswith("v1"),
+        )
         # Proxies a killed supervisor left behind hold their ports: stop them first.
         pods.stop_orphans(self.state)
         self.state.pods_state.unlink(missing_ok=True)

@@ -13,7 +13,9 @@ from coder_migrate.lab.paths import CacheLayout
 
 CHARTS_DIR: Final = Path(__file__).parent / "charts"
 
-StandInChart = Literal["coder-v1", "coder-v1.20", "workspace-provider", "coder-v2"]
+StandInChart = Literal[
+    "coder-v1", "coder-v1.20", "workspace-provider", "coder-v2", "coder-provisioner"
+]
 
 
 def helm_binary(cache: CacheLayout | None = None) -> Path:

@@ -292,6 +292,40 @@ class KubeCluster:
 
         return await self._call(f"restart deployments {selector} in {namespace}", restart)
 
+    async def deployment_annotations(self, namespace: str, selector: str) -> dict[str, str]:
+        """Pod template annotations of the Deployments matching *selector*, merged (the
+        first Deployment's value of a key wins); {} when there is none."""
+
+        def read() -> dict[str, str]:
+            found: dict[str, str] = {}
+            for deployment in self.apps().list_namespaced_deployment(
+                namespace, label_selector=selector
+            ).items:
+                template = deployment.spec.template if deployment.spec else None
+                meta = template.metadata if template is not None else None
+                for key, value in ((meta.annotations if meta else None) or {}).items():
+                    found.setdefault(str(key), str(value))
+            return found
+
+        return await self._call(f"read deployments {selector} in {namespace}", read)
+
+    async def roll_deployments(
+        self, namespace: str, selector: str, annotations: Mapping[str, str]
+    ) -> list[str]:
+        """Roll the pods of matching Deployments by setting pod template *annotations* (a
+        new template, as ``kubectl rollout restart`` makes); return the names rolled."""
+        patch = {"spec": {"template": {"metadata": {"annotations": dict(annotations)}}}}
+
+        def roll() -> list[str]:
+            apps = self.apps()
+            listed = apps.list_namespaced_deployment(namespace, label_selector=selector).items
+            names = [str(d.metadata.name) for d in listed if d.metadata is not None]
+            for name in names:
+                apps.patch_namespaced_deployment(name, namespace, patch)
+            return names
+
+        return await self._call(f"roll deployments {selector} in {namespace}", roll)
+
     async def delete_secret(self, namespace: str, name: str) -> bool:
         def delete() -> bool:
             return _unless(

@@ -228,6 +228,9 @@ ALLOWED_UNINSTALL = {
     "coder_migrate/providers/helm.py",
     # the HelmRelease kind's delete (regions removed from the inventory, rollback)
     "coder_migrate/engine/kinds/release.py",
+    # the ProvisionerRelease kind's delete (rollback of provisioners it installed; refuses a
+    # release kept for rollback like the HelmRelease kind)
+    "coder_migrate/engine/kinds/provisioner_release.py",
 }
 
 

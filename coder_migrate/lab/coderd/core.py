@@ -88,6 +88,10 @@ class Emulator:
         self.build_step_seconds = config.build_step_seconds
         #: The version of the primary release the lab deployed, once it named one.
         self.release_version: str | None = None
+        from coder_migrate.lab.coderd.v2_provisioners import ProvisionerDaemons
+
+        #: External provisioner daemons and the PSK (its hash) the primary takes.
+        self.provisioners = ProvisionerDaemons()
 
     @property
     def is_v1(self) -> bool:

@@ -143,6 +143,7 @@ class EmulatorServer:
         r.add_post("/emulator/users/{username}/tokens", self.admin_user_token)
         r.add_get("/emulator/agents", self.admin_agents)
         r.add_put("/emulator/release", self.admin_release)
+        r.add_put("/emulator/provisioner-psk", self.admin_provisioner_psk)
         r.add_post("/emulator/providers/{name}/envproxy-token", self.admin_envproxy_token)
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
@@ -267,6 +268,16 @@ class EmulatorServer:
             )
         return web.json_response({"mode": mode, "version": version, "restarting": True},
                                  status=202)
+
+    async def admin_provisioner_psk(self, request: web.Request) -> web.Response:
+        """The primary's ``CODER_PROVISIONER_DAEMON_PSK`` ("" for none), as the lab's pods
+        supervisor reads it from the primary release's Secret; only its hash is kept."""
+        self.emu.require_admin(request)
+        psk = (await self._json(request)).get("psk")
+        if not isinstance(psk, str):
+            raise ApiError(400, "psk must be a string")
+        changed = await self.emu.provisioners.set_psk(psk)
+        return web.json_response({"changed": changed})
 
     # -- lifecycle ---------------------------------------------------------------------------
 

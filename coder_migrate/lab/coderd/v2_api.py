@@ -21,6 +21,7 @@ from coder_migrate.lab.coderd.health import HealthPoller
 from coder_migrate.lab.coderd.store import Doc
 from coder_migrate.lab.coderd.v2_apps import V2Apps
 from coder_migrate.lab.coderd.v2_common import Proxies, read_body
+from coder_migrate.lab.coderd.v2_provisioners import V2Provisioners
 from coder_migrate.lab.coderd.v2_proxy_routes import V2ProxyRoutes
 from coder_migrate.lab.coderd.v2_users import V2Users
 from coder_migrate.providers.coder.models_v2 import PRIMARY_PROXY_NAME
@@ -41,6 +42,7 @@ class V2Api:
         self.users = V2Users(emulator)
         self.proxy_routes = V2ProxyRoutes(emulator, self.proxies, self.health)
         self.apps = V2Apps(emulator, self.proxies)
+        self.provisioners = V2Provisioners(emulator)
 
     def routes(self, app: web.Application) -> None:
         r = app.router
@@ -55,6 +57,7 @@ class V2Api:
         r.add_get(f"{base}/{{proxy}}", self.get_proxy)
         r.add_patch(f"{base}/{{proxy}}", self.patch_proxy)
         r.add_delete(f"{base}/{{proxy}}", self.delete_proxy)
+        self.provisioners.routes(app)
 
     # -- helpers -----------------------------------------------------------------------------
 

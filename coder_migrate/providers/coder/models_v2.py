@@ -36,6 +36,18 @@ class BuildInfo(_Model):
     deployment_id: str = ""
 
 
+class ProvisionerDaemon(_Model):
+    """codersdk.ProvisionerDaemon: an external provisioner the primary knows."""
+
+    id: str
+    name: str
+    created_at: datetime | None = None
+    last_seen_at: datetime | None = None
+    version: str = ""
+    provisioners: list[str] = []
+    tags: dict[str, str] = {}
+
+
 class V2Role(_Model):
     name: str
     display_name: str = ""

@@ -19,6 +19,7 @@ from coder_migrate.providers.coder.models_v2 import (
     BuildInfo,
     CreatedProxy,
     CryptoKey,
+    ProvisionerDaemon,
     ProxyRegistration,
     ProxyStatus,
     Region,
@@ -83,6 +84,11 @@ class CoderV2Client(TransportClient):
         body = await self._http.json("GET", path)
         regions = body.get("regions") if isinstance(body, dict) else None
         return parse_list(WorkspaceProxy, regions, "GET", path)
+
+    async def provisioner_daemons(self) -> list[ProvisionerDaemon]:
+        """The external provisioner daemons the primary knows, with when each was last seen."""
+        path = "/api/v2/provisionerdaemons"
+        return parse_list(ProvisionerDaemon, await self._http.json("GET", path), "GET", path)
 
     async def get_proxy(self, name_or_id: str) -> WorkspaceProxy:
         path = f"/api/v2/workspaceproxies/{name_or_id}"

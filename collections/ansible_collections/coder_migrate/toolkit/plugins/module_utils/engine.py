@@ -61,9 +61,10 @@ def one_line(message: str) -> str:
     return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
-def run_for_site(module: Any, engine_module: str, function: str, site_argument: str) -> None:
-    """Run ``engine_module.function(inventory, site, check=, force=, lock_wait=)`` and end the
-    module with its ``SiteOutcome`` (``changed``, ``changes``, the plan as diff)."""
+def run_for_site(module: Any, engine_module: str, function: str, site_argument: str,
+                 extra: dict[str, Any] | None = None) -> None:
+    """Run ``engine_module.function(inventory, site, check=, force=, lock_wait=, **extra)`` and
+    end the module with its ``SiteOutcome`` (``changed``, ``changes``, the plan as diff)."""
     try:
         errors = importlib.import_module("coder_migrate.errors")
         run = getattr(importlib.import_module(engine_module), function)
@@ -79,6 +80,7 @@ def run_for_site(module: Any, engine_module: str, function: str, site_argument: 
             check=module.check_mode,
             force=params["force"],
             lock_wait=params["lock_wait"],
+            **(extra or {}),
         )
     except errors.CoderMigrateError as error:
         # Fit for the user: the error tree redacts its messages when they are made.

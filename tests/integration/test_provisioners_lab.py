@@ -1,0 +1,287 @@
+"""External provisioners on a private v2 lab, as a user runs them: ``apply`` with provisioners in
+three regions, ``status`` per region, a wrong key in one region, ``rotate provisioner-psk``
+killed (SIGKILL) mid-way and run again; and no key in anything the toolkit wrote or printed.
+
+The lab is real: its kube-apiservers hold the Secrets and releases, helm installs the
+``coder-provisioner`` stand-in, the lab plays each provisioner pod with
+``coder_migrate.lab.provisionerd`` (a websocket to the emulator's serve endpoint with the key
+from the pod's Secret), and the emulator checks the key the primary's pod reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+from kubernetes import client as kube_client
+
+from coder_migrate import sensitive
+from coder_migrate.lab.paths import CacheLayout, StateLayout
+from coder_migrate.lab.runtime import Lab
+from coder_migrate.lab.settings import LabSettings
+from tests.fixtures.lab import kube_api
+from tests.helpers import REPO, PrivateLab, edit_yaml, relocated_inventory
+
+pytestmark = pytest.mark.integration
+
+#: Clear of every other test's lab (0, 1000-1200, 2500, 3000, 3300-3500).
+PORT_OFFSET = 3600
+#: Proxies on 127.0.36.N: no other test uses that block.
+ADDRESS_BLOCK = 36
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+REPLICAS = {"us-east": 2, "eu-west": 1, "ap-southeast": 1}
+WRONG = "eu-west"
+PSK_SECRET = "coder-provisioner-psk"
+NEXT_SECRET = "coder-provisioner-psk-next"
+TIMEOUT = 600
+
+
+class User:
+    """Runs ``coder-migrate`` against the private lab; keeps every output for the scan."""
+
+    def __init__(self, lab: PrivateLab, inventory: Path) -> None:
+        self.lab = lab
+        self.inventory = inventory
+        self.outputs: list[str] = []
+        self.env = {**os.environ, **lab.environment(), "COLUMNS": "200"}
+        self.program = str(Path(sys.executable).parent / "coder-migrate")
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([self.program, *args], env=self.env, capture_output=True,
+                                text=True, timeout=TIMEOUT, check=False)
+        self.outputs += [result.stdout, result.stderr]
+        if check:
+            assert result.returncode == 0, (
+                f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        return result
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        result = self.run("status", "-i", str(self.inventory), "--output", "json", check=False)
+        return {row["site"]: row for row in json.loads(result.stdout)}
+
+    @property
+    def settings(self) -> LabSettings:
+        return LabSettings.create(port_offset=self.lab.port_offset, coder_mode="v2")
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.lab.state_dir / "kubeconfig"
+
+    def secret(self, context: str, namespace: str, name: str) -> str | None:
+        with kube_api(self.kubeconfig, context) as api:
+            try:
+                found = kube_client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+            except kube_client.ApiException as error:
+                if error.status == 404:
+                    return None
+                raise
+        value = base64.b64decode((found.data or {})["psk"]).decode()
+        return sensitive.register(value)
+
+    def write_secret(self, context: str, namespace: str, name: str, value: str) -> None:
+        body = kube_client.V1Secret(metadata=kube_client.V1ObjectMeta(name=name),
+                                    string_data={"psk": value})
+        with kube_api(self.kubeconfig, context) as api:
+            kube_client.CoreV1Api(api).replace_namespaced_secret(name, namespace, body)
+
+    def primary_psk(self) -> str:
+        value = self.secret("lab-primary", "coder", PSK_SECRET)
+        assert value is not None
+        return value
+
+
+@pytest.fixture
+def user(tmp_path: Path) -> Iterator[User]:
+    lab = PrivateLab(tmp_path / "lab", PORT_OFFSET, ADDRESS_BLOCK)
+    inventory = relocated_inventory(REPO / "inventories" / "lab-v2",
+                                    tmp_path / "inventories" / "lab-v2", lab)
+    for region in REGIONS:
+        edit_yaml(inventory / "host_vars" / f"{region}.yml", lambda data, r=region: data.update(
+            coder_provisioners={"replicas": REPLICAS[r], "tags": {"region": r}}))
+    try:
+        yield User(lab, inventory)
+    finally:
+        Lab(StateLayout(lab.state_dir), CacheLayout.default()).down()
+
+
+def healthy(row: dict[str, Any]) -> bool:
+    return bool(row["registration"] == "ok" and row["reachable"]
+                and row["release_status"] == "deployed" and row["provisioners_ok"])
+
+
+def wait_status(user: User, ok: dict[str, bool], timeout: float = 90) -> dict[str, dict[str, Any]]:
+    """Poll ``status`` until each region's provisioners are healthy or not as in *ok*."""
+    deadline = time.monotonic() + timeout
+    rows: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        rows = user.status()
+        if all(rows[r]["provisioners_ok"] == want and (
+                not want or rows[r]["provisioners"] == f"{REPLICAS[r]}/{REPLICAS[r]} connected")
+               for r, want in ok.items()):
+            return rows
+        time.sleep(2)
+    pytest.fail(f"status not as expected within {timeout:.0f} s: {json.dumps(rows, indent=1)}")
+
+
+def serve(user: User, psk: str) -> tuple[int, str]:
+    """Dial the primary's serve endpoint as a daemon presenting *psk*: (101, "connected"), or
+    the refusal's status and message."""
+    url = (f"http://127.0.0.1:{user.settings.coderd_port}/api/v2/organizations/default/"
+           "provisionerdaemons/serve?provisioner=terraform&name=probe&tag=region=probe")
+
+    async def dial() -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session:
+            try:
+                async with session.ws_connect(url, headers={"Coder-Provisioner-PSK": psk}):
+                    return 101, "connected"
+            except aiohttp.WSServerHandshakeError:
+                pass
+            async with session.get(url, headers={"Coder-Provisioner-PSK": psk}) as response:
+                return response.status, str((await response.json())["message"])
+
+    return asyncio.run(dial())
+
+
+def daemons(user: User) -> list[dict[str, Any]]:
+    token = (user.lab.state_dir / "secrets" / "coder-token").read_text().strip()
+    response = httpx.get(
+        f"http://127.0.0.1:{user.settings.coderd_port}/api/v2/provisionerdaemons",
+        headers={"Coder-Session-Token": token}, timeout=10)
+    response.raise_for_status()
+    listed: list[dict[str, Any]] = response.json()
+    return listed
+
+
+def check_connected(user: User) -> str:
+    """Every region's daemons connected with the deployment's key; the key."""
+    rows = wait_status(user, dict.fromkeys(REGIONS, True))
+    assert all(healthy(rows[r]) for r in REGIONS), rows
+    key = user.primary_psk()
+    assert len(key) >= 64  # 48 random bytes
+    for region in REGIONS:
+        assert user.secret(f"lab-{region}", "coder-proxy", PSK_SECRET) == key
+    # (The probe daemon serve() dialled is no region's.)
+    listed = sorted((d["name"], d["tags"]) for d in daemons(user)
+                    if d["tags"]["region"] in REGIONS)
+    assert listed == sorted(
+        (f"coder-provisioner-{r}-lab-{i}", {"region": r, "scope": "organization", "owner": ""})
+        for r in REGIONS for i in range(REPLICAS[r]))
+    return key
+
+
+def check_wrong_key(user: User, key: str) -> None:
+    """A wrong key in one region: status says so for that region only; apply repairs it."""
+    user.write_secret(f"lab-{WRONG}", "coder-proxy", PSK_SECRET,
+                      sensitive.register("wrong-" + key[::-1]))
+    rows = wait_status(user, {r: r != WRONG for r in REGIONS})
+    assert "is not the primary's" in rows[WRONG]["detail"], rows[WRONG]
+    assert all(healthy(rows[r]) for r in REGIONS if r != WRONG)
+    pod_log = user.lab.state_dir / "logs" / "pods" / f"{WRONG}-coder-proxy-coder-provisioner.log"
+    deadline = time.monotonic() + 30
+    while "refused: 401" not in pod_log.read_text() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert "refused: 401" in pod_log.read_text()
+    plan = user.run("plan", "-i", str(user.inventory))
+    assert f"Secret {PSK_SECRET} in ns coder-proxy of lab-{WRONG}" in plan.stdout
+    user.run("apply", "-i", str(user.inventory), "--auto-approve")
+    wait_status(user, dict.fromkeys(REGIONS, True))
+
+
+def kill_rotation(user: User, after: str = f"Secret {PSK_SECRET} in ns coder of") -> str:
+    """Start the rotation, SIGKILL it once the step *after* names is done (by default the
+    primary taking the new key); the staged key."""
+    rotate = subprocess.Popen(
+        [user.program, "rotate", "provisioner-psk", "-i", str(user.inventory),
+         "--auto-approve"],
+        env=user.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert rotate.stderr is not None and rotate.stdout is not None
+    seen: list[str] = []
+    for line in rotate.stderr:
+        seen.append(line)
+        if "done" in line and after in line:
+            rotate.send_signal(signal.SIGKILL)
+            break
+    rotate.wait(timeout=60)
+    user.outputs += ["".join(seen), rotate.stderr.read(), rotate.stdout.read()]
+    assert rotate.returncode == -signal.SIGKILL, "".join(seen)
+    staged = user.secret("lab-primary", "coder", NEXT_SECRET)
+    assert staged is not None
+    return staged
+
+
+def play(user: User, tmp: Path) -> int:
+    """The coder_provisioners role (without rotate) for the primary, as a playbook runs it;
+    the number of tasks it changed."""
+    playbook = tmp / "provisioners.yml"
+    playbook.write_text("- hosts: coder_primary\n  gather_facts: false\n"
+                        "  roles: [coder_provisioners]\n")
+    bin_dir = Path(sys.executable).parent
+    result = subprocess.run(
+        [str(bin_dir / "ansible-playbook"), "-i", str(user.inventory), str(playbook)],
+        env={**user.env, "PATH": f"{bin_dir}:{os.environ['PATH']}", "ANSIBLE_NOCOLOR": "1",
+             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+             "ANSIBLE_COLLECTIONS_PATH": str(REPO / "collections")},
+        capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    user.outputs += [result.stdout, result.stderr]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    recap = result.stdout.rsplit("PLAY RECAP", 1)[1]
+    return int(recap.split("changed=", 1)[1].split()[0])
+
+
+def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
+    """No key in anything the toolkit printed, journalled or logged (fingerprints only)."""
+    with kube_api(user.kubeconfig, "lab-primary") as api:
+        config_maps = kube_client.CoreV1Api(api).list_namespaced_config_map("coder").items
+    journal = json.dumps([c.data for c in config_maps])
+    assert "sha256:" in journal  # what the journal keeps instead
+    logs = [p.read_text(errors="replace") for p in (user.lab.state_dir / "logs").rglob("*.log")]
+    assert logs
+    for where, text in [*(("output", o) for o in user.outputs), ("journal", journal),
+                        *(("lab log", t) for t in logs)]:
+        for name, key in keys.items():
+            assert key not in text, f"the {name} key appears in a {where}"
+
+
+def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
+    user: User, tmp_path: Path,
+) -> None:
+    inventory = str(user.inventory)
+    user.run("lab", "up", "--coder", "v2")
+    user.run("apply", "-i", inventory, "--auto-approve")
+    first = check_connected(user)
+    assert user.run("plan", "-i", inventory, "--detailed-exitcode", check=False).returncode == 0
+
+    check_wrong_key(user, first)
+
+    staged = kill_rotation(user)
+    assert staged == user.primary_psk() != first
+    user.run("rotate", "provisioner-psk", "-i", inventory, "--auto-approve", "--lock-wait", "60")
+    new = check_connected(user)
+    assert new == staged
+    assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
+    assert serve(user, first) == (401, "provisioner daemon auth token invalid")
+    assert serve(user, new) == (101, "connected")
+    assert user.run("plan", "-i", inventory, "--detailed-exitcode", check=False).returncode == 0
+
+    # The Ansible role: nothing to do; a rotation killed after staging is finished; repeatable.
+    assert play(user, tmp_path) == 0
+    third = kill_rotation(user, after=f"Secret {NEXT_SECRET} in ns coder of")
+    assert play(user, tmp_path) == 1
+    assert check_connected(user) == third != new
+    assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
+    assert play(user, tmp_path) == 0
+
+    check_no_key_anywhere(user, {"first": first, "new": new, "third": third,
+                                 "wrong": "wrong-" + first[::-1]})

@@ -1,0 +1,250 @@
+"""External provisioners (v2) and the regional secret store: inventory rules, the deploy's
+and the rotation's changes as pure functions of (inventory, observed world), and that no plan
+holds a key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from coder_migrate.cli import main
+from coder_migrate.engine.deploy import deploy_waves
+from coder_migrate.engine.kinds.provisioner_release import provisioner_values
+from coder_migrate.engine.plan import Plan
+from coder_migrate.engine.provisioner_plan import rotation_plan
+from coder_migrate.engine.provisioners import (
+    PENDING,
+    ProvisionerWorld,
+    RegionProvisioners,
+    fingerprint,
+    new_psk,
+)
+from coder_migrate.engine.values import release_values
+from coder_migrate.engine.world import World
+from coder_migrate.errors import PlanError
+from coder_migrate.inventory import Topology, load_topology
+from coder_migrate.kinds import KINDS
+from coder_migrate.providers.helm import ReleaseState
+from tests.helpers import REPO, copy_inventory, edit_yaml
+from tests.unit.test_engine_deploy import deployed_world
+
+LAB_V2 = REPO / "inventories" / "lab-v2"
+REGIONS = ("us-east", "eu-west", "ap-southeast")
+
+
+def _inventory(tmp: Path, edit: Callable[[Path], None] | None = None) -> Path:
+    inventory = copy_inventory(tmp, LAB_V2)
+    for name in REGIONS:
+        edit_yaml(inventory / "host_vars" / f"{name}.yml",
+                  lambda d, n=name: d.update(coder_provisioners={
+                      "replicas": 2, "tags": {"region": n}}))
+    if edit is not None:
+        edit(inventory)
+    return inventory
+
+
+def _validate(inventory: Path) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["inventory", "validate", "-i", str(inventory)])
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
+    return load_topology(_inventory(tmp_path_factory.mktemp("prov")))
+
+
+# -- inventory -------------------------------------------------------------------------------
+
+
+def test_provisioners_and_stores_are_read(topology: Topology) -> None:
+    region = topology.region("eu-west")
+    assert region.provisioners is not None
+    assert (region.provisioners.replicas, region.provisioners.tags) == (2, {"region": "eu-west"})
+    assert region.secret_store.kind == "kubernetes"
+
+
+@pytest.mark.parametrize(("change", "line"), [
+    ({"coder_provisioners": {"tags": {"a,b": "x"}}},
+     "eu-west: coder_provisioners.tags: expected tags as name: value"),
+    ({"coder_provisioners": {"tags": {"scope": "user"}}},
+     "eu-west: coder_provisioners.tags: expected tags other than scope and owner"),
+    ({"coder_provisioners": {"replicas": 0}},
+     "eu-west: coder_provisioners.replicas: expected"),
+    ({"coder_provisioners": {"tags": {"region": "us-east"}}},
+     "eu-west: coder_provisioners.tags: expected tags no other region's provisioners have "
+     "(us-east"),
+    ({"coder_secret_store": {"kind": "external"}},
+     "eu-west: coder_secret_store: expected secret: NAME of the Secret your store maintains"),
+    ({"coder_secret_store": {"kind": "vault"}}, "eu-west: coder_secret_store.kind: expected"),
+    ({"coder_provisioners": None, "coder_secret_store": {"kind": "external", "secret": "s"}},
+     "eu-west: coder_secret_store: expected coder_secret_store only where "
+     "coder_provisioners is set"),
+])
+def test_bad_provisioner_settings_are_refused_with_one_line(
+    tmp_path: Path, change: dict[str, Any], line: str
+) -> None:
+    def edit(inventory: Path) -> None:
+        def apply(data: dict[str, Any]) -> None:
+            data.update({k: v for k, v in change.items() if v is not None})
+            for key in [k for k, v in change.items() if v is None]:
+                data.pop(key, None)
+        edit_yaml(inventory / "host_vars" / "eu-west.yml", apply)
+
+    code, output = _validate(_inventory(tmp_path, edit))
+    assert code == 3, output
+    assert line in output
+
+
+def test_provisioners_are_refused_on_v1(tmp_path: Path) -> None:
+    inventory = copy_inventory(tmp_path)
+    edit_yaml(inventory / "host_vars" / "eu-west.yml",
+              lambda d: d.update(coder_provisioners={"tags": {"region": "eu-west"}}))
+    code, output = _validate(inventory)
+    assert code == 3
+    assert ("eu-west: coder_provisioners: expected no coder_provisioners with "
+            "coder_generation v1") in output
+
+
+# -- the key -------------------------------------------------------------------------------
+
+
+def test_a_new_key_is_long_random_and_shown_only_by_fingerprint() -> None:
+    keys = {new_psk() for _ in range(20)}
+    assert len(keys) == 20 and all(len(k) >= 64 for k in keys)  # 48 bytes, base64url
+    key = keys.pop()
+    shown = fingerprint(key)
+    assert shown.startswith("sha256:") and len(shown) == 23 and key not in shown
+
+
+# -- deploy ----------------------------------------------------------------------------------
+
+
+def _world(topology: Topology, provisioners: ProvisionerWorld | None) -> World:
+    """Everything else deployed as a previous apply leaves it (the lab's v2 chart)."""
+    world = deployed_world(topology)
+    chart = f"{topology.chart.name}-{topology.chart.version}"
+    sites = {name: replace(state, release=replace(state.release, chart=chart))
+             for name, state in world.sites.items() if state.release is not None}
+    return World(sites=sites, records=world.records, managed=world.managed,
+                 provisioners=provisioners)
+
+
+def _deployed_release(topology: Topology, name: str, key: str) -> ReleaseState:
+    region = topology.region(name)
+    return ReleaseState(name="coder-provisioner", namespace=region.namespace,
+                        chart="coder-provisioner-2.15.0", status="deployed", revision=1,
+                        values=provisioner_values(topology, region, key))
+
+
+def _done(topology: Topology, key: str = "sha256:1111111111111111") -> ProvisionerWorld:
+    return ProvisionerWorld(primary=key, regions={
+        n: RegionProvisioners(secret=key, release=_deployed_release(topology, n, key))
+        for n in REGIONS})
+
+
+def test_first_deploy_generates_the_key_then_copies_it_and_installs_each_region(
+    topology: Topology,
+) -> None:
+    empty = ProvisionerWorld(primary=None, regions={
+        n: RegionProvisioners(secret=None, release=None) for n in REGIONS})
+    waves, _ = deploy_waves(topology, _world(topology, empty))
+    changes = [(c.region, c.kind, c.action.value) for w in waves for c in w.changes]
+    assert ("primary", "ProvisionerPsk", "create") in changes
+    for name in REGIONS:
+        assert (name, "ProvisionerPsk", "create") in changes
+        assert (name, "ProvisionerRelease", "create") in changes
+    # The primary takes the key from the Secret its chart names (provisionerDaemon.pskSecretName).
+    assert release_values(topology, topology.primary)["provisionerDaemon"] == {
+        "pskSecretName": "coder-provisioner-psk"}
+    release = next(c for w in waves for c in w.changes if c.kind == "ProvisionerRelease")
+    values = release.model_dump(mode="json")["after"]["values"]
+    assert values["coder"]["replicaCount"] == 2
+    assert values["provisionerDaemon"] == {"pskSecretName": "coder-provisioner-psk",
+                                           "tags": {"region": release.region}}
+    assert values["coder"]["podAnnotations"] == {"coder-migrate/provisioner-psk": PENDING}
+
+
+def test_a_deployed_world_plans_nothing_and_a_wrong_region_key_is_copied_again(
+    topology: Topology,
+) -> None:
+    world = _done(topology)
+    waves, _ = deploy_waves(topology, _world(topology, world))
+    assert [c.id for w in waves for c in w.changes] == []
+    wrong = ProvisionerWorld(primary=world.primary, regions={
+        **world.regions, "eu-west": RegionProvisioners(
+            secret="sha256:2222222222222222", release=world.regions["eu-west"].release)})
+    waves, _ = deploy_waves(topology, _world(topology, wrong))
+    assert [(c.region, c.kind, c.action.value) for w in waves for c in w.changes] == [
+        ("eu-west", "ProvisionerPsk", "update")]
+
+
+def test_an_external_store_is_never_written_and_a_missing_secret_refuses_the_plan(
+    tmp_path: Path,
+) -> None:
+    inventory = _inventory(tmp_path, lambda inv: edit_yaml(
+        inv / "host_vars" / "eu-west.yml",
+        lambda d: d.update(coder_secret_store={"kind": "external", "secret": "from-vault"})))
+    topology = load_topology(inventory)
+    world = _done(topology)
+    missing = ProvisionerWorld(primary=world.primary, regions={
+        **world.regions, "eu-west": RegionProvisioners(secret=None, release=None)})
+    with pytest.raises(PlanError) as refused:
+        deploy_waves(topology, _world(topology, missing))
+    assert str(refused.value).splitlines() == [
+        "eu-west: coder_secret_store: Secret from-vault with key psk not found in ns "
+        "coder-proxy of lab-eu-west; have your store create it (coder-migrate never writes an "
+        "external store)"]
+    present = ProvisionerWorld(primary=world.primary, regions={
+        **world.regions, "eu-west": RegionProvisioners(secret=world.primary, release=None)})
+    waves, _ = deploy_waves(topology, _world(topology, present))
+    assert [(c.region, c.kind) for w in waves for c in w.changes] == [
+        ("eu-west", "ProvisionerRelease")]
+
+
+# -- rotation --------------------------------------------------------------------------------
+
+
+def test_rotation_stages_promotes_copies_rolls_and_drops(topology: Topology) -> None:
+    plan = rotation_plan(topology, _done(topology))
+    assert [w.name for w in plan.waves] == ["stage", "primary", "regions", "drop"]
+    regions = plan.waves[2]
+    assert [(c.region, c.kind, c.action.value) for c in regions.changes] == [
+        (n, kind, "update") for n in REGIONS for kind in ("ProvisionerPsk", "ProvisionerRelease")]
+    # A plan file holds fingerprints, never a key, and reads back through the kinds.
+    text = plan.to_json()
+    assert Plan.from_json(text, kinds=KINDS, source="test").checksum == plan.checksum
+
+
+def test_a_rotation_killed_after_the_primary_resumes_with_the_staged_key(
+    topology: Topology,
+) -> None:
+    old, new = "sha256:1111111111111111", "sha256:3333333333333333"
+    done = _done(topology, old)
+    half = ProvisionerWorld(primary=new, staged=new, primary_rolled=new, regions={
+        **done.regions,
+        "us-east": RegionProvisioners(secret=new,
+                                      release=_deployed_release(topology, "us-east", new))})
+    plan = rotation_plan(topology, half)
+    assert [w.name for w in plan.waves] == ["regions", "drop"]
+    assert [(c.region, c.kind) for c in plan.waves[0].changes] == [
+        (n, kind) for n in ("eu-west", "ap-southeast")
+        for kind in ("ProvisionerPsk", "ProvisionerRelease")]
+    finished = ProvisionerWorld(primary=new, staged=new, primary_rolled=new, regions={
+        n: RegionProvisioners(secret=new, release=_deployed_release(topology, n, new))
+        for n in REGIONS})
+    assert [w.name for w in rotation_plan(topology, finished).waves] == ["drop"]
+
+
+def test_rotation_refuses_external_stores_and_undeployed_provisioners(tmp_path: Path) -> None:
+    topology = load_topology(_inventory(tmp_path, lambda inv: edit_yaml(
+        inv / "host_vars" / "ap-southeast.yml",
+        lambda d: d.update(coder_secret_store={"kind": "external", "secret": "from-vault"}))))
+    with pytest.raises(PlanError, match=r"^ap-southeast: coder_secret_store is external"):
+        rotation_plan(topology, _done(topology))
+    with pytest.raises(PlanError, match=r"run `coder-migrate apply` first"):
+        rotation_plan(topology, ProvisionerWorld(primary=None))
