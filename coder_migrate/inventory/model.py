@@ -428,9 +428,11 @@ class DnsSettings(BaseModel):
         return self
 
 
-# Seed 004's production keys (load balancer, zones, database) live in infra_model.py, which
-# reads the field types above: imported here, after them, and before the sites that use them.
+# Seed 004's production keys live in infra_model.py (load balancer, zones, database) and
+# provisioner_model.py (provisioners, secret store), which read the field types above:
+# imported here, after them, and before the sites that use them.
 from coder_migrate.inventory.infra_model import Database, LoadBalancer, Zone  # noqa: E402
+from coder_migrate.inventory.provisioner_model import Provisioners, SecretStore  # noqa: E402
 
 
 class _Site(BaseModel):
@@ -523,7 +525,7 @@ class Region(_Site):
     """Apply this region first, alone, before the others."""
     provisioners: Provisioners | None = None
     """External provisioner daemons in the region (v2): {replicas, tags}."""
-    secret_store: SecretStore = Field(default_factory=lambda: _secret_store())
+    secret_store: SecretStore = Field(default_factory=SecretStore)
     """Where the region's provisioner PSK lives (default: a Secret coder-migrate writes)."""
 
     @property
@@ -590,18 +592,3 @@ class Topology(BaseModel):
 def _under(name: str, zone: str) -> bool:
     return name == zone or name.endswith("." + zone)
 
-
-# The provisioners' models live in their own module (which uses this one's types); the models
-# that name them are completed once both exist.
-from coder_migrate.inventory.provisioner_model import (  # noqa: E402
-    Provisioners,
-    SecretStore,
-)
-
-
-def _secret_store() -> SecretStore:
-    return SecretStore()
-
-
-Region.model_rebuild()
-Topology.model_rebuild()
