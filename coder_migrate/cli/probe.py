@@ -48,7 +48,7 @@ def probing(engine: Engine, progress: Progress, *, enabled: bool) -> Iterator[Pr
         return
     from coder_migrate.probe import ProbeRun
 
-    run = ProbeRun(engine.topology, engine.session_token())
+    run = ProbeRun.of(engine.topology, engine.session_token())
 
     def both(region: str, phase: str, text: str) -> None:
         run.progress(region, phase, text)
@@ -79,7 +79,7 @@ def probe(inventory_dir: Path, seconds: float, output: str) -> None:
     from coder_migrate.probe import ProbeRun
 
     engine = Engine(load_topology(inventory_dir))
-    run = ProbeRun(engine.topology, engine.session_token())
+    run = ProbeRun.of(engine.topology, engine.session_token())
     run.start()
     try:
         time.sleep(seconds)

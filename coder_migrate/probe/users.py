@@ -224,16 +224,21 @@ class _Users:
 class ProbeRun:
     """The synthetic users in a thread: :meth:`start`, then :meth:`stop` for the report."""
 
-    def __init__(self, topology: Topology, token: str) -> None:
-        self.targets = targets_of(topology)
+    def __init__(self, targets: list[Target], primary_url: str, token: str) -> None:
+        self.targets = targets
         self.steps = StepLog()
-        self._users = _Users(self.targets, topology.primary.access_url, token)
+        self._users = _Users(self.targets, primary_url, token)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._failure: BaseException | None = None
         self.start_time = 0.0
         self.wall_offset = time.time() - time.monotonic()
+
+    @classmethod
+    def of(cls, topology: Topology, token: str) -> ProbeRun:
+        """The users of *topology*'s regions (:func:`targets_of`), asking its primary."""
+        return cls(targets_of(topology), topology.primary.access_url, token)
 
     def progress(self, region: str, phase: str, text: str) -> None:
         """A runner progress event (:data:`coder_migrate.engine.change.Progress`)."""
