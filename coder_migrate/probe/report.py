@@ -15,7 +15,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 __all__ = [
     "PHASES",
@@ -244,8 +244,10 @@ def _row_line(row: RegionReport) -> str:
 
 
 def _longest_gap(samples: Sequence[Sample], start: float, end: float) -> float:
-    """The longest time without a successful answer, from *start* to *end*."""
-    marks = [start, *sorted(s.answered for s in samples if s.ok), end]
+    """The longest time without a successful answer, from the user's first request (else
+    *start*) to *end*."""
+    first = min((s.sent for s in samples), default=start)
+    marks = [first, *sorted(s.answered for s in samples if s.ok), end]
     return max((b - a for a, b in itertools.pairwise(marks)), default=end - start)
 
 
@@ -315,8 +317,11 @@ def build_report(
         mine = [s for s in samples if s.region == region]
         rows.append(_row(region, mine, [d for d in drops if d.region == region], steps,
                          start, end, phased, _longest_gap(mine, start, end)))
-    total = _row("total", samples, drops, steps, start, end, phased,
-                 max((r.longest_gap for r in rows), default=0.0))
+    total = replace(
+        _row("total", samples, drops, steps, start, end, phased,
+             max((r.longest_gap for r in rows), default=0.0)),
+        routes=tuple(dict.fromkeys(route for r in rows for route in r.routes)),
+    )
     return ProbeReport(
         regions=tuple(rows), total=total,
         failures=tuple(_failure_groups(samples, drops, steps, end)),

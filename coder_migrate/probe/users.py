@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiohttp
 
@@ -51,6 +51,8 @@ __all__ = [
 REQUEST_INTERVAL = 0.2
 ROUTE_REFRESH = 1.0
 REQUEST_TIMEOUT = 5.0
+#: Seconds :meth:`ProbeRun.start` waits for every user's first answer and websocket.
+READY_TIMEOUT = 15.0
 #: The app and agent of the test workspace the users open (the lab's workspaces serve it).
 APP = "code-server--main"
 _NO_RETRY = RetryPolicy(attempts=1)
@@ -119,6 +121,14 @@ class _Users:
         self.down: dict[str, tuple[float, str, str]] = {}
         self.stopping = asyncio.Event()
         self.routed = asyncio.Event()
+        self.answered: set[str] = set()
+        self.opened: set[str] = set()
+        self.ready = threading.Event()
+        """Every user had its first answer and opened its websocket once (logged in)."""
+
+    def _check_ready(self) -> None:
+        if len(self.answered) == len(self.opened) == len(self.targets):
+            self.ready.set()
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -175,13 +185,15 @@ class _Users:
                 reason = type(error).__name__
             self.samples.append(Sample(target.region, sent, time.monotonic() - sent, ok,
                                        route.name, reason))
+            if ok and target.region not in self.answered:
+                self.answered.add(target.region)
+                self._check_ready()
             next_at = max(next_at + REQUEST_INTERVAL, time.monotonic())
             await asyncio.sleep(next_at - time.monotonic())
 
     async def _websocket(self, session: aiohttp.ClientSession, target: Target) -> None:
         region = target.region
-        opening = True  # the first open is no drop unless it takes longer than the grace
-        self.down[region] = (time.monotonic(), "could not open", "")
+        opening = True  # a first open that fails and is not open within the grace is a drop
         while True:
             route = self.routes[region]
             try:
@@ -189,6 +201,8 @@ class _Users:
                                               headers=self._headers(route)) as socket:
                     self._reopened(region, route, opening)
                     opening = False
+                    self.opened.add(region)
+                    self._check_ready()
                     count = 0
                     while True:
                         count += 1
@@ -230,7 +244,6 @@ class ProbeRun:
         self._users = _Users(self.targets, primary_url, token)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._started = threading.Event()
         self._failure: BaseException | None = None
         self.start_time = 0.0
         self.wall_offset = time.time() - time.monotonic()
@@ -244,31 +257,29 @@ class ProbeRun:
         """A runner progress event (:data:`coder_migrate.engine.change.Progress`)."""
         self.steps.record(region, phase, text, time.monotonic())
 
-    def start(self, *, ready_timeout: float = 10.0) -> None:
-        """Start the users; returns once each has an address (or after *ready_timeout*)."""
-        self.start_time = time.monotonic()
+    def start(self, *, ready_timeout: float = READY_TIMEOUT) -> None:
+        """Start the users; returns once each had its first answer and opened its websocket
+        (a user logging in: not part of the report), or after *ready_timeout*, when the
+        report starts anyway and counts what is not answering as failed."""
         self._thread = threading.Thread(target=self._main, name="coder-migrate-probe",
                                         daemon=True)
         self._thread.start()
-        self._started.wait(ready_timeout)
+        self._users.ready.wait(ready_timeout)
+        self.start_time = time.monotonic()
 
     def _main(self) -> None:
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
             self._users.stopping = asyncio.Event()
             self._users.routed = asyncio.Event()
-            waiter = asyncio.create_task(self._users.routed.wait())
-            runner = asyncio.create_task(self._users.run())
-            await asyncio.wait({waiter, runner}, return_when=asyncio.FIRST_COMPLETED)
-            self._started.set()
-            await runner
+            await self._users.run()
 
         try:
             asyncio.run(main())
         except BaseException as error:  # reported by stop(), never lost in the thread
             self._failure = error
         finally:
-            self._started.set()
+            self._users.ready.set()  # start() need not wait out its timeout
 
     def finish_operation(self) -> None:
         """The operation ended: what follows is "after"."""
@@ -282,8 +293,11 @@ class ProbeRun:
             self._thread.join(REQUEST_TIMEOUT * 2)
         if self._failure is not None and not isinstance(self._failure, asyncio.CancelledError):
             raise CoderMigrateError(f"the probe stopped: {type(self._failure).__name__}")
-        samples = [s for s in list(self._users.samples) if s.sent < end]
-        drops = list(self._users.drops) + self._users.open_drops()
+        begin = self.start_time
+        samples = [s for s in list(self._users.samples) if begin <= s.sent < end]
+        drops = [replace(d, at=max(d.at, begin))
+                 for d in [*self._users.drops, *self._users.open_drops()]
+                 if d.reconnected is None or d.reconnected > begin]
         return build_report([t.region for t in self.targets], samples, drops, self.steps,
                             start=self.start_time, end=end, wall_offset=self.wall_offset,
                             phased=phased)

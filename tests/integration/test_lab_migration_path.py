@@ -32,7 +32,7 @@ import pytest
 from coder_migrate.lab.paths import CacheLayout, StateLayout
 from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LabSettings
-from tests.helpers import REPO, PrivateLab, relocated_inventory, wait_for
+from tests.helpers import REPO, PrivateLab, relocated_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -81,18 +81,29 @@ class UserShell:
     lab: PrivateLab
     workdir: Path
 
-    def run(self, line: str) -> subprocess.CompletedProcess[str]:
+    def run(self, line: str, *, envproxy: str = "") -> subprocess.CompletedProcess[str]:
+        """Run *line*; with *envproxy* (a provider's name), its README envproxy address
+        (``http://127.0.1.N:1718N``) becomes the one the private lab registered for that
+        provider: the lab keeps envproxies on 127.0.1.N and moves only their port."""
         installed = Path(sys.executable).parent
         command = self.lab.relocate(line).replace(".venv/bin/", f"{installed}/")
-        assert "127.0.1." not in command, f"{command}: still aims at the default lab"
+        if envproxy:
+            registered = self.pools()[envproxy]["envproxy_access_url"].rstrip("/")
+            relocated = re.search(r"http://127\.0\.\d+\.(\d+):(\d+)", command)
+            assert relocated is not None, command
+            assert registered == f"http://127.0.1.{relocated[1]}:{relocated[2]}", (
+                f"{line}: the lab registered {registered} for {envproxy}")
+            command = command.replace(relocated[0], registered)
+        else:
+            assert "127.0.1." not in command, f"{command}: still aims at the default lab"
         env = {**os.environ, **self.lab.environment(), "COLUMNS": "200"}
         return subprocess.run(
             ["bash", "-c", command], cwd=self.workdir, env=env, capture_output=True, text=True,
             timeout=COMMAND_TIMEOUT_SECONDS, check=False,
         )
 
-    def succeeds(self, line: str) -> str:
-        result = self.run(line)
+    def succeeds(self, line: str, *, envproxy: str = "") -> str:
+        result = self.run(line, envproxy=envproxy)
         assert result.returncode == 0, f"{line}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
         return result.stdout
 
@@ -108,9 +119,12 @@ class UserShell:
         return httpx.get(f"http://127.0.0.1:{self.settings.coderd_port}{path}",
                          headers={"Session-Token": self.admin_token}, timeout=5)
 
+    def pools(self) -> dict[str, dict[str, Any]]:
+        listed = self.primary("/api/private/resource-pools").json()["kubernetes"]
+        return {p["name"]: p for p in listed}
+
     def networking_v2(self) -> dict[str, Any]:
-        pools = self.primary("/api/private/resource-pools").json()["kubernetes"]
-        return {p["name"]: p["enable_net_v2"] for p in pools}
+        return {name: p["enable_net_v2"] for name, p in self.pools().items()}
 
 
 @pytest.fixture
@@ -149,10 +163,10 @@ def check_probe(output: str, routes: str, token: str) -> list[str]:
     return lines
 
 
-def check_app(shell: UserShell, line: str, host_part: str) -> None:
+def check_app(shell: UserShell, line: str, host_part: str, *, envproxy: str = "") -> None:
     """The app answers: the echo app saw the request for the workspace's host, and never
     the user's session token."""
-    output = shell.succeeds(line)
+    output = shell.succeeds(line, envproxy=envproxy)
     echoed = json.loads(output)
     assert echoed["path"] == "/hello"
     assert host_part in echoed["headers"].get("X-Forwarded-Host", "")
@@ -177,11 +191,10 @@ def test_the_readme_migration_path_with_users_online(shell: UserShell) -> None:
     run("lab up")
     assert shell.primary("/api").headers["coder-version"] == "1.20.0"
     run("primary")
-    wait_for(lambda: shell.primary("/api").headers["coder-version"] == "1.21.0",
-             "the primary answering as 1.21.0", timeout=30)
-    assert set(shell.networking_v2().values()) == {False}
-
+    # Straight on, as a user goes: the plan refuses regions while the primary runs 1.20.
     plan = run("plan")
+    assert shell.primary("/api").headers["coder-version"] == "1.21.0"
+    assert set(shell.networking_v2().values()) == {False}
     for region in REGIONS:
         assert f"{region}/ProviderNetworkingV2/{region}" in plan or region in plan, plan
 
@@ -200,7 +213,8 @@ def test_the_readme_migration_path_with_users_online(shell: UserShell) -> None:
     assert set(shell.networking_v2().values()) == {False}
     back = check_probe(rolled_back, "satellite then envproxy", shell.admin_token)
     for region in REGIONS:
-        check_app(shell, step[f"envproxy {region}"], f"{region}.coder.lab.internal")
+        check_app(shell, step[f"envproxy {region}"], f"{region}.coder.lab.internal",
+                  envproxy=region)
     alone = check_probe(run("probe"), "envproxy", shell.admin_token)
 
     print("\n" + "\n".join(["apply --migration --probe:", *report,
