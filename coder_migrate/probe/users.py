@@ -3,7 +3,9 @@
 Every :data:`REQUEST_INTERVAL` seconds a user requests its region's test workspace app
 (``coder_test_workspace``) through the address users use, and keeps a websocket to the app's
 echo open through it (sending a message every :data:`REQUEST_INTERVAL` seconds; one that
-closes or stops echoing is reopened at once). The address is the one the primary gives users:
+closes or stops echoing is reopened at once; when the address changes, the socket is closed
+and opened on the new one, as a reloaded page does, which is no drop). The address is the one
+the primary gives users:
 while the workspace's provider runs without Networking v2, the provider's envproxy
 (``envproxy_access_url`` with its ``devurl_host``); once it is on, the region's satellite
 (``coder_access_url`` with ``coder_wildcard_host``). The users read the providers from the
@@ -212,6 +214,8 @@ class _Users:
                             self._dropped(region, f"closed ({message.type.name})", route)
                             break
                         await asyncio.sleep(REQUEST_INTERVAL)
+                        if self.routes[region] != route:
+                            break  # the user's page moves to the new address: no drop
             except TimeoutError:
                 self._dropped(region, f"no echo within {REQUEST_TIMEOUT:.0f} s", route)
             except (aiohttp.ClientError, ConnectionError) as error:

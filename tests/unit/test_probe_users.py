@@ -30,6 +30,7 @@ class Stand:
     seen_hosts: dict[str, set[str]] = field(default_factory=lambda: {"envproxy": set(),
                                                                       "satellite": set()})
     tokens: set[str] = field(default_factory=set)
+    websockets: list[str] = field(default_factory=list)
     ports: dict[str, int] = field(default_factory=dict)
 
 
@@ -43,6 +44,7 @@ def _app(stand: Stand, name: str) -> web.Application:
     async def echo(request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse()
         await socket.prepare(request)
+        stand.websockets.append(name)
         async for message in socket:
             if stand.drop_websockets:
                 stand.drop_websockets = False
@@ -132,6 +134,9 @@ def test_users_follow_networking_v2_from_the_envproxy_to_the_satellite(stand: St
     assert stand.seen_hosts == {"envproxy": {APP_LABEL + ".us-east.coder.lab.internal"},
                                 "satellite": {APP_LABEL + ".coder-us-east.lab.coder-migrate.test"}}
     assert stand.tokens == {TOKEN}
+    # The websocket moved with the address, as a reloaded page's does: no drop.
+    assert stand.websockets == ["envproxy", "satellite"]
+    assert row.websocket_drops == 0
     assert all(TOKEN not in line for line in report.lines())
     assert report.lines()[-1].startswith("total: 0 failed;")
 
