@@ -19,6 +19,7 @@ It prints per run the exit code, the wall time, the probe's failed count, longes
 p99 during, and each failure line of the report. The lab is taken down at the end.
 
     .venv/bin/python bench/migrate_faults.py [--port-offset 5500] [--address-block 50]
+                                             [--only none|satellite|primary|apiserver]
 """
 
 from __future__ import annotations
@@ -152,6 +153,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port-offset", type=int, default=5500)
     parser.add_argument("--address-block", type=int, default=50)
+    parser.add_argument("--only", action="append", default=[], metavar="FAULT",
+                        help="run only these faults (none, satellite, primary, apiserver; "
+                        "repeatable)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as temporary:
         lab = PrivateLab(Path(temporary) / "lab", args.port_offset, args.address_block)
@@ -181,6 +185,9 @@ def main() -> None:
                 ("primary 503 for 5 s", primary_503(run), None),
                 (f"{STOPPED_REGION} apiserver stopped", stop_apiserver, resume_apiserver),
             ]
+            if args.only:
+                faults = [f for f in faults if f[0].split()[0] in args.only
+                          or (f[0].startswith(STOPPED_REGION) and "apiserver" in args.only)]
             for name, trigger, after in faults:
                 print(f"{time.strftime('%H:%M:%S')} {name}: apply --migration --probe",
                       flush=True)

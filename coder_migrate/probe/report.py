@@ -103,22 +103,24 @@ class StepLog:
         return "during"
 
     def step_at(self, region: str, at: float) -> str:
-        """The change the runner had started last in *region* at *at* (else the last one it
-        had started anywhere, named with its region)."""
+        """The step a failure of *region* at *at* fell in: the region's own change if one
+        was running then, else the change started last anywhere (named with its region)."""
         if self.finished is not None and at >= self.finished:
             return _AFTER_OPERATION
-        mine = other = None
+        mine: str | None = None
+        running = False
+        latest: str | None = None
         for when, where, phase, text in self.events:
             if when > at:
                 break
-            if phase != "started":
-                continue
-            if where == region:
-                mine = text
-            other = f"{where}: {text}"
-        if mine is not None:
-            return f"{region}: {mine}"
-        return other if other is not None else _BEFORE_ANY_STEP
+            if phase == "started":
+                latest = f"{where}: {text}"
+            if where == region and phase in ("started", "done", "failed"):
+                running = phase == "started"
+                mine = f"{region}: {text}" if running else mine
+        if running and mine is not None:
+            return mine
+        return latest if latest is not None else _BEFORE_ANY_STEP
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:

@@ -88,6 +88,16 @@ def test_a_region_without_a_change_of_its_own_gets_the_change_running_elsewhere(
         "before", "during", "during", "after"]
 
 
+def test_a_region_whose_change_is_done_gets_the_change_running_now() -> None:
+    log = StepLog()
+    log.record("us-east", "started", "check DNS answers for us-east", 100.0)
+    log.record("us-east", "done", "answers as planned", 101.0)
+    log.record("eu-west", "started", "install release coder-satellite", 102.0)
+    assert log.step_at("us-east", 100.5) == "us-east: check DNS answers for us-east"
+    assert log.step_at("us-east", 101.5) == "us-east: check DNS answers for us-east"
+    assert log.step_at("us-east", 103.0) == "eu-west: install release coder-satellite"
+
+
 def test_websocket_drops_count_only_when_not_reconnected_within_a_second() -> None:
     drops = [
         Drop("us-east", 108.0, 108.4, "envproxy", "closed (CLOSE)"),      # back in 0.4 s
