@@ -144,7 +144,7 @@ class FailureGroup:
     """Consecutive failures of one region with the same reason, route and step."""
 
     region: str
-    kind: str
+    channel: str
     """``request`` or ``websocket``."""
     reason: str
     route: str
@@ -195,7 +195,7 @@ class ProbeReport:
             span = _clock(group.first, self.wall_offset)
             if group.last > group.first:
                 span += f"-{_clock(group.last, self.wall_offset)}"
-            what = "request(s)" if group.kind == "request" else "websocket drop(s)"
+            what = "request(s)" if group.channel == "request" else "websocket drop(s)"
             lines.append(f"  {group.region}: {group.count} failed {what} via {group.route} at "
                          f"{span} ({group.reason}), step: {group.step}")
         return lines
@@ -214,7 +214,7 @@ class ProbeReport:
 
         return {"seconds": round(self.seconds, 3), "failed": self.failed,
                 "regions": [row(r) for r in self.regions], "total": row(self.total),
-                "failures": [{"region": g.region, "kind": g.kind, "reason": g.reason,
+                "failures": [{"region": g.region, "channel": g.channel, "reason": g.reason,
                               "route": g.route, "step": g.step, "count": g.count}
                              for g in self.failures]}
 
@@ -295,17 +295,17 @@ def _failure_groups(
     )
     groups: list[FailureGroup] = []
     last: dict[tuple[str, str], int] = {}
-    for at, kind, region, reason, route in events:
+    for at, channel, region, reason, route in events:
         step = steps.step_at(region, at)
-        index = last.get((region, kind))
+        index = last.get((region, channel))
         if index is not None:
             group = groups[index]
             if (group.reason, group.route, group.step) == (reason, route, step):
-                groups[index] = FailureGroup(region, kind, reason, route, step,
+                groups[index] = FailureGroup(region, channel, reason, route, step,
                                              group.count + 1, group.first, at)
                 continue
-        last[(region, kind)] = len(groups)
-        groups.append(FailureGroup(region, kind, reason, route, step, 1, at, at))
+        last[(region, channel)] = len(groups)
+        groups.append(FailureGroup(region, channel, reason, route, step, 1, at, at))
     return groups
 
 

@@ -109,8 +109,8 @@ def test_websocket_drops_count_only_when_not_reconnected_within_a_second() -> No
     east = report.regions[0]
     assert (east.websocket_drops, east.failed_websockets, east.failed) == (3, 2, 2)
     assert east.longest_ws_down == pytest.approx(1.5)
-    kinds = [(g.kind, g.step) for g in report.failures]
-    assert kinds == [("websocket", "us-east: switch provider us-east to Networking v2"),
+    channels = [(g.channel, g.step) for g in report.failures]
+    assert channels == [("websocket", "us-east: switch provider us-east to Networking v2"),
                      ("websocket", "after the operation")]
     assert "not reconnected" in report.failures[1].reason
 
