@@ -37,6 +37,7 @@ COMMANDS = {
     "inventory": "coder_migrate.cli.inventory",
     "lab": "coder_migrate.cli.lab",
     "migrate": "coder_migrate.cli.migrate",
+    "probe": "coder_migrate.cli.probe",
     "proxy": "coder_migrate.cli.proxy",
     "rotate": "coder_migrate.cli.rotate",
     "runbook": "coder_migrate.cli.runbook",

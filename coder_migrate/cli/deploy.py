@@ -29,6 +29,7 @@ from coder_migrate.cli.options import (
     plan_file_argument,
     rollback_force_option,
 )
+from coder_migrate.cli.probe import probe_option, probing
 from coder_migrate.dns.verify import DEFAULT_VERIFY_TIMEOUT
 from coder_migrate.engine.apply import ApplyOptions, ApplyReport
 from coder_migrate.engine.plan import Action, Plan
@@ -162,18 +163,22 @@ def show_plan(
 @dns_verify_timeout_option
 @lock_wait_option
 @deploy_migration_option
+@probe_option
 def apply(
     inventory_dir: Path, limit: tuple[str, ...], no_dns: bool, plan_file: Path | None,
     auto_approve: bool, force: bool, gate_timeout: float, dns_verify_timeout: float,
-    lock_wait: float, migration: str | None,
+    lock_wait: float, migration: str | None, probe: bool,
 ) -> None:
     """Carry out the plan: lock, journal, waves with health gates."""
     if migration is not None:
         from coder_migrate.cli.migrate import run_migration_apply
 
         run_migration_apply(inventory_dir, limit, plan_file, auto_approve, force, gate_timeout,
-                            lock_wait, migration)
+                            lock_wait, migration, probe=probe)
         return
+    if probe:
+        raise ConfigError("--probe watches a migration: use it with --migration "
+                          "v1.20-to-v1.21 (or `migrate apply`, `rollback --migration`)")
     engine = _engine(inventory_dir)
     saved = None
     scope = scope_for(limit, dns=not no_dns)
@@ -233,10 +238,13 @@ def run_apply(
     execute: Callable[..., Coroutine[Any, Any, tuple[Plan, ApplyReport]]],
     saved: Plan | None, plan_file: Path | None, auto_approve: bool, force: bool,
     gate_timeout: float, lock_wait: float, dns_verify_timeout: float = DEFAULT_VERIFY_TIMEOUT,
+    probe: bool = False,
 ) -> tuple[Plan, ApplyReport]:
     """The one apply flow of every operation: preview and confirm (unless --auto-approve),
     then apply exactly the saved or confirmed plan, or refuse it as stale. The apply itself
-    observes once (:func:`coder_migrate.engine.apply.apply_operation`)."""
+    observes once (:func:`coder_migrate.engine.apply.apply_operation`); with *probe*, the
+    synthetic users of :func:`coder_migrate.cli.probe.probing` watch it."""
+
     if not auto_approve:
         preview = asyncio.run(compute(engine, scope))
         if saved is not None:
@@ -245,18 +253,19 @@ def run_apply(
             return preview, ApplyReport(run="")
         if saved is None:
             saved = preview  # apply exactly what was confirmed, or refuse
-    options = ApplyOptions(
-        force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=progress,
-        dns_verify_timeout=dns_verify_timeout,
-    )
     source = str(plan_file) if plan_file else "the plan you confirmed"
-    try:
-        result: tuple[Plan, ApplyReport] = asyncio.run(
-            execute(engine, scope, options, saved, source=source)
+    with probing(engine, progress, enabled=probe) as watched:
+        options = ApplyOptions(
+            force=force, gate_timeout=gate_timeout, lock_wait=lock_wait, progress=watched,
+            dns_verify_timeout=dns_verify_timeout,
         )
-    except ApplyError as error:
-        report_stopped(error)
-        raise
+        try:
+            result: tuple[Plan, ApplyReport] = asyncio.run(
+                execute(engine, scope, options, saved, source=source)
+            )
+        except ApplyError as error:
+            report_stopped(error)
+            raise
     return result
 
 
@@ -310,12 +319,13 @@ def status(inventory_dir: Path, limit: tuple[str, ...], output: str) -> None:
 @auto_approve_option
 @rollback_force_option
 @lock_wait_option
+@probe_option
 def rollback(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
-    force: bool, lock_wait: float,
+    force: bool, lock_wait: float, probe: bool,
 ) -> None:
     """Undo a migration from its journal, newest step first (same as `migrate rollback`)."""
     from coder_migrate.cli.migrate import run_migration_rollback
 
     run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration,
-                           force=force)
+                           force=force, probe=probe)

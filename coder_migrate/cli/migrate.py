@@ -31,6 +31,7 @@ from coder_migrate.cli.options import (
     plan_file_argument,
     rollback_force_option,
 )
+from coder_migrate.cli.probe import probe_option, probing
 from coder_migrate.engine.apply import ApplyOptions
 from coder_migrate.engine.plan import Plan
 from coder_migrate.engine.run import scope_for
@@ -80,9 +81,11 @@ def run_migration_plan(
 
 def run_migration_apply(
     inventory_dir: Path, limit: tuple[str, ...], plan_file: Path | None, auto_approve: bool,
-    force: bool, gate_timeout: float, lock_wait: float, migration: str = MIGRATION,
+    force: bool, gate_timeout: float, lock_wait: float, migration: str = MIGRATION, *,
+    probe: bool = False,
 ) -> None:
-    """Preflight, then carry out the migration: lock, journal, waves with health gates."""
+    """Preflight, then carry out the migration: lock, journal, waves with health gates;
+    with *probe*, synthetic users watch it (:mod:`coder_migrate.probe`)."""
     _check(migration)
     engine = Engine(load_topology(inventory_dir))
     saved = None
@@ -96,7 +99,7 @@ def run_migration_apply(
     result, report = run_apply(
         engine, scope, compute=compute_migration_plan, execute=apply_migration, saved=saved,
         plan_file=plan_file, auto_approve=auto_approve, force=force,
-        gate_timeout=gate_timeout, lock_wait=lock_wait,
+        gate_timeout=gate_timeout, lock_wait=lock_wait, probe=probe,
     )
     if result.is_empty:
         console.print("No changes. The regions are migrated.")
@@ -106,10 +109,11 @@ def run_migration_apply(
 
 def run_migration_rollback(
     inventory_dir: Path, limit: tuple[str, ...], auto_approve: bool, lock_wait: float,
-    migration: str = MIGRATION, *, force: bool = False,
+    migration: str = MIGRATION, *, force: bool = False, probe: bool = False,
 ) -> None:
     """Undo the migration of the regions in *limit* (all when empty) from the journal;
-    *force* restores DNS rrsets someone else changed after the migration wrote them."""
+    *force* restores DNS rrsets someone else changed after the migration wrote them; with
+    *probe*, synthetic users watch it (:mod:`coder_migrate.probe`)."""
     _check(migration)
     engine = Engine(load_topology(inventory_dir))
     regions = tuple(dict.fromkeys(limit))
@@ -118,12 +122,13 @@ def run_migration_rollback(
         if not confirm(preview, force=False, question="Roll back these changes?"):
             console.print("Nothing to roll back.")
             return
-    options = ApplyOptions(force=force, lock_wait=lock_wait, progress=progress)
-    try:
-        result, report = asyncio.run(rollback_migration(engine, regions, options))
-    except ApplyError as error:
-        report_stopped(error)
-        raise
+    with probing(engine, progress, enabled=probe) as watched:
+        options = ApplyOptions(force=force, lock_wait=lock_wait, progress=watched)
+        try:
+            result, report = asyncio.run(rollback_migration(engine, regions, options))
+        except ApplyError as error:
+            report_stopped(error)
+            raise
     if result.is_empty:
         console.print("Nothing to roll back.")
         return
@@ -193,13 +198,14 @@ def plan_command(
 @click.option("--force", is_flag=True, help="Allow destructive changes.")
 @gate_timeout_option
 @lock_wait_option
+@probe_option
 def apply_command(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, plan_file: Path | None,
-    auto_approve: bool, force: bool, gate_timeout: float, lock_wait: float,
+    auto_approve: bool, force: bool, gate_timeout: float, lock_wait: float, probe: bool,
 ) -> None:
     """Carry out the migration region by region (canary first); resumable."""
     run_migration_apply(inventory_dir, limit, plan_file, auto_approve, force, gate_timeout,
-                        lock_wait, migration)
+                        lock_wait, migration, probe=probe)
 
 
 @migrate.command("rollback", epilog=examples(
@@ -211,13 +217,14 @@ def apply_command(
 @auto_approve_option
 @rollback_force_option
 @lock_wait_option
+@probe_option
 def rollback_command(
     inventory_dir: Path, limit: tuple[str, ...], migration: str, auto_approve: bool,
-    force: bool, lock_wait: float,
+    force: bool, lock_wait: float, probe: bool,
 ) -> None:
     """Undo the migration from the journal, region by region in reverse; resumable."""
     run_migration_rollback(inventory_dir, limit, auto_approve, lock_wait, migration,
-                           force=force)
+                           force=force, probe=probe)
 
 
 @migrate.command("status", epilog=examples(

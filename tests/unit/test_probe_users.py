@@ -1,0 +1,174 @@
+"""The probe's users against stand-ins on loopback sockets: a primary answering the
+providers (Networking v2 off, then on), an envproxy and a satellite answering the app and its
+echo websocket. Checks the address users take, the report's counts and the token's absence."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from coder_migrate.probe.users import ENVPROXY, SATELLITE, ProbeRun, Route, Target
+
+TOKEN = "probe-session-4f2a9c"
+APP_LABEL = "code-server--main--migration-check-us-east--platform-bot"
+
+
+@dataclass
+class Stand:
+    """The stand-ins' state, changed by the test while the probe runs."""
+
+    net_v2: bool = False
+    satellite_status: int = 200
+    drop_websockets: bool = False
+    seen_hosts: dict[str, set[str]] = field(default_factory=lambda: {"envproxy": set(),
+                                                                      "satellite": set()})
+    tokens: set[str] = field(default_factory=set)
+    websockets: list[str] = field(default_factory=list)
+    ports: dict[str, int] = field(default_factory=dict)
+
+
+def _app(stand: Stand, name: str) -> web.Application:
+    async def hello(request: web.Request) -> web.Response:
+        stand.seen_hosts[name].add(request.headers.get("Host", ""))
+        stand.tokens.add(request.headers.get("Session-Token", ""))
+        status = stand.satellite_status if name == "satellite" else 200
+        return web.json_response({"path": request.path}, status=status)
+
+    async def echo(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        stand.websockets.append(name)
+        async for message in socket:
+            if stand.drop_websockets:
+                stand.drop_websockets = False
+                await socket.close()
+                break
+            if message.type == WSMsgType.TEXT:
+                await socket.send_str(message.data)
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/ws/echo", echo)
+    app.router.add_get("/probe", hello)
+    return app
+
+
+def _primary(stand: Stand) -> web.Application:
+    async def pools(request: web.Request) -> web.Response:
+        assert request.headers.get("Session-Token") == TOKEN
+        return web.json_response({"kubernetes": [{
+            "id": "p1", "name": "us-east", "status": "active",
+            "envproxy_access_url": f"http://127.0.0.1:{stand.ports['envproxy']}",
+            "devurl_host": "*.us-east.coder.lab.internal", "enable_net_v2": stand.net_v2,
+        }]})
+
+    app = web.Application()
+    app.router.add_get("/api/private/resource-pools", pools)
+    return app
+
+
+@pytest.fixture
+def stand() -> Iterator[Stand]:
+    state = Stand()
+    loop = asyncio.new_event_loop()
+    runners: list[web.AppRunner] = []
+
+    async def serve() -> None:
+        for name, app in (("primary", _primary(state)), ("envproxy", _app(state, "envproxy")),
+                          ("satellite", _app(state, "satellite"))):
+            runner = web.AppRunner(app)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            server = site._server
+            assert server is not None
+            state.ports[name] = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+            runners.append(runner)
+
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(serve(), loop).result(10)
+    try:
+        yield state
+    finally:
+        async def stop() -> None:
+            for runner in runners:
+                await runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+
+
+def _run(stand: Stand) -> ProbeRun:
+    target = Target(
+        region="us-east", label=APP_LABEL, provider="us-east",
+        satellite=Route(SATELLITE, f"http://127.0.0.1:{stand.ports['satellite']}",
+                        APP_LABEL + ".coder-us-east.lab.coder-migrate.test"),
+    )
+    return ProbeRun([target], f"http://127.0.0.1:{stand.ports['primary']}", TOKEN)
+
+
+def test_users_follow_networking_v2_from_the_envproxy_to_the_satellite(stand: Stand) -> None:
+    run = _run(stand)
+    run.start()
+    time.sleep(1.5)
+    run.progress("us-east", "started", "switch provider us-east to Networking v2")
+    stand.net_v2 = True
+    time.sleep(2.5)
+    run.finish_operation()
+    time.sleep(0.5)
+    report = run.stop()
+    row = report.regions[0]
+    assert report.failed == 0, report.lines()
+    assert row.routes == (ENVPROXY, SATELLITE)
+    assert 15 <= row.requests <= 30, row  # one every 0.2 s for 4.5 s
+    assert row.longest_gap < 0.5
+    assert stand.seen_hosts == {"envproxy": {APP_LABEL + ".us-east.coder.lab.internal"},
+                                "satellite": {APP_LABEL + ".coder-us-east.lab.coder-migrate.test"}}
+    assert stand.tokens == {TOKEN}
+    # The websocket moved with the address, as a reloaded page's does: no drop.
+    assert stand.websockets == ["envproxy", "satellite"]
+    assert row.websocket_drops == 0
+    assert all(TOKEN not in line for line in report.lines())
+    assert report.lines()[-1].startswith("total: 0 failed;")
+
+
+def test_failed_requests_and_a_quickly_reopened_websocket(stand: Stand) -> None:
+    stand.net_v2 = True
+    run = _run(stand)
+    run.start()
+    time.sleep(1.0)
+    run.progress("us-east", "started", "install release coder-satellite")
+    stand.satellite_status = 502
+    time.sleep(1.0)
+    stand.satellite_status = 200
+    stand.drop_websockets = True
+    time.sleep(1.5)
+    report = run.stop()
+    row = report.regions[0]
+    assert 3 <= row.failed_requests <= 7, report.lines()
+    assert (row.websocket_drops, row.failed_websockets) == (1, 0), report.lines()
+    (group,) = report.failures
+    assert (group.reason, group.step) == ("HTTP 502", "us-east: install release coder-satellite")
+    assert row.longest_gap >= 0.9
+
+
+def test_the_report_of_a_primary_that_never_answers(stand: Stand) -> None:
+    target = Target("us-east", APP_LABEL, "us-east",
+                    Route(SATELLITE, "http://127.0.0.1:9", "x.example.test"))
+    run = ProbeRun([target], "http://127.0.0.1:9", TOKEN)  # nothing listens on port 9
+    run.start(ready_timeout=5)
+    time.sleep(1.2)
+    report = run.stop()
+    detail: Any = report.regions[0]
+    assert detail.failed_requests == detail.requests > 0
+    assert detail.failed_websockets == 1
+    assert {g.reason for g in report.failures} >= {"ClientConnectorError"}
