@@ -28,6 +28,7 @@ from coder_migrate.engine.provisioners import ProvisionerWorld, observe_provisio
 from coder_migrate.errors import CoderAPIError, CoderUnavailable, KubeError, PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 from coder_migrate.providers.coder import (
+    OPERATIONS_RETRY,
     CoderV1Client,
     CoderV2Client,
     Satellite,
@@ -179,10 +180,12 @@ class Engine:
         return self._token
 
     def coder_v1(self) -> CoderV1Client:
-        return CoderV1Client(self.topology.primary.access_url, self.session_token())
+        return CoderV1Client(self.topology.primary.access_url, self.session_token(),
+                             retry=OPERATIONS_RETRY)
 
     def coder_v2(self) -> CoderV2Client:
-        return CoderV2Client(self.topology.primary.access_url, self.session_token())
+        return CoderV2Client(self.topology.primary.access_url, self.session_token(),
+                             retry=OPERATIONS_RETRY)
 
     def site(self, name: str) -> Primary | Region:
         """The primary (under its inventory host name, whatever it is) or the region *name*;

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, ReadTimeoutError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from coder_migrate import sensitive
@@ -32,6 +33,17 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "coder-migrate"}
+#: (connect, read) seconds for every apiserver request; no call the toolkit makes (no watch)
+#: legitimately waits longer for the server's first byte.
+REQUEST_TIMEOUT_SECONDS = (5.0, 30.0)
+
+
+def _request_with_deadline(
+    request: Callable[..., Any], *args: Any, _request_timeout: Any = None, **kwargs: Any
+) -> Any:
+    """The rest client's ``request`` with :data:`REQUEST_TIMEOUT_SECONDS` as the default."""
+    return request(*args, _request_timeout=_request_timeout or REQUEST_TIMEOUT_SECONDS,
+                   **kwargs)
 
 
 @dataclass(frozen=True)
@@ -75,8 +87,14 @@ class KubeCluster:
                     f"kube context {self.context!r} cannot be used from {where}: "
                     f"{_first_line(error)}"
                 ) from None
-            # Bounded waits: a dead cluster must fail a plan, not hang it.
+            # Bounded waits: a dead cluster must fail a plan, not hang it, and an apiserver
+            # that accepts connections but never answers (stopped, overloaded) must stop the
+            # wave naming its cluster instead of holding the whole apply. The client has no
+            # default deadline, so every request gets one unless a call sets its own.
             self._api_client.configuration.retries = 1
+            self._api_client.rest_client.request = partial(  # type: ignore[method-assign]
+                _request_with_deadline, self._api_client.rest_client.request
+            )
         return self._api_client
 
     async def _call(self, what: str, function: Callable[[], T]) -> T:
@@ -87,6 +105,14 @@ class KubeCluster:
                 f"{self.context}: {what}: {error.status} {error.reason}{_api_message(error)}"
             ) from None
         except (Urllib3Error, OSError) as error:
+            # urllib3 wraps the last error of a retried request in MaxRetryError.
+            cause = error.reason if isinstance(error, MaxRetryError) else error
+            if isinstance(cause, (ReadTimeoutError, ConnectTimeoutError)):
+                connect, read = REQUEST_TIMEOUT_SECONDS
+                raise KubeError(
+                    f"{self.context}: {what}: the apiserver did not answer (deadlines: "
+                    f"connect {connect:g} s, read {read:g} s)"
+                ) from None
             raise KubeError(
                 f"{self.context}: {what}: cluster unreachable ({type(error).__name__})"
             ) from None

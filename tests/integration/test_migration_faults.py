@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from coder_migrate.engine.journal import Journal, JournalEntry
-from coder_migrate.providers.coder import RetryPolicy
+from coder_migrate.providers.coder import OPERATIONS_RETRY
 from coder_migrate.providers.kube import KubeCluster
 from tests.fixtures.coderd import EmulatorFactory, free_loopback_port
 from tests.fixtures.dns import BindServer, ServerFailed
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 ADDRESS_BLOCK = 18
 READ_BACK = "/api/private/resource-pools/"
 """Prefix of ``GET /api/private/resource-pools/<id>`` (the list has no trailing slash)."""
-RETRIES = RetryPolicy().attempts - 1
+RETRIES = OPERATIONS_RETRY.attempts - 1
 """Retries the clients' transport makes after the first try of an idempotent call."""
 CANARY = "us-east"
 

@@ -21,11 +21,16 @@ from coder_migrate.providers.coder.models_v2 import (
     V2User,
     WorkspaceProxy,
 )
-from coder_migrate.providers.coder.transport import CoderTransport, RetryPolicy
+from coder_migrate.providers.coder.transport import (
+    OPERATIONS_RETRY,
+    CoderTransport,
+    RetryPolicy,
+)
 from coder_migrate.providers.coder.v1 import CoderV1Client, CoderV1SatelliteClient
 from coder_migrate.providers.coder.v2 import CoderV2Client, CoderV2ProxyClient, signed_token_from
 
 __all__ = [
+    "OPERATIONS_RETRY",
     "AgentAddress",
     "BuildEvent",
     "BuildInfo",

@@ -36,6 +36,7 @@ from coder_migrate.errors import (
 
 __all__ = [
     "IDEMPOTENT_METHODS",
+    "OPERATIONS_RETRY",
     "PREMIUM_MESSAGE",
     "RETRY_STATUSES",
     "CoderTransport",
@@ -69,6 +70,13 @@ class RetryPolicy:
     def delay(self, retry_number: int) -> float:
         """Seconds to wait before retry ``retry_number`` (1-based)."""
         return float(min(self.max_delay, self.base_delay * self.multiplier ** (retry_number - 1)))
+
+
+#: The toolkit's own operations (plan, apply, migrate, status): idempotent calls ride out a
+#: primary that answers 5xx or does not answer for about 15 s (a restarting coderd pod, a load
+#: balancer draining) before a wave stops. What sits in a user's path (the bundled proxy)
+#: keeps the short default so a user is never held that long.
+OPERATIONS_RETRY = RetryPolicy(attempts=8)
 
 
 def _quote(text: str) -> str:
