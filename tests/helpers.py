@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -233,6 +236,29 @@ class PrivateLab:
         text = text.replace("../../coder_migrate/", f"{REPO}/coder_migrate/")
         text = re.sub(r"(127\.0\.0\.1:|-p )(\d+)\b", port, text)
         return re.sub(r"\b127\.0\.1\.(\d+)(?::(\d+))?\b", region, text)
+
+
+def readme_commands(heading: str) -> list[str]:
+    """The command lines of the first ``sh`` block under README.md's *heading* (the whole
+    ``## ...`` line), comments and blank lines left out."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split(heading + "\n", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def run_as_user(
+    lab: PrivateLab, workdir: Path, command: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a README *command* already moved to *lab* (:meth:`PrivateLab.relocate`) as a user
+    would, in *workdir* with bash, the README's ``.venv/bin/`` being this interpreter's; a
+    wide terminal, so tables are not wrapped."""
+    command = command.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+    env = {**os.environ, **lab.environment(), "COLUMNS": "200"}
+    return subprocess.run(
+        ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )
 
 
 def relocated_inventory(source: Path, destination: Path, lab: PrivateLab) -> Path:

@@ -305,18 +305,9 @@ class KubeCluster:
         """Roll the pods of matching Deployments (as ``kubectl rollout restart`` does), so they
         read Secrets again; return the names restarted."""
         stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = {"spec": {"template": {"metadata": {"annotations": {
-            "kubectl.kubernetes.io/restartedAt": stamp}}}}}
-
-        def restart() -> list[str]:
-            apps = self.apps()
-            listed = apps.list_namespaced_deployment(namespace, label_selector=selector).items
-            names = [str(d.metadata.name) for d in listed if d.metadata is not None]
-            for name in names:
-                apps.patch_namespaced_deployment(name, namespace, patch)
-            return names
-
-        return await self._call(f"restart deployments {selector} in {namespace}", restart)
+        return await self.roll_deployments(
+            namespace, selector, {"kubectl.kubernetes.io/restartedAt": stamp}
+        )
 
     async def deployment_annotations(self, namespace: str, selector: str) -> dict[str, str]:
         """Pod template annotations of the Deployments matching *selector*, merged (the

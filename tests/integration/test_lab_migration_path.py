@@ -16,10 +16,8 @@ apps answering through them, the probe's requests and websockets on real sockets
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import pytest
 from coder_migrate.lab.paths import CacheLayout, StateLayout
 from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LabSettings
-from tests.helpers import REPO, PrivateLab, relocated_inventory
+from tests.helpers import REPO, PrivateLab, readme_commands, relocated_inventory, run_as_user
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +39,8 @@ PORT_OFFSET = 3500
 #: Region addresses 127.0.35.N: no other test uses that block.
 ADDRESS_BLOCK = 35
 REGIONS = ("us-east", "eu-west", "ap-southeast")
+SECTION = "## The migration on the lab"
+"""The README section whose commands the test runs, exactly."""
 COMMAND_TIMEOUT_SECONDS = 900
 INVENTORY = "inventories/lab"
 _SATELLITE_APP = r"^curl .*--platform-bot\.coder-{region}\..*127\.0\.1\.{n}:1708{n}/hello$"
@@ -66,14 +66,6 @@ STEPS = (
 )
 
 
-def readme_commands() -> list[str]:
-    """The command lines of the first ``sh`` block under "## The migration on the lab"."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## The migration on the lab\n", 1)[1]
-    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-
-
 @dataclass(frozen=True)
 class UserShell:
     """Runs the README's lines in *workdir* against the private *lab*."""
@@ -85,8 +77,7 @@ class UserShell:
         """Run *line*; with *envproxy* (a provider's name), its README envproxy address
         (``http://127.0.1.N:1718N``) becomes the one the private lab registered for that
         provider: the lab keeps envproxies on 127.0.1.N and moves only their port."""
-        installed = Path(sys.executable).parent
-        command = self.lab.relocate(line).replace(".venv/bin/", f"{installed}/")
+        command = self.lab.relocate(line)
         if envproxy:
             registered = self.pools()[envproxy]["envproxy_access_url"].rstrip("/")
             relocated = re.search(r"http://127\.0\.\d+\.(\d+):(\d+)", command)
@@ -96,11 +87,7 @@ class UserShell:
             command = command.replace(relocated[0], registered)
         else:
             assert "127.0.1." not in command, f"{command}: still aims at the default lab"
-        env = {**os.environ, **self.lab.environment(), "COLUMNS": "200"}
-        return subprocess.run(
-            ["bash", "-c", command], cwd=self.workdir, env=env, capture_output=True, text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS, check=False,
-        )
+        return run_as_user(self.lab, self.workdir, command, COMMAND_TIMEOUT_SECONDS)
 
     def succeeds(self, line: str, *, envproxy: str = "") -> str:
         result = self.run(line, envproxy=envproxy)
@@ -174,7 +161,7 @@ def check_app(shell: UserShell, line: str, host_part: str, *, envproxy: str = ""
 
 
 def test_the_readme_migration_path_with_users_online(shell: UserShell) -> None:
-    lines = readme_commands()
+    lines = readme_commands(SECTION)
     assert len(lines) == len(STEPS), "\n".join(lines)
     for (name, pattern), line in zip(STEPS, lines, strict=True):
         assert re.search(pattern, line), f"README step {name!r} is not {pattern!r}: {line}"

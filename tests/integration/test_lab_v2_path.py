@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from coder_migrate.lab.runtime import Lab
 from coder_migrate.lab.settings import LabSettings
 from coder_migrate.lab.tools import helm_binary
 from tests.fixtures.lab import Helm, kube_api
-from tests.helpers import REPO, PrivateLab, relocated_inventory
+from tests.helpers import REPO, PrivateLab, readme_commands, relocated_inventory, run_as_user
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +49,8 @@ ZONE = "lab.coder-migrate.test"
 APP_HOST = "code-server--main--migration-check-us-east--platform-bot.coder-{region}." + ZONE
 TOKEN_SECRET = "coder-workspace-proxy-token"
 PROXY_NAMESPACE = "coder-proxy"
+SECTION = "## Coder v2 on the lab"
+"""The README section whose commands the test runs, exactly."""
 COMMAND_TIMEOUT_SECONDS = 600
 #: The README's commands in order, each recognised by a pattern (a step that moved or
 #: vanished fails here, naming it).
@@ -68,14 +68,6 @@ STEPS = (
 )
 
 
-def readme_commands() -> list[str]:
-    """The command lines of the first ``sh`` block under "## Coder v2 on the lab"."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Coder v2 on the lab\n", 1)[1]
-    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
-
-
 @dataclass(frozen=True)
 class UserShell:
     """Runs the README's lines in *workdir* against the private *lab*."""
@@ -84,15 +76,9 @@ class UserShell:
     workdir: Path
 
     def run(self, line: str) -> subprocess.CompletedProcess[str]:
-        installed = Path(sys.executable).parent
-        command = self.lab.relocate(line).replace(".venv/bin/", f"{installed}/")
+        command = self.lab.relocate(line)
         assert "127.0.1." not in command, f"{command}: still aims at the default lab"
-        # A wide terminal, so the status table is not wrapped.
-        env = {**os.environ, **self.lab.environment(), "COLUMNS": "200"}
-        return subprocess.run(
-            ["bash", "-c", command], cwd=self.workdir, env=env, capture_output=True, text=True,
-            timeout=COMMAND_TIMEOUT_SECONDS, check=False,
-        )
+        return run_as_user(self.lab, self.workdir, command, COMMAND_TIMEOUT_SECONDS)
 
     def succeeds(self, line: str) -> str:
         result = self.run(line)
@@ -210,7 +196,7 @@ def check_region_removed(shell: UserShell) -> None:
 
 
 def test_the_readme_v2_path(shell: UserShell) -> None:
-    commands = readme_commands()
+    commands = readme_commands(SECTION)
     assert len(commands) == len(STEPS), commands
     step = dict(zip((name for name, _ in STEPS), commands, strict=True))
     for (name, pattern), line in zip(STEPS, commands, strict=True):
