@@ -20,7 +20,7 @@ the same echo in the same run (the echo and the client on core 0, the proxy on c
 
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--stream-mib 1024]
                                     [--idle 10000] [--tunnel-mib 256] [--only tunnel]
-                                    [--out FILE]
+                                    [--out FILE] [--address 127.0.0.1] [--ports FIRST-LAST]
 """
 
 from __future__ import annotations
