@@ -20,7 +20,7 @@ the same echo in the same run (the echo and the client on core 0, the proxy on c
 
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--stream-mib 1024]
                                     [--idle 10000] [--tunnel-mib 256] [--only tunnel]
-                                    [--out FILE]
+                                    [--out FILE] [--address 127.0.0.1] [--ports FIRST-LAST]
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def start_splice(fd, remaining):
 
 async def main():
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Sink, "127.0.0.1", int(sys.argv[1]), backlog=8192)
+    server = await loop.create_server(Sink, sys.argv[2], int(sys.argv[1]), backlog=8192)
     print("ready", flush=True)
     await asyncio.Event().wait()
 
@@ -108,9 +108,26 @@ uvloop.run(main())
 """
 
 
+HOST = "127.0.0.1"  # --address
+_PORTS: list[int] = []  # --ports FIRST-LAST: taken in order; empty: the kernel's free ports
+
+
+PORT_RANGE = ""
+
+
 def free_port() -> int:
+    while _PORTS:
+        port = _PORTS.pop(0)
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    if PORT_RANGE:
+        raise SystemExit(f"no free port left in --ports {PORT_RANGE}")
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
@@ -150,10 +167,10 @@ class Started:
 def wait_port(port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.2):
             return
         time.sleep(0.05)
-    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+    raise SystemExit(f"nothing listens on {HOST}:{port}")
 
 
 def nginx_worker_pid(master: int) -> int:
@@ -199,7 +216,7 @@ def wrk(port: int, path: str, connections: int, duration: int) -> tuple[float, f
             "--timeout",
             "5s",
             "--latency",
-            f"http://127.0.0.1:{port}{path}",
+            f"http://{HOST}:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -248,7 +265,7 @@ def write_nginx(directory: Path, name: str, body: str) -> Path:
 
 def stream_client(port: int, total: int, chunk_file: Path) -> float:
     """Send ``total`` bytes through an upgraded connection; MB/s (1e6 B)."""
-    with socket.create_connection(("127.0.0.1", port)) as sock:
+    with socket.create_connection((HOST, port)) as sock:
         sock.sendall(
             f"GET /sink/{total} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
             "Connection: Upgrade\r\n\r\n".encode()
@@ -279,7 +296,7 @@ async def open_idle(port: int, count: int) -> list[asyncio.StreamWriter]:
 
     async def one() -> None:
         async with semaphore:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(HOST, port)
             writer.write(
                 b"GET /idle HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
                 b"Connection: Upgrade\r\n\r\n"
@@ -379,11 +396,11 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
     from coder_migrate.proxy.router import SIGNED_TOKEN_QUERY
 
     coderd_port, proxy_port = free_port(), free_port()
-    coderd_url = f"http://127.0.0.1:{coderd_port}"
+    coderd_url = f"http://{HOST}:{coderd_port}"
     token_file = work / "coderd-token"
     started.start(
         serve_command(
-            listen=f"127.0.0.1:{coderd_port}",
+            listen=f"{HOST}:{coderd_port}",
             state_dir=work / "coderd",
             mode="v2",
             token_file=token_file,
@@ -407,8 +424,8 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
             "PYTHONPATH": str(ROOT),
             "CODER_PRIMARY_ACCESS_URL": coderd_url,
             "CODER_PROXY_SESSION_TOKEN": proxy_token,
-            "CODER_ACCESS_URL": f"http://127.0.0.1:{proxy_port}",
-            "CODER_HTTP_ADDRESS": f"127.0.0.1:{proxy_port}",
+            "CODER_ACCESS_URL": f"http://{HOST}:{proxy_port}",
+            "CODER_HTTP_ADDRESS": f"{HOST}:{proxy_port}",
             "CODER_PROXY_ENV_FILE": str(work / "empty.env"),
         },
     )
@@ -422,7 +439,7 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
     session = _admin(coderd_url, admin, "POST", f"/emulator/users/{agent['owner']}/tokens")[
         "session_token"
     ]
-    base = f"ws://127.0.0.1:{proxy_port}/api/v2/workspaceagents/{agent['agent_id']}/tcp?port=22"
+    base = f"ws://{HOST}:{proxy_port}/api/v2/workspaceagents/{agent['agent_id']}/tcp?port=22"
     signed = httpx.post(
         f"{coderd_url}/api/v2/applications/reconnecting-pty-signed-token",
         headers={"Coder-Session-Token": session},
@@ -469,15 +486,15 @@ def nginx_conf(work: Path, name: str, body: str) -> list[str]:
 def upstream_body(work: Path, port: int) -> str:
     return (
         "http { access_log off; tcp_nodelay on; keepalive_requests 1000000;\n"
-        f"  server {{ listen 127.0.0.1:{port} backlog=8192; root {work}; location / {{ }} }} }}\n"
+        f"  server {{ listen {HOST}:{port} backlog=8192; root {work}; location / {{ }} }} }}\n"
     )
 
 
 def nginx_proxy_body(up_port: int, port: int) -> str:
     return (
         "http { access_log off; tcp_nodelay on;\n"
-        f"  upstream backend {{ server 127.0.0.1:{up_port}; keepalive 512; }}\n"
-        f"  server {{ listen 127.0.0.1:{port} backlog=8192; location / {{\n"
+        f"  upstream backend {{ server {HOST}:{up_port}; keepalive 512; }}\n"
+        f"  server {{ listen {HOST}:{port} backlog=8192; location / {{\n"
         "    proxy_pass http://backend; proxy_http_version 1.1;\n"
         '    proxy_set_header Connection "";\n'
         "    proxy_buffers 8 16k; proxy_buffer_size 16k;\n"
@@ -521,8 +538,8 @@ def start_proxy(
             PYTHON, "-m", "coder_migrate.proxy", "--mode", "satellite",
             "--satellite-private-key-file", str(work / f"{name}.key"),
             "--max-connections-per-client", str(args.idle + 1000),
-            "--primary-access-url", f"http://127.0.0.1:{primary}",
-            "--http-address", f"127.0.0.1:{port}",
+            "--primary-access-url", f"http://{HOST}:{primary}",
+            "--http-address", f"{HOST}:{port}",
         ],
         PROXY_CORE,
         env=dict(os.environ, PYTHONPATH=str(pythonpath), CODER_PROXY_MAX_CONNECTIONS=str(cap)),
@@ -538,12 +555,12 @@ def start_targets(args: argparse.Namespace, started: Started, work: Path) -> Tar
         nginx_conf(work, "proxy", nginx_proxy_body(up_port, ngx_port)), PROXY_CORE
     )
     stream_body = (
-        f"stream {{ server {{ listen 127.0.0.1:{stream_port} backlog=8192; "
-        f"proxy_pass 127.0.0.1:{sink_port}; proxy_buffer_size 1m; }} }}\n"
+        f"stream {{ server {{ listen {HOST}:{stream_port} backlog=8192; "
+        f"proxy_pass {HOST}:{sink_port}; proxy_buffer_size 1m; }} }}\n"
     )
     nginx_stream = started.start(nginx_conf(work, "stream", stream_body), PROXY_CORE)
     (work / "sink.py").write_text(SINK_SOURCE)
-    started.start([PYTHON, str(work / "sink.py"), str(sink_port)], CLIENT_CORE)
+    started.start([PYTHON, str(work / "sink.py"), str(sink_port), HOST], CLIENT_CORE)
     proxy = start_proxy(started, work, "proxy", up_port, proxy_port, args)
     proxy_stream = start_proxy(started, work, "stream", sink_port, proxy_stream_port, args)
     targets = Targets(
@@ -722,7 +739,17 @@ def main() -> None:
         help="Also run the proxy as it is at this git ref (e.g. main) in the same rounds.",
     )
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--address", default="127.0.0.1", help="Loopback address to listen on.")
+    parser.add_argument("--ports", default="", help="FIRST-LAST: listen on ports of this range.")
     args = parser.parse_args()
+    global HOST, PORT_RANGE
+    HOST = args.address
+    if args.ports:
+        first, _, last = args.ports.partition("-")
+        if not (first.isdigit() and last.isdigit() and 1024 <= int(first) <= int(last) < 65536):
+            parser.error("--ports FIRST-LAST, 1024 <= FIRST <= LAST < 65536")
+        PORT_RANGE = args.ports
+        _PORTS.extend(range(int(first), int(last) + 1))
     if args.duration > 30 or args.rounds > 10 or args.idle > 20000 or args.tunnel_mib > 4096:
         parser.error(
             "bounded: --duration <= 30, --rounds <= 10, --idle <= 20000, --tunnel-mib <= 4096"

@@ -5,15 +5,24 @@ through stand-in transports (a wrk-like GET of 100 B from nginx, satellite mode,
 full path: parse, checks, route, upstream head, response head, framing, metrics). Only the
 interpreter's work is measured (process CPU time), so the number holds on a busy machine
 where wrk's are noisy; it leaves out the syscalls, which are the same in both trees.
-Each tree runs in its own process, interleaved, and the best of the runs is kept.
+Each tree runs in its own process, interleaved, and the best of the runs is kept. This
+tree runs twice: as built (compiled with mypyc when scripts/bootstrap could) and as Python
+(``PURE_PYTHON_PROXY=1``).
 
-    .venv/bin/python bench/proxy_hotpath.py [--baseline-ref main] [--runs 10]
+``--instructions`` counts instead the user-space instructions per request under valgrind's
+callgrind (the difference between two runs of different lengths, so start-up cancels out):
+exact and the same on a busy machine, where hardware counters (``perf stat``) are not
+available in this VM.
+
+    .venv/bin/python bench/proxy_hotpath.py [--baseline-ref main] [--runs 10] [--instructions]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,10 +95,18 @@ def export(ref: str, into: Path) -> Path:
     return into
 
 
-def measure(tree: Path, count: int) -> float:
+def _env(tree: Path, pure: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PURE_PYTHON_PROXY"}
+    env.update(PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    if pure:
+        env["PURE_PYTHON_PROXY"] = "1"
+    return env
+
+
+def measure(tree: Path, count: int, pure: bool = False) -> float:
     out = subprocess.run(
         [sys.executable, "-c", DRIVER, str(count)],
-        env=dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1"),
+        env=_env(tree, pure),
         capture_output=True,
         text=True,
         check=True,
@@ -97,20 +114,57 @@ def measure(tree: Path, count: int) -> float:
     return float(out.strip())
 
 
+def _callgrind_total(tree: Path, count: int, pure: bool) -> int:
+    out = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, "-c", DRIVER, str(count)],
+        env=_env(tree, pure), capture_output=True, text=True, check=True,
+    ).stderr  # fmt: skip
+    match = re.search(r"Collected : (\d+)", out)
+    if match is None:
+        raise SystemExit(f"callgrind printed no total:\n{out[-2000:]}")
+    return int(match.group(1))
+
+
+def instructions(tree: Path, pure: bool = False) -> int:
+    """User-space instructions per request: (total at 11,000 - total at 1,000) / 10,000."""
+    return (_callgrind_total(tree, 11_000, pure) - _callgrind_total(tree, 1_000, pure)) // 10_000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline-ref", default="main")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--requests", type=int, default=40_000)
+    parser.add_argument(
+        "--instructions", action="store_true", help="Count instructions under callgrind."
+    )
     args = parser.parse_args()
     if not 1 <= args.runs <= 50 or not 1000 <= args.requests <= 1_000_000:
         parser.error("bounded: --runs 1..50, --requests 1000..1000000")
     with tempfile.TemporaryDirectory(prefix="bench-hotpath-") as work:
         baseline = export(args.baseline_ref, Path(work))
-        results: dict[str, list[float]] = {"this tree": [], args.baseline_ref: []}
+        trees = {
+            "this tree": (ROOT, False),
+            "this tree, Python": (ROOT, True),
+            args.baseline_ref: (baseline, True),
+        }
+        if args.instructions:
+            if shutil.which("valgrind") is None:
+                raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+            counts = {name: instructions(tree, pure) for name, (tree, pure) in trees.items()}
+            base_count = counts[args.baseline_ref]
+            print("User-space instructions per request (callgrind, 10,000 requests):")
+            print("")
+            print("| tree | instructions per request | x baseline |")
+            print("|---|---|---|")
+            for name, count in counts.items():
+                print(f"| {name} | {count:,} | {count / base_count:.2f} |")
+            return
+        results: dict[str, list[float]] = {name: [] for name in trees}
         for _ in range(args.runs):
-            results["this tree"].append(measure(ROOT, args.requests))
-            results[args.baseline_ref].append(measure(baseline, args.requests))
+            for name, (tree, pure) in trees.items():
+                results[name].append(measure(tree, args.requests, pure))
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     base = min(results[args.baseline_ref])
     print(f"Python per request, best of {args.runs} x {args.requests:,} (load average {load}):")

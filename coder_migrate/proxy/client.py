@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from coder_migrate.proxy import upgrades
 from coder_migrate.proxy.admission import ProxyHeaderError, parse_proxy_header
@@ -35,19 +35,23 @@ __all__ = ["ClientConnection"]
 
 log = logging.getLogger("coder_migrate.proxy")
 
-_BODY_BUFFER_LIMIT = 1 << 20
-_UPGRADE_HOLD_LIMIT = 64 * 1024
-_INF = float("inf")
+_BODY_BUFFER_LIMIT: Final = 1 << 20
+_UPGRADE_HOLD_LIMIT: Final = 64 * 1024
+_INF: Final = float("inf")
 # Why a client connection stopped reading (bit flags).
-PAUSE_BACKPRESSURE = 1
-PAUSE_WAITING = 2
-PAUSE_QUEUE = 4
-PAUSE_UPGRADE = 8
-PAUSE_BUDGET = 16
+PAUSE_BACKPRESSURE: Final = 1
+PAUSE_WAITING: Final = 2
+PAUSE_QUEUE: Final = 4
+PAUSE_UPGRADE: Final = 8
+PAUSE_BUDGET: Final = 16
 
 
-class ClientConnection(UpstreamSide, asyncio.Protocol):
-    """One client socket: parse, route, answer or relay; one request at a time."""
+class ClientConnection(UpstreamSide):
+    """One client socket: parse, route, answer or relay; one request at a time.
+
+    An :class:`asyncio.Protocol` by its methods, not by inheritance: without a Python base
+    class mypyc compiles it as a native class (:mod:`.hotpath`), with fixed attribute slots.
+    """
 
     def __init__(self, server: ProxyServer, scheme: str) -> None:
         self.server = server
@@ -100,7 +104,7 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=server.write_high_water)
         # The loop's clock, not the sweep's (up to a second old): a short header timeout
         # must not expire before the client had the whole of it.
-        self.deadline = server.loop.time() + server.limits.header_timeout
+        self.deadline = server.clock() + server.header_timeout
 
     def _set_client(self, address: str) -> None:
         self.forwarded = b"\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s" % (
@@ -150,7 +154,7 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
             # of its head; nothing the client sends meanwhile moves it.
             self.head_armed = True
             server = self.server
-            self.deadline = min(self.deadline, server.loop.time() + server.limits.header_timeout)
+            self.deadline = min(self.deadline, server.clock() + server.header_timeout)
         parser = self.parser
         if parser is None:
             return
@@ -287,7 +291,7 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
         exchange = self.exchange
         if exchange is None or exchange.discard_body:
             return
-        self.deadline = self.server.now + self.server.limits.idle_timeout  # progress
+        self.deadline = self.server.now + self.server.idle_timeout  # progress
         upstream = self.upstream
         self.stats.bytes_to_upstream += len(chunk)
         if exchange.body_buffer is not None or upstream is None or upstream.transport is None:
@@ -330,7 +334,7 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
         keep_alive = head.keep_alive and not server.draining
         exchange = self.exchange = Exchange(head, keep_alive=keep_alive)
         self.stats.concurrent_requests += 1
-        self.deadline = server.now + server.limits.upstream_response_timeout
+        self.deadline = server.now + server.response_timeout
         decision = route(head, server.table)
         exchange.metric_path = decision.metric_path
         kind = type(decision)
@@ -477,9 +481,9 @@ class ClientConnection(UpstreamSide, asyncio.Protocol):
             return
         parser = self.parser
         self.head_armed = parser is not None and parser.in_head
-        limits = self.server.limits
-        timeout = limits.header_timeout if self.head_armed else limits.idle_timeout
-        self.deadline = self.server.now + timeout
+        server = self.server
+        timeout = server.header_timeout if self.head_armed else server.idle_timeout
+        self.deadline = server.now + timeout
         if self.queue:
             head, chunks, complete = self.queue.pop(0)
             if not self.queue:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from coder_migrate.proxy import upgrades
 from coder_migrate.proxy.exchange import (
@@ -43,7 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["UpstreamSide", "app_path"]
 
 log = logging.getLogger("coder_migrate.proxy")
-_PAUSE_WAITING = 2
+_PAUSE_WAITING: Final = 2
+_LAST_HEAD_LIMIT: Final = 4096
 
 
 class UpstreamSide:
@@ -159,7 +160,12 @@ class UpstreamSide:
         if exchange is None or self.transport is None:
             return None
         try:
-            parsed = parse_response_head(raw)
+            parsed = upstream.last_parsed
+            if parsed is None or raw != upstream.last_head:
+                parsed = parse_response_head(raw)
+                if len(raw) <= _LAST_HEAD_LIMIT:  # bounded memory per pooled connection
+                    upstream.last_head = raw
+                    upstream.last_parsed = parsed
             start = upstream.reader.begin(
                 parsed, method=exchange.head.method, upgrade=exchange.head.upgrade
             )
@@ -172,7 +178,7 @@ class UpstreamSide:
             return start
         exchange.status = parsed.status
         exchange.phase = STREAMING
-        self.deadline = self.server.now + self.server.limits.idle_timeout
+        self.deadline = self.server.now + self.server.idle_timeout
         if start is SWITCHED:
             exchange.response_started = True
             self.transport.write(client_response_head(parsed, raw, False))
@@ -205,7 +211,7 @@ class UpstreamSide:
                 transport.writelines((held, data))
         else:
             transport.write(data)
-        self.deadline = self.server.now + self.server.limits.idle_timeout
+        self.deadline = self.server.now + self.server.idle_timeout
 
     def send_raw(self, data: bytes | memoryview) -> None:
         if self.transport is not None:

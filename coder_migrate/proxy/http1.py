@@ -10,7 +10,7 @@ calls on a :class:`MessageSink`. No sockets: the fuzz and unit tests drive it di
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 import httptools
 
@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # RFC 9110 §7.6.1 connection-specific fields, never forwarded as they are.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -40,10 +40,12 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Lengths of host, connection, content-length, transfer-encoding: only these are looked at.
-_FRAMING_NAME_LENGTHS = frozenset({4, 10, 14, 17})
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
-_HOST_CACHE: dict[bytes, str] = {}
-_HOST_CACHE_SIZE = 4096
+_FRAMING_NAME_LENGTHS: Final = frozenset({4, 10, 14, 17})
+_METHODS: Final = {
+    m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+}
+_HOST_CACHE: Final[dict[bytes, str]] = {}
+_HOST_CACHE_SIZE: Final = 4096
 
 
 class HttpReject(Exception):
@@ -228,7 +230,9 @@ class RequestParser:
             raise HttpReject(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if b"_" in name:
+        # find, not "in": bytes.__contains__ first tries the operand as an integer and
+        # formats a TypeError for every header (about 1,800 instructions each).
+        if name.find(b"_") >= 0:
             # Like nginx (underscores_in_headers off): "Transfer_Encoding" and friends are
             # ignored, so no app can read them as the header they resemble.
             return
@@ -391,7 +395,7 @@ class ResponseHead:
         return rebuilt
 
 
-_RESPONSE_FIELDS = tuple(
+_RESPONSE_FIELDS: Final = tuple(
     (name, b"\r\n" + name + b":")
     for name in (
         b"content-length",
@@ -406,11 +410,11 @@ _RESPONSE_FIELDS = tuple(
         b"trailer",
     )
 )
-_PLAIN_CONNECTION_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+_PLAIN_CONNECTION_TOKENS: Final = frozenset({b"keep-alive", b"close", b"upgrade", b""})
 
 
-_RESPONSE_CACHE: dict[bytes, ResponseHead] = {}
-_RESPONSE_CACHE_SIZE = 1024
+_RESPONSE_CACHE: Final[dict[bytes, ResponseHead]] = {}
+_RESPONSE_CACHE_SIZE: Final = 1024
 
 
 def parse_response_head(raw: bytes) -> ResponseHead:

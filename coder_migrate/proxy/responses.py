@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Protocol
+from typing import Final, Protocol
 
 from coder_migrate.proxy.http1 import RequestHead
 from coder_migrate.proxy.router import AppRoute
@@ -35,7 +35,7 @@ def reason_phrase(status: int) -> str:
 
 
 # Heads and pages of the statuses the proxy answers with, built once.
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 
 
 def error_page(status: int) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import unquote
 
 from coder_migrate.providers.coder.health import health_path
@@ -43,15 +43,15 @@ LocalKind = Literal[
 # "tcp" is the project's TCP-over-websocket route; it is authorised by a terminal token.
 AccessMethod = Literal["path", "subdomain", "terminal", "tcp"]
 
-_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$", re.IGNORECASE)
-_PORT_RE = re.compile(r"^[0-9]{1,5}s?$")
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_PTY_PREFIX = "/api/v2/workspaceagents/"
-_PTY_METRIC = "/api/v2/workspaceagents/{id}/pty"
-_TCP_METRIC = "/api/v2/workspaceagents/{id}/tcp"
+_NAME_RE: Final = re.compile(r"^[a-z0-9]([a-z0-9_.-]*[a-z0-9])?$", re.IGNORECASE)
+_PORT_RE: Final = re.compile(r"^[0-9]{1,5}s?$")
+_UUID_RE: Final = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_PTY_PREFIX: Final = "/api/v2/workspaceagents/"
+_PTY_METRIC: Final = "/api/v2/workspaceagents/{id}/pty"
+_TCP_METRIC: Final = "/api/v2/workspaceagents/{id}/tcp"
 # The terminal's signed token travels in this query parameter (Coder's name).
 SIGNED_TOKEN_QUERY = "coder_signed_app_token_23db1dde"  # noqa: S105 - a parameter name
-_READ_METHODS = frozenset({"GET", "HEAD"})
+_READ_METHODS: Final = frozenset({"GET", "HEAD"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,34 +227,38 @@ def _agent_route(head: RequestHead, path: str) -> Decision | None:
 
 
 # Decisions without per-request data are made once (frozen dataclasses are slow to build).
-_FORWARD = Forward()
-_DASHBOARD = Local("dashboard", "/{dashboard}")
-_DERP = Reject(400, "DERP is not served by this proxy", "/derp")
-_LOCAL_BOTH = {
+_FORWARD: Final = Forward()
+_DASHBOARD: Final = Local("dashboard", "/{dashboard}")
+_DERP: Final = Reject(400, "DERP is not served by this proxy", "/derp")
+_LOCAL_BOTH: Final = {
     "/healthz": Local("healthz", "/healthz"),
     "/latency-check": Local("latency-check", "/latency-check"),
 }
-_LOCAL_PROXY = {
+_LOCAL_PROXY: Final = {
     **_LOCAL_BOTH,
     "/healthz-report": Local("healthz-report", "/healthz-report"),
     "/api/v2/buildinfo": Local("buildinfo", "/api/v2/buildinfo"),
 }
-_LOCAL_SATELLITE = {
+_LOCAL_SATELLITE: Final = {
     **_LOCAL_BOTH,
     # The health path of a Coder v1 satellite (coder/coder 1.21.0 probes it).
     health_path("v1"): Local("healthz", health_path("v1")),
     "/api/private/satellites/key": Local("satellite-key", "/api/private/satellites/key"),
 }
-_LOCAL = {"workspace-proxy": _LOCAL_PROXY, "satellite": _LOCAL_SATELLITE, "envproxy": _LOCAL_BOTH}
+_LOCAL: Final = {
+    "workspace-proxy": _LOCAL_PROXY,
+    "satellite": _LOCAL_SATELLITE,
+    "envproxy": _LOCAL_BOTH,
+}
 # What is not an app, a terminal or a local path: a satellite forwards it to the primary, a
 # workspace proxy sends the browser to the dashboard, an envproxy serves workspaces only
 # (ASSUMED, docs/proxy.md).
-_OTHER: dict[str, Decision] = {
+_OTHER: Final[dict[str, Decision]] = {
     "workspace-proxy": _DASHBOARD,
     "satellite": _FORWARD,
     "envproxy": Reject(404, "an envproxy serves workspace apps only", "/{other}"),
 }
-_NOT_ALLOWED = {
+_NOT_ALLOWED: Final = {
     local.kind: Reject(405, "method not allowed", local.metric_path)
     for local in (*_LOCAL_PROXY.values(), *_LOCAL_SATELLITE.values())
 }

@@ -16,6 +16,7 @@ import ctypes.util
 import gc
 import ssl
 from collections.abc import Callable
+from typing import cast
 
 from coder_migrate.proxy.admission import BufferBudget, ClientAddresses, ConnectionCaps
 from coder_migrate.proxy.client import ClientConnection
@@ -104,6 +105,11 @@ class ProxyServer:
         self.client_from_header = bool(self.addresses.trusted) and not self.addresses.proxy_protocol
         self.budget = BufferBudget(hardening.buffer_budget_bytes)
         self.websocket_idle_timeout = hardening.websocket_idle_timeout
+        # Read on every request: plain floats of this object rather than the settings'.
+        self.header_timeout = limits.header_timeout
+        self.idle_timeout = limits.idle_timeout
+        self.response_timeout = limits.upstream_response_timeout
+        self.clock = loop.time
         self.write_high_water = WRITE_HIGH_WATER
         self.servers: list[asyncio.Server] = []
         self.draining = False
@@ -120,8 +126,9 @@ class ProxyServer:
         self._closed_since_trim = 0
         self._peak_connections = 0
 
-    def protocol_factory(self, scheme: str) -> Callable[[], ClientConnection]:
-        return lambda: ClientConnection(self, scheme)
+    def protocol_factory(self, scheme: str) -> Callable[[], asyncio.Protocol]:
+        # A protocol by its methods (see ClientConnection): the cast only informs the checker.
+        return lambda: cast(asyncio.Protocol, ClientConnection(self, scheme))
 
     async def listen(
         self,

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from coder_migrate.proxy.config import Limits
 from coder_migrate.proxy.exchange import (
@@ -24,12 +24,13 @@ from coder_migrate.proxy.exchange import (
     ResponseReader,
     ResponseStart,
 )
+from coder_migrate.proxy.http1 import ResponseHead
 from coder_migrate.proxy.metrics import ProxyStats
 from coder_migrate.proxy.responses import Target
 
 __all__ = ["UpstreamClient", "UpstreamConnection", "UpstreamPool", "set_nodelay"]
 
-_POOL_IDLE_PER_TARGET = 256
+_POOL_IDLE_PER_TARGET: Final = 256
 
 
 def set_nodelay(transport: asyncio.BaseTransport) -> None:
@@ -64,13 +65,18 @@ class UpstreamClient(Protocol):
     def transport(self) -> asyncio.Transport | None: ...
 
 
-class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to an app, an agent or the primary."""
+class UpstreamConnection:
+    """One keep-alive connection to an app, an agent or the primary (an
+    :class:`asyncio.Protocol` by its methods, so mypyc compiles it as a native class)."""
 
-    __slots__ = ("client", "key", "reader", "received_any", "transport")
+    __slots__ = ("client", "key", "last_head", "last_parsed", "reader", "received_any", "transport")
 
     def __init__(self, key: tuple[str, int, bool]) -> None:
         self.key = key
+        # The last response head and what it said: a keep-alive connection to one app
+        # mostly repeats it, and comparing bytes is cheaper than hashing them for the cache.
+        self.last_head = b""
+        self.last_parsed: ResponseHead | None = None
         self.transport: asyncio.Transport | None = None
         self.client: UpstreamClient | None = None
         self.reader = ResponseReader()
@@ -211,7 +217,7 @@ class UpstreamPool:
         ssl_context = self.ssl_context if target.tls else None
         _, protocol = await asyncio.wait_for(
             self.loop.create_connection(
-                lambda: UpstreamConnection(key),
+                lambda: cast(asyncio.Protocol, UpstreamConnection(key)),
                 target.host,
                 target.port,
                 ssl=ssl_context,
@@ -219,7 +225,7 @@ class UpstreamPool:
             ),
             timeout=self.limits.upstream_connect_timeout,
         )
-        return protocol
+        return cast(UpstreamConnection, protocol)
 
     def close_all(self) -> None:
         for idle in self.idle.values():
