@@ -37,6 +37,7 @@ releases and the satellites with them), its DNS records, and the emulator (stopp
 
     .venv/bin/python bench/migrate.py [--sizes 3,10,20,50] [--port-offset 5500]
         [--address-block 50] [--state-dir DIR] [--keep-lab] [--out FILE] [--log FILE]
+        [--lanes N]
 """
 
 from __future__ import annotations
@@ -308,12 +309,24 @@ class Apply:
     lines: list[str]
 
 
-def timed_apply(lab: BenchLab, inventory: Path) -> Apply:
+def apply_command(lanes: int | None) -> list[str]:
+    """How the benchmark runs ``coder-migrate``; with *lanes*, the runner's regions at once
+    (``coder_migrate.engine.apply.CONCURRENCY``, 16) set to that for the experiment."""
+    if lanes is None:
+        return CLI
+    return [sys.executable, "-c",
+            "import coder_migrate.engine.apply as a; "
+            f"a.CONCURRENCY = {lanes}; "
+            "from coder_migrate.cli import main; main(prog_name='coder-migrate')"]
+
+
+def timed_apply(lab: BenchLab, inventory: Path, lanes: int | None) -> Apply:
     """``migrate apply --auto-approve --probe``: its wall time, exit code, each progress line
     with the second it came, and its output."""
     started = time.monotonic()
     process = subprocess.Popen(
-        [*CLI, "migrate", "apply", "-i", str(inventory), "--auto-approve", "--probe"],
+        [*apply_command(lanes), "migrate", "apply", "-i", str(inventory), "--auto-approve",
+         "--probe"],
         cwd=ROOT, env=lab.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert process.stdout is not None
     events: list[tuple[float, str, str, str]] = []
@@ -402,7 +415,8 @@ def phases_of(run: Apply, canary: str) -> tuple[dict[str, float], dict[str, tupl
     return phases, kinds
 
 
-def measure(lab: BenchLab, workdir: Path, regions: int, run_id: str, log: Path | None) -> Row:
+def measure(lab: BenchLab, workdir: Path, regions: int, run_id: str, log: Path | None,
+            lanes: int | None) -> Row:
     tag = f"bmig{run_id}n{regions}"
     console.print(f"[dim]{time.strftime('%H:%M:%S')} {regions} regions: preparing[/]")
     emulator: CoderEmulator | None = None
@@ -413,7 +427,7 @@ def measure(lab: BenchLab, workdir: Path, regions: int, run_id: str, log: Path |
         while row.runs < APPLY_ATTEMPTS:
             console.print(f"[dim]{time.strftime('%H:%M:%S')} {regions} regions: "
                           "migrate apply --probe[/]")
-            run = timed_apply(lab, inventory)
+            run = timed_apply(lab, inventory, lanes)
             if log is not None:
                 with log.open("a", encoding="utf-8") as out:
                     out.write(f"== {regions} regions, run {row.runs + 1}, exit {run.code}, "
@@ -449,13 +463,14 @@ def measure(lab: BenchLab, workdir: Path, regions: int, run_id: str, log: Path |
             emulator.stop()
 
 
-def print_tables(rows: list[Row]) -> None:
+def print_tables(rows: list[Row], lanes: int | None) -> None:
     base = next(r for r in rows if r.regions == 3)
     table = Table("regions", "migrate apply s", "vs 3 regions", "per region s",
                   "vs one by one", "runs", "probe requests", "failed", "websocket drops",
                   "worst gap s",
                   title="coder-migrate migrate apply --auto-approve --probe of a v1.20-style "
-                        "world (wall time of every run it took)")
+                        "world (wall time of every run it took"
+                        + (f"; {lanes} lanes)" if lanes else ")"))
     for row in rows:
         one_by_one = base.seconds / base.regions * row.regions
         table.add_row(
@@ -507,6 +522,9 @@ def main() -> None:
                         help="leave the private lab running (with --state-dir)")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON")
     parser.add_argument("--log", type=Path, help="append each run's output to this file")
+    parser.add_argument("--lanes", type=int,
+                        help="an experiment: the timed apply runs this many regions of a wave "
+                        "at once (the runner's CONCURRENCY, 16 in the product)")
     args = parser.parse_args()
     if 3 not in args.sizes:
         raise SystemExit("--sizes must include 3: the 3-region run is the baseline")
@@ -515,6 +533,8 @@ def main() -> None:
                          f"{max(args.sizes)}")
     if args.port_offset == 0:
         raise SystemExit("--port-offset 0 is the checkout's lab (reserved): give one of your own")
+    if args.lanes is not None and args.lanes < 1:
+        raise SystemExit(f"--lanes: 1 or more, found {args.lanes}")
     if args.keep_lab and args.state_dir is None:
         raise SystemExit("--keep-lab needs --state-dir (a temporary lab is always taken down)")
 
@@ -528,12 +548,13 @@ def main() -> None:
             load_before = os.getloadavg()
             started = time.monotonic()
             run_id = str(os.getpid() % 10000)
-            rows = [measure(lab, Path(temporary), n, run_id, args.log) for n in args.sizes]
+            rows = [measure(lab, Path(temporary), n, run_id, args.log, args.lanes)
+                    for n in args.sizes]
             load_after = os.getloadavg()
         finally:
             if not args.keep_lab:
                 lab.down()
-    print_tables(rows)
+    print_tables(rows, args.lanes)
     console.print(f"load average before {load_before[0]:.2f} / after {load_after[0]:.2f}; "
                   f"{os.cpu_count()} cores; total {time.monotonic() - started:.0f} s")
     if args.out is not None:
