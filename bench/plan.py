@@ -255,27 +255,28 @@ def warm_median(
 
 
 @contextmanager
-def core_api(context: str) -> Iterator[kube_client.CoreV1Api]:
-    api = kube_config.new_client_from_config(config_file=str(KUBECONFIG), context=context)
+def core_api(context: str, kubeconfig: Path = KUBECONFIG) -> Iterator[kube_client.CoreV1Api]:
+    api = kube_config.new_client_from_config(config_file=str(kubeconfig), context=context)
     try:
         yield kube_client.CoreV1Api(api)
     finally:
         api.close()
 
 
-def bench_namespaces(tag: str) -> dict[str, list[str]]:
+def bench_namespaces(tag: str, kubeconfig: Path = KUBECONFIG) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for context in ALL_CONTEXTS:
-        with core_api(context) as core:
+        with core_api(context, kubeconfig) as core:
             found[context] = [n.metadata.name for n in core.list_namespace().items
                               if n.metadata.name.startswith(f"coder-{tag}")]
     return found
 
 
-def delete_namespaces(tag: str) -> None:
-    """Delete the namespaces of *tag* in every lab cluster and wait until they are gone."""
-    for context, names in bench_namespaces(tag).items():
-        with core_api(context) as core:
+def delete_namespaces(tag: str, kubeconfig: Path = KUBECONFIG) -> None:
+    """Delete the namespaces of *tag* in every cluster of the lab of *kubeconfig* (the
+    checkout's lab unless given) and wait until they are gone."""
+    for context, names in bench_namespaces(tag, kubeconfig).items():
+        with core_api(context, kubeconfig) as core:
             for name in names:
                 try:
                     core.delete_namespace(name)
@@ -284,7 +285,7 @@ def delete_namespaces(tag: str) -> None:
                         raise
     deadline = time.monotonic() + CLEANUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
-        left = {c: n for c, n in bench_namespaces(tag).items() if n}
+        left = {c: n for c, n in bench_namespaces(tag, kubeconfig).items() if n}
         if not left:
             return
         time.sleep(1)
