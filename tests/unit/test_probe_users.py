@@ -147,6 +147,9 @@ def test_failed_requests_and_a_quickly_reopened_websocket(stand: Stand) -> None:
     run.start()
     time.sleep(1.0)
     run.progress("us-east", "started", "install release coder-satellite")
+    # A request sent before the step started and answered after the 502s began would be
+    # (rightly) counted before the step: let those in flight finish first.
+    time.sleep(0.5)
     stand.satellite_status = 502
     time.sleep(1.0)
     stand.satellite_status = 200
@@ -156,8 +159,11 @@ def test_failed_requests_and_a_quickly_reopened_websocket(stand: Stand) -> None:
     row = report.regions[0]
     assert 3 <= row.failed_requests <= 7, report.lines()
     assert (row.websocket_drops, row.failed_websockets) == (1, 0), report.lines()
-    (group,) = report.failures
-    assert (group.reason, group.step) == ("HTTP 502", "us-east: install release coder-satellite")
+    # The 502s are one run of consecutive failures, named by the step running then; on a
+    # loaded machine a late answer may add a group of its own, never another step.
+    refused = [g for g in report.failures if g.reason == "HTTP 502"]
+    assert len(refused) == 1, report.lines()
+    assert {g.step for g in report.failures} == {"us-east: install release coder-satellite"}
     assert row.longest_gap >= 0.9
 
 
