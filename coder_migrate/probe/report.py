@@ -214,8 +214,11 @@ class ProbeReport:
 
         return {"seconds": round(self.seconds, 3), "failed": self.failed,
                 "regions": [row(r) for r in self.regions], "total": row(self.total),
+                "lines": self.lines(),
                 "failures": [{"region": g.region, "channel": g.channel, "reason": g.reason,
-                              "route": g.route, "step": g.step, "count": g.count}
+                              "route": g.route, "step": g.step, "count": g.count,
+                              "first": _clock(g.first, self.wall_offset),
+                              "last": _clock(g.last, self.wall_offset)}
                              for g in self.failures]}
 
 

@@ -21,12 +21,15 @@ code or exception class, never by the exception's text.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 import aiohttp
 
+from coder_migrate.engine.journal import JournalEntry
 from coder_migrate.errors import CoderMigrateError, ConfigError
 from coder_migrate.inventory import Topology
 from coder_migrate.probe.report import (
@@ -284,6 +287,24 @@ class ProbeRun:
             self._failure = error
         finally:
             self._users.ready.set()  # start() need not wait out its timeout
+
+    def replay_journal(self, entries: Iterable[JournalEntry]) -> bool:
+        """Take the steps from the engine's journal instead of live progress events (the
+        probe ran beside an apply of another process, e.g. the migrate playbook): each
+        change started, done or failed since the users came online, to the second. Returns
+        whether any change fell in the window; the operation then ends with its last entry."""
+        window = [
+            (dt.datetime.fromisoformat(entry.at).timestamp() - self.wall_offset, entry)
+            for entry in entries
+            if entry.phase in ("started", "done", "failed")
+        ]
+        # Entries have whole seconds: one stamped in the second the users came online counts.
+        window = [(at, e) for at, e in window if at >= self.start_time - 1.0]
+        for at, entry in sorted(window, key=lambda item: item[0]):
+            self.steps.record(entry.region, entry.phase, entry.detail, at)
+        if window:
+            self.steps.finish(max(at for at, _entry in window) + 1.0)
+        return bool(window)
 
     def finish_operation(self) -> None:
         """The operation ended: what follows is "after"."""

@@ -5,6 +5,9 @@ echo websocket. Checks the address users take, the report's counts and the token
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 
+from coder_migrate.engine.journal import JournalEntry
 from coder_migrate.probe.users import ENVPROXY, SATELLITE, ProbeRun, Route, Target
 
 TOKEN = "probe-session-4f2a9c"
@@ -178,3 +182,47 @@ def test_the_report_of_a_primary_that_never_answers(stand: Stand) -> None:
     assert detail.failed_requests == detail.requests > 0
     assert detail.failed_websockets == 1
     assert {g.reason for g in report.failures} >= {"ClientConnectorError"}
+
+
+def _entry(phase: str, at: float, detail: str) -> JournalEntry:
+    stamp = dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return JournalEntry(run="r1", operation="migrate", change_id=detail, region="us-east",
+                        phase=phase, at=stamp, by="ansible", detail=detail)  # type: ignore[arg-type]
+
+
+def test_a_probe_beside_another_process_takes_the_steps_from_the_journal(stand: Stand) -> None:
+    """`coder-migrate probe` beside the migrate playbook: no progress events reach it, so the
+    steps and phases come from the journal's entries (whole seconds) of its window."""
+    stand.net_v2 = True
+    run = _run(stand)
+    run.start()
+    time.sleep(2.5)  # the step starts up to 2 s before the 502s: leave some "before"
+    began = time.time()
+    stand.satellite_status = 502
+    time.sleep(1.0)
+    stand.satellite_status = 200
+    step = "install release coder-satellite"
+    entries = [
+        _entry("done", began - 3600, "an older run's change"),  # before the users: ignored
+        _entry("started", math.floor(began) - 1, step),
+        _entry("done", math.ceil(began + 1.0) + 1, step),
+    ]
+    time.sleep(max(0.0, math.ceil(began + 1.0) + 3.5 - time.time()))  # some "after"
+    assert run.replay_journal(entries)
+    report = run.stop(phased=True)
+    row = report.regions[0]
+    assert 3 <= row.failed_requests <= 7, report.lines()
+    assert {g.step for g in report.failures} == {f"us-east: {step}"}, report.lines()
+    assert all(row.latency[phase].count > 0 for phase in ("before", "during", "after")), row
+    assert json.loads(json.dumps(report.to_json()))["lines"] == report.lines()
+
+
+def test_a_journal_without_entries_in_the_window_leaves_the_report_unphased(stand: Stand) -> None:
+    stand.net_v2 = True
+    run = _run(stand)
+    run.start()
+    time.sleep(0.6)
+    assert not run.replay_journal([_entry("done", time.time() - 600, "an older run's change")])
+    report = run.stop(phased=False)
+    assert list(report.regions[0].latency) == ["all"]
+    assert report.failed == 0, report.lines()

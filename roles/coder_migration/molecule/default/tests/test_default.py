@@ -87,6 +87,22 @@ def test_the_test_workspaces_were_rebuilt_and_are_on() -> None:
         assert workspace["last_built_at"]
 
 
+def test_the_probe_users_stayed_online_and_moved_to_the_satellites() -> None:
+    """converge runs the playbook with ``coder_migration_probe`` (then idempotence, again):
+    the migration's users went from the envproxies to the satellites without a failed
+    request; the second run's stayed on the satellites."""
+    reports = sorted((EPHEMERAL / "probe-reports").glob("*.json"))
+    assert len(reports) == 2, reports
+    migration, again = (json.loads(path.read_text()) for path in reports)
+    for report, routes in ((migration, ["envproxy", "satellite"]), (again, ["satellite"])):
+        assert report["failed"] == 0, report["lines"]
+        assert sorted(r["region"] for r in report["regions"]) == sorted(REGIONS)
+        assert all(r["requests"] > 0 and r["routes"] == routes for r in report["regions"]), (
+            report["lines"])
+    token = TOKEN_FILE.read_text().strip()
+    assert all(token not in path.read_text() for path in reports)
+
+
 def test_the_old_workspace_provider_releases_are_still_deployed(host) -> None:  # type: ignore[no-untyped-def]
     for context, _url in REGIONS.values():
         result = _in_repo(
