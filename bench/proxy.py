@@ -17,6 +17,13 @@ TCP tunnel: bytes through ``/api/v2/workspaceagents/{id}/tcp?port=22`` (the prox
 websocket and relays the frames' payload to the agent's TCP port) of a workspace proxy
 registered with a v2 Coder emulator, to the agent's TCP echo and back; against direct TCP to
 the same echo in the same run (the echo and the client on core 0, the proxy on core 1).
+The client is a load generator like wrk, cheap on both paths so its own cost is not counted
+against the proxy: it sends one pre-built 1 MiB block over and over (for the tunnel, one
+binary frame masked with a fresh random key each run; the proxy still unmasks and checks
+every frame) and counts what comes back (for the tunnel, with a frame-header reader that
+skips payloads). A first run on each path checks that the echo answered the bytes sent.
+CPU seconds per GiB relayed are shown for the proxy, the client and the echo (the
+emulator's process), so a slow client or echo shows as such.
 
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--stream-mib 1024]
                                     [--idle 10000] [--tunnel-mib 256] [--only tunnel]
@@ -41,6 +48,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
+
+import uvloop
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -187,6 +197,11 @@ def nginx_worker_pid(master: int) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def rss_kib(pid: int) -> int:
@@ -337,54 +352,146 @@ def _admin(url: str, token: str, method: str, path: str, body: object = None) ->
     return dict(response.json())
 
 
-async def _echo_direct(address: str, total: int, chunk: bytes) -> float:
-    """Send TOTAL bytes to the TCP echo and read them back; MB/s (1e6 B) of payload."""
+class _Pump(asyncio.Protocol):
+    """The load generator of the tunnel section: sends one pre-built block over and over,
+    counts the payload that comes back, and costs the same per byte on both paths.
+
+    Like wrk's pre-built requests, nothing is built per send: the direct path repeats the
+    raw chunk, the tunnel path one masked binary frame of it (see :func:`_masked_frame`),
+    and replies are counted, not assembled. The proxy still unmasks and checks every frame.
+    """
+
+    def __init__(self, block: bytes, blocks: int, total: int, accept: bytes) -> None:
+        self.block, self.blocks, self.total = block, blocks, total
+        self.accept = accept  # the tunnel's expected Sec-WebSocket-Accept; b"": direct TCP
+        self.frames = bool(accept)
+        self.started = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.paused = False
+        self.received = 0
+        self.head = b""  # the handshake answer, until it is complete
+        self.handshake = self.frames
+        self.header = b""  # an incomplete frame header
+        self.left = 0  # payload bytes left in the current frame
+        self.kept: list[bytes] | None = None  # the payload, when checking it
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)
+
+    def send(self) -> None:
+        assert self.transport is not None
+        if not self.started:
+            self.started = time.perf_counter()
+        while self.blocks and not self.paused:
+            self.blocks -= 1
+            self.transport.write(self.block)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self.send()
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshake:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.handshake = False
+            head, data = self.head[: end + 4], self.head[end + 4 :]
+            self._check_head(head)
+        if self.frames:
+            self._count_frames(data)
+        else:
+            self.received += len(data)
+            if self.kept is not None:
+                self.kept.append(data)
+        if self.received >= self.total and not self.done.done():
+            self.done.set_result(None)
+
+    def _check_head(self, head: bytes) -> None:
+        if not head.startswith(b"HTTP/1.1 101 ") or self.accept not in head:
+            self._fail(f"no websocket handshake: {head[:200]!r}")
+            return
+        self.send()
+
+    def _count_frames(self, data: bytes) -> None:
+        position, size = 0, len(data)
+        while position < size:
+            if self.left:
+                step = min(self.left, size - position)
+                if self.kept is not None:
+                    self.kept.append(data[position : position + step])
+                self.left -= step
+                self.received += step
+                position += step
+                continue
+            header = self.header + data[position : position + 10 - len(self.header)]
+            length = header[1] & 0x7F if len(header) >= 2 else 0
+            needed = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+            if len(header) < max(2, needed):
+                self.header = header
+                return
+            if header[0] != 0x82:  # the tunnel answers in whole binary frames
+                self._fail(f"unexpected frame {header[:2].hex()}")
+                return
+            position += needed - len(self.header)
+            self.header = b""
+            self.left = int.from_bytes(header[2:needed]) if needed > 2 else length
+
+    def _fail(self, reason: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(AssertionError(reason))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(f"closed after {self.received} of {self.total} bytes")
+
+
+def _masked_frame(payload: bytes) -> bytes:
+    """One binary client frame, masked with a fresh random key (RFC 6455 §5.3)."""
+    from websockets.frames import Frame, Opcode
+
+    return Frame(Opcode.BINARY, payload).serialize(mask=True, extensions=[])
+
+
+async def _echo(
+    address: str, total: int, chunk: bytes, *, path: str = "", check: bool = False
+) -> float:
+    """Send TOTAL bytes to the TCP echo, directly or (PATH) through the tunnel, and read
+    them back; MB/s (1e6 B) of payload. CHECK: compare what came back with what was sent."""
+    import base64
+
+    from websockets.utils import accept_key
+
+    loop = asyncio.get_running_loop()
     host, port = address.rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 20)
-    started = time.perf_counter()
-
-    async def send() -> None:
-        sent = 0
-        while sent < total:
-            piece = chunk[: total - sent]
-            writer.write(piece)
-            await writer.drain()
-            sent += len(piece)
-
-    sender = asyncio.create_task(send())
-    received = 0
-    while received < total:
-        data = await reader.read(1 << 20)
-        assert data, "echo closed early"
-        received += len(data)
-    await sender
-    elapsed = time.perf_counter() - started
-    writer.close()
-    return total / elapsed / 1e6
-
-
-async def _echo_tunnel(url: str, total: int, chunk: bytes) -> float:
-    """The same through the proxy's TCP-over-websocket route (binary frames of CHUNK)."""
-    from websockets.asyncio.client import connect
-
-    async with connect(url, max_size=None, compression=None, write_limit=1 << 20) as ws:
-        started = time.perf_counter()
-
-        async def send() -> None:
-            sent = 0
-            while sent < total:
-                piece = chunk[: total - sent]
-                await ws.send(piece)
-                sent += len(piece)
-
-        sender = asyncio.create_task(send())
-        received = 0
-        while received < total:
-            message = await ws.recv()
-            assert isinstance(message, bytes)
-            received += len(message)
-        await sender
-        elapsed = time.perf_counter() - started
+    blocks, rest = divmod(total, len(chunk))
+    assert not rest, "TOTAL is a multiple of the chunk"
+    key = base64.b64encode(os.urandom(16))
+    accept = accept_key(key.decode()).encode() if path else b""
+    pump = _Pump(_masked_frame(chunk) if path else chunk, blocks, total, accept)
+    if check:
+        pump.kept = []
+    transport, _ = await loop.create_connection(lambda: pump, host, int(port))
+    transport.set_write_buffer_limits(high=1 << 20)
+    if path:
+        transport.write(
+            f"GET {path} HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n".encode()
+            + b"Sec-WebSocket-Key: " + key + b"\r\n\r\n"
+        )  # fmt: skip
+    else:
+        pump.send()
+    try:
+        await pump.done
+    finally:
+        transport.abort()
+    elapsed = time.perf_counter() - pump.started
+    if pump.kept is not None:
+        assert b"".join(pump.kept) == chunk * blocks, "the echo answered other bytes"
     return total / elapsed / 1e6
 
 
@@ -398,7 +505,7 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
     coderd_port, proxy_port = free_port(), free_port()
     coderd_url = f"http://{HOST}:{coderd_port}"
     token_file = work / "coderd-token"
-    started.start(
+    emulator = started.start(
         serve_command(
             listen=f"{HOST}:{coderd_port}",
             state_dir=work / "coderd",
@@ -448,33 +555,53 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
         trust_env=False,
     )
     signed.raise_for_status()
-    tunnel_url = f"{base}&{SIGNED_TOKEN_QUERY}={signed.json()['signed_token']}"
+    tunnel_path = (
+        f"/api/v2/workspaceagents/{agent['agent_id']}/tcp?port=22"
+        f"&{SIGNED_TOKEN_QUERY}={signed.json()['signed_token']}"
+    )
+    proxy_address = f"{HOST}:{proxy_port}"
     direct_address = agent["ports"]["22"]
 
     total = args.tunnel_mib << 20
     chunk = os.urandom(1 << 20)
     results: dict[str, list[float]] = {"direct TCP": [], "tunnel": []}
-    cpu: list[float] = []
-    # Warm-up: the proxy's token cache and the agent's connection path.
-    asyncio.run(_echo_tunnel(tunnel_url, 1 << 20, chunk))
+    # CPU seconds per GiB relayed (both directions), per path and process.
+    cpu: dict[tuple[str, str], list[float]] = {}
+    processes = {"proxy": proxy.pid, "echo": emulator.pid}
+    # Warm-up (the proxy's token cache, the agent's connection path) and a check that
+    # both paths echo the bytes sent.
+    for address, path in ((direct_address, ""), (proxy_address, tunnel_path)):
+        uvloop.run(_echo(address, 4 << 20, chunk, path=path, check=True))
     for _round in range(args.rounds):
-        results["direct TCP"].append(asyncio.run(_echo_direct(direct_address, total, chunk)))
-        before = cpu_seconds(proxy.pid)
-        results["tunnel"].append(asyncio.run(_echo_tunnel(tunnel_url, total, chunk)))
-        cpu.append((cpu_seconds(proxy.pid) - before) / (2 * total / (1 << 30)))
+        for name, run_one in (
+            ("direct TCP", lambda: _echo(direct_address, total, chunk)),
+            ("tunnel", lambda: _echo(proxy_address, total, chunk, path=tunnel_path)),
+        ):
+            before = {who: cpu_seconds(pid) for who, pid in processes.items()}
+            before["client"] = own_cpu_seconds()
+            results[name].append(uvloop.run(run_one()))
+            after = {who: cpu_seconds(pid) for who, pid in processes.items()}
+            after["client"] = own_cpu_seconds()
+            for who in after:
+                cpu.setdefault((name, who), []).append(
+                    (after[who] - before[who]) / (2 * total / (1 << 30))
+                )
     lines = [
         f"TCP over websocket ({args.tunnel_mib} MiB per run each way, {args.rounds} rounds, "
-        "to the agent's TCP echo and back; MB/s = 1e6 B/s of payload):",
+        "to the agent's TCP echo and back; MB/s = 1e6 B/s of payload; CPU s per GiB "
+        "relayed, both directions counted):",
         "",
-        "| path | MB/s median (min) | x direct TCP | proxy CPU s/GiB relayed |",
-        "|---|---|---|---|",
+        "| path | MB/s median (min) | x direct TCP | proxy CPU s/GiB | client CPU s/GiB "
+        "| echo CPU s/GiB |",
+        "|---|---|---|---|---|---|",
     ]
     base_rate = median(results["direct TCP"])
     for name, values in results.items():
-        cpu_text = f"{median(cpu):.2f}" if name == "tunnel" else "-"
+        proxy_text = f"{median(cpu[name, 'proxy']):.2f}" if name == "tunnel" else "-"
         lines.append(
             f"| {name} | {median(values):,.0f} ({min(values):,.0f}) | "
-            f"{median(values) / base_rate:.2f} | {cpu_text} |"
+            f"{median(values) / base_rate:.2f} | {proxy_text} | "
+            f"{median(cpu[name, 'client']):.2f} | {median(cpu[name, 'echo']):.2f} |"
         )
     return lines
 

@@ -30,7 +30,7 @@ __all__ = ["ENV", "MODULES", "PACKAGE", "STAMP", "select", "source_digests"]
 
 PACKAGE = "coder_migrate.proxy"
 # The per-request path: parse, route, heads, the upstream pool, the connection, metrics,
-# and the server object every connection reads its timeouts from.
+# and the server object every connection reads its timeouts from; the TCP tunnel's frames.
 MODULES = (
     "admission",
     "metrics",
@@ -41,6 +41,8 @@ MODULES = (
     "upstream",
     "client_upstream",
     "client",
+    "wsframes",
+    "tunnel",
     "server",
 )
 # mypyc's shared library of the group (``<group>__mypyc``).

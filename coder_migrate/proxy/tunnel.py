@@ -7,6 +7,15 @@ arrives and no frame is ever held whole. What the agent sends comes back in bina
 one per read. A transport that reports ``pause_writing`` stops reading on the other side, so
 each direction holds at most a transport's high-water mark plus one read.
 
+Both sides are buffered protocols (``get_buffer``/``buffer_updated``, which uvloop uses for a
+protocol that has them): the kernel reads straight into one buffer shared by every tunnel
+of the process, up to :data:`READ_SIZE` bytes at a time. That is safe because a read is
+handled whole before the loop reads again, and nothing keeps the buffer: a client's payload
+leaves it unmasked (a new object), the agent's bytes leave it as one frame (a copy with its
+header in front). So a client's bytes are copied once in user space instead of twice, the
+agent's leave in one write, and an idle tunnel holds no read buffer. ``data_received``
+serves the bytes that came with the handshake, and loops without buffered protocols.
+
 Keep-alive: when neither side sent anything for ``ping_interval`` the proxy pings the
 client; no pong within another interval ends the tunnel. A frame's buffered part (its
 header, a control frame) must arrive within ``frame_timeout``.
@@ -35,10 +44,15 @@ from coder_migrate.proxy.wsframes import (
     frame_header,
 )
 
-__all__ = ["CLOSE_TIMEOUT_SECONDS", "WebSocketTunnel", "handshake"]
+__all__ = ["CLOSE_TIMEOUT_SECONDS", "READ_SIZE", "WebSocketTunnel", "handshake"]
 
 CLOSE_TIMEOUT_SECONDS = 10.0
 NORMAL_CLOSURE, GOING_AWAY = 1000, 1001
+READ_SIZE = 256 << 10  # bytes per read, as uvloop's own reads: what one frame to the client holds
+_ROOM = 10  # before the read: the longest header of a server frame goes there
+_SHARED = bytearray(_ROOM + READ_SIZE)
+_FRAME = memoryview(_SHARED)
+_READ_INTO = _FRAME[_ROOM:]
 
 
 def handshake(head: RequestHead) -> Response:
@@ -54,10 +68,24 @@ def handshake(head: RequestHead) -> Response:
     return ServerProtocol().accept(request)
 
 
-class _AgentSide(asyncio.Protocol):
-    """The TCP connection to the agent's port."""
+def _binary_frame(length: int) -> bytes:
+    """The agent's ``length`` bytes read into the shared buffer, as one binary frame."""
+    if length < 126:
+        start = _ROOM - 2
+        _SHARED[start] = 0x82
+        _SHARED[start + 1] = length
+    elif length < 1 << 16:
+        start = _ROOM - 4
+        _SHARED[start:_ROOM] = b"\x82\x7e" + length.to_bytes(2, "big")
+    else:
+        start = 0
+        _SHARED[0:_ROOM] = b"\x82\x7f" + length.to_bytes(8, "big")
+    return bytes(_FRAME[start : _ROOM + length])
 
-    __slots__ = ("tunnel",)
+
+class _AgentSide:
+    """The TCP connection to the agent's port: a buffered asyncio protocol by its methods
+    (no base class, so mypyc compiles it natively and uvloop sees ``get_buffer``)."""
 
     def __init__(self, tunnel: WebSocketTunnel) -> None:
         self.tunnel = tunnel
@@ -65,6 +93,12 @@ class _AgentSide(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.tunnel.agent = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_INTO
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.tunnel.from_agent_buffer(nbytes)
 
     def data_received(self, data: bytes) -> None:
         self.tunnel.from_agent(data)
@@ -87,8 +121,9 @@ class _AgentSide(asyncio.Protocol):
             client.resume_reading()
 
 
-class WebSocketTunnel(asyncio.Protocol):
-    """The client side: after the handshake, the client transport's protocol."""
+class WebSocketTunnel:
+    """The client side: after the handshake, the client transport's protocol (a buffered
+    one by its methods, like :class:`_AgentSide`)."""
 
     def __init__(
         self,
@@ -120,16 +155,22 @@ class WebSocketTunnel(asyncio.Protocol):
         client sent before it had the answer)."""
         self.client = client
         self.open = True
-        client.set_protocol(self)
+        client.set_protocol(cast(asyncio.BaseProtocol, self))
         client.write(response.serialize())
         if leftover:
             self.data_received(leftover)
         if not self.closed:
             client.resume_reading()
 
-    # -- client side (asyncio.Protocol) ------------------------------------------------
+    # -- client side (asyncio.BufferedProtocol) ----------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return _READ_INTO
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(_READ_INTO[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         now = self.last_activity = self.loop.time()
         try:
             self.reader.feed(data)
@@ -181,9 +222,17 @@ class WebSocketTunnel(asyncio.Protocol):
 
     # -- agent side --------------------------------------------------------------------
 
-    def from_agent(self, data: bytes) -> None:
+    def from_agent_buffer(self, length: int) -> None:
         if not self.open or self.client is None:
             return  # closing: the client no longer reads
+        self.last_activity = self.loop.time()
+        self.to_client += length
+        self.client.write(_binary_frame(length))
+
+    def from_agent(self, data: bytes) -> None:
+        """The agent's bytes on a loop without buffered protocols."""
+        if not self.open or self.client is None:
+            return
         self.last_activity = self.loop.time()
         self.to_client += len(data)
         self.client.writelines((frame_header(OP_BINARY, len(data)), data))

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from websockets.http11 import Response
 
@@ -166,7 +166,12 @@ async def _connect_tunnel(
     server = client.server
     try:
         await asyncio.wait_for(
-            server.loop.create_connection(lambda: tunnel.agent_side, target.host, target.port),
+            server.loop.create_connection(
+                # A protocol by its methods (see tunnel.py): the cast only informs the checker.
+                lambda: cast(asyncio.BaseProtocol, tunnel.agent_side),
+                target.host,
+                target.port,
+            ),
             timeout=server.limits.upstream_connect_timeout,
         )
     except TimeoutError:

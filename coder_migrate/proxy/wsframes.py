@@ -4,7 +4,8 @@
 as soon as it arrives, so a client announcing a 16 MiB frame pins at most one read of
 memory. Only a frame's header (≤ 14 bytes) and a control frame's payload (≤ 125 bytes) are
 buffered. Unmasking is ``websockets``' C speedup when it is built, its Python version
-otherwise. No extension is negotiated, so reserved bits are errors.
+otherwise; it reads the caller's buffer through a memoryview, so the only copy of a payload
+is the unmasked one handed on. No extension is negotiated, so reserved bits are errors.
 """
 
 from __future__ import annotations
@@ -107,26 +108,30 @@ class FrameReader:
             or (self._remaining > 0 and self._opcode in _CONTROL_OPCODES)
         )
 
-    def feed(self, data: bytes) -> None:
-        """Parse ``data``; raises :class:`FrameError` on a protocol violation."""
-        position, size = 0, len(data)
+    def feed(self, data: bytes | memoryview) -> None:
+        """Parse ``data``; raises :class:`FrameError` on a protocol violation.
+
+        ``data`` may be a view of a buffer the caller reuses: nothing of it is kept.
+        """
+        view = memoryview(data)  # slices of a view copy nothing
+        position, size = 0, len(view)
         while position < size:
             if self._remaining < 0:
-                position = self._read_header(data, position)
+                position = self._read_header(view, position)
                 continue
             step = min(self._remaining, size - position)
             if step:
-                self._payload(data[position : position + step])
+                self._payload(view[position : position + step] if step < size else view)
                 position += step
                 self._remaining -= step
             if self._remaining == 0:
                 self._end_frame()
 
-    def _read_header(self, data: bytes, position: int) -> int:
-        header = self._header + data[position : position + 14 - len(self._header)]
+    def _read_header(self, view: memoryview, position: int) -> int:
+        header = self._header + bytes(view[position : position + 14 - len(self._header)])
         if len(header) < 2:
             self._header = header
-            return len(data)
+            return len(view)
         first, second = header[0], header[1]
         if first & 0x70:
             raise FrameError(PROTOCOL_ERROR, "reserved bits set")
@@ -136,7 +141,7 @@ class FrameReader:
         needed = 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4
         if len(header) < needed:
             self._header = header
-            return len(data)
+            return len(view)
         used = needed - len(self._header)
         self._header = b""
         if length == 126:
@@ -166,7 +171,7 @@ class FrameReader:
         self._opcode, self._fin, self._remaining = opcode, fin, length
         self._mask, self._offset = mask, 0
 
-    def _payload(self, masked: bytes) -> None:
+    def _payload(self, masked: memoryview) -> None:
         offset = self._offset % 4
         mask = self._mask[offset:] + self._mask[:offset] if offset else self._mask
         self._offset += len(masked)

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = ROOT / "scripts" / "build-proxy-hotpath"
 PROBE = (
-    "import json; from coder_migrate.proxy import hotpath, client, http1, metrics; "
-    "print(json.dumps([hotpath.BUILD, client.__file__, http1.__file__, metrics.__file__]))"
+    "import json; from coder_migrate.proxy import hotpath, client, http1, metrics, tunnel, "
+    "wsframes; print(json.dumps([hotpath.BUILD, client.__file__, http1.__file__, "
+    "metrics.__file__, tunnel.__file__, wsframes.__file__]))"
 )
 
 

@@ -4,9 +4,11 @@ settings."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import struct
+from typing import Any, cast
 
 import pytest
 
@@ -22,6 +24,7 @@ from coder_migrate.proxy.admission import (
 )
 from coder_migrate.proxy.auth import hand_off_cookie, subdomain_session_cookie
 from coder_migrate.proxy.config import load_settings
+from coder_migrate.proxy.tunnel import READ_SIZE, WebSocketTunnel
 from coder_migrate.proxy.wsframes import FrameError, FrameReader, frame_header
 
 MASK = b"\x0f\xf0\xaa\x55"
@@ -98,6 +101,61 @@ def test_protocol_errors_carry_their_close_code(data: bytes, code: int) -> None:
     with pytest.raises(FrameError) as error:
         FrameReader(Sink()).feed(data)
     assert error.value.code == code
+
+
+class Transport:
+    """What the tunnel writes to one side; reading is never paused here."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def writelines(self, pieces: Any) -> None:
+        self.written.append(b"".join(pieces))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _tunnel() -> tuple[WebSocketTunnel, Transport, Transport]:
+    loop = asyncio.new_event_loop()
+    loop.close()  # only its clock is read
+    tunnel = WebSocketTunnel(loop, lambda to_agent, to_client: None)
+    client, agent = Transport(), Transport()
+    tunnel.client, tunnel.agent = cast(Any, client), cast(Any, agent)
+    tunnel.open = True
+    return tunnel, client, agent
+
+
+def test_tunnel_reads_through_the_shared_buffer_keep_nothing_of_it() -> None:
+    # Both sides read into one buffer the next read overwrites (the loop asks get_buffer,
+    # the kernel fills it, buffer_updated says how much): every frame must still carry
+    # exactly the bytes read, at each header size (7-bit, 16-bit and 64-bit lengths).
+    tunnel, client, agent = _tunnel()
+    sent = []
+    for length in (1, 125, 126, 65_535, 65_536, READ_SIZE):
+        data = os.urandom(length)
+        buffer = tunnel.agent_side.get_buffer(-1)
+        assert len(buffer) >= length
+        buffer[:length] = data
+        tunnel.agent_side.buffer_updated(length)
+        sent.append(data)
+    assert client.written == [frame_header(0x2, len(d)) + d for d in sent]
+    # The client's frames, split across reads at odd places, arrive unmasked.
+    payload = os.urandom(3 * READ_SIZE // 2)
+    stream = masked(0x2, payload) + masked(0x9, b"pi") + masked(0x2, b"tail")
+    position = 0
+    for size in (7, READ_SIZE, 3, READ_SIZE):
+        piece = stream[position : position + size]
+        buffer = tunnel.get_buffer(-1)
+        buffer[: len(piece)] = piece
+        tunnel.buffer_updated(len(piece))
+        position += len(piece)
+    assert position == len(stream)
+    assert b"".join(agent.written) == payload + b"tail"
+    assert client.written[-1] == frame_header(0xA, 2) + b"pi"  # the pong
 
 
 def test_a_partial_header_is_what_the_frame_deadline_watches() -> None:
