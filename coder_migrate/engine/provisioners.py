@@ -33,18 +33,21 @@ from coder_migrate.providers.helm import ReleaseState
 from coder_migrate.tasks import run_all
 
 if TYPE_CHECKING:
-    from coder_migrate.engine.world import Engine
+    from coder_migrate.engine.world import Engine, ManagedSite
 
 __all__ = [
     "FINGERPRINT_ANNOTATION",
+    "MANAGED_SECRET",
     "NEXT_SECRET",
     "PSK_BYTES",
     "PSK_KEY",
     "PSK_SECRET",
+    "ProvisionerLeftover",
     "ProvisionerWorld",
     "RegionProvisioners",
     "fingerprint",
     "new_psk",
+    "observe_leftovers",
     "observe_provisioners",
     "provisioner_chart",
     "provisioner_regions",
@@ -62,6 +65,9 @@ PSK_BYTES = 48
 FINGERPRINT_ANNOTATION = "coder-migrate/provisioner-psk"
 """Pod annotation: the fingerprint of the key the pods were started with."""
 PENDING = "(the new key's fingerprint, known at apply)"
+MANAGED_SECRET = {"coder-migrate/secret": "provisioner-psk"}
+"""Annotation of every PSK Secret coder-migrate writes: only such a Secret is ever deleted
+(an external store's Secret never carries it)."""
 
 
 def new_psk() -> str:
@@ -181,3 +187,68 @@ def region_key(world: ProvisionerWorld, region: Region) -> str:
         state = world.regions.get(region.name)
         return (state.secret if state else None) or PENDING
     return world.primary or PENDING
+
+
+@dataclass(frozen=True)
+class ProvisionerLeftover:
+    """A region's provisioners the inventory no longer asks for, as still found there."""
+
+    site: ManagedSite
+    why: str
+    release_name: str
+    release: ReleaseState | None
+    """Their release, when still installed."""
+    secret: str | None
+    """The PSK Secret coder-migrate wrote, when it is still there with its mark."""
+    secret_key: str | None
+    """That Secret's key's fingerprint (None: no ``psk`` in it)."""
+
+
+async def _leftover(engine: Engine, site: ManagedSite, why: str, release_name: str,
+                    secret: str | None) -> ProvisionerLeftover | None:
+    kube = engine.site_kube(site)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        partial(engine.site_helm(site).release, site.namespace, release_name),
+        partial(kube.secret_annotations, site.namespace, secret or ""),
+        partial(kube.secret_value, site.namespace, secret or "", PSK_KEY),
+    ]
+    release, annotations, key = await run_all(calls if secret else calls[:1])
+    assert release is None or isinstance(release, ReleaseState)
+    ours = (secret is not None and isinstance(annotations, dict)
+            and MANAGED_SECRET.items() <= annotations.items())
+    if release is None and not ours:
+        return None
+    return ProvisionerLeftover(
+        site=site, why=why, release_name=release_name, release=release,
+        secret=secret if ours else None,
+        secret_key=fingerprint(key) if ours and isinstance(key, str) else None,
+    )
+
+
+async def observe_leftovers(engine: Engine, managed: dict[str, ManagedSite],
+                            limit: Iterable[str] = ()) -> dict[str, ProvisionerLeftover]:
+    """Per recorded region, the provisioners coder-migrate installed that the inventory no
+    longer asks for and that are still there: the region removed or its coder_provisioners
+    dropped (the release and the PSK Secret coder-migrate wrote), or the release renamed."""
+    topology = engine.topology
+    wanted = set(limit)
+    regions = {r.name: r for r in topology.regions}
+    calls: list[Callable[[], Awaitable[ProvisionerLeftover | None]]] = []
+    for name, site in sorted(managed.items()):
+        recorded = site.provisioners
+        if recorded is None or (wanted and name not in wanted) or recorded.release == site.release:
+            continue
+        region = regions.get(name)
+        if region is None:
+            why, secret = "the region is no longer in the inventory", recorded.secret
+        elif region.provisioners is None or topology.generation != "v2":
+            why, secret = "coder_provisioners is no longer set for the region", recorded.secret
+        elif region.provisioners.release != recorded.release:
+            # Same region, new release name: the old release goes, the key stays in use.
+            why = f"coder_provisioners.release is now {region.provisioners.release}"
+            secret = None
+        else:
+            continue
+        calls.append(partial(_leftover, engine, site, why, recorded.release, secret))
+    found = await run_all(calls)
+    return {leftover.site.name: leftover for leftover in found if leftover is not None}

@@ -1,6 +1,8 @@
 """External provisioners on a private v2 lab, as a user runs them: ``apply`` with provisioners in
-three regions, ``status`` per region, a wrong key in one region, ``rotate provisioner-psk``
-killed (SIGKILL) mid-way and run again; and no key in anything the toolkit wrote or printed.
+three regions (it returns once the primary lists them connected), ``status`` per region, a
+wrong key in one region, ``rotate provisioner-psk`` killed (SIGKILL) mid-way and run again,
+provisioners removed (one region drops ``coder_provisioners``, another leaves the inventory);
+and no key in anything the toolkit wrote or printed.
 
 The lab is real: its kube-apiservers hold the Secrets and releases, helm installs the
 ``coder-provisioner`` stand-in, the lab plays each provisioner pod with
@@ -14,6 +16,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -164,6 +167,14 @@ def daemons(user: User) -> list[dict[str, Any]]:
     return listed
 
 
+def connected_now(user: User, regions: tuple[str, ...] = REGIONS) -> None:
+    """``status`` right after an apply, without waiting: apply returned only once the primary
+    listed every region's daemons connected."""
+    rows = user.status()
+    shown = {r: (rows[r]["provisioners"], rows[r]["provisioners_ok"]) for r in regions}
+    assert shown == {r: (f"{REPLICAS[r]}/{REPLICAS[r]} connected", True) for r in regions}, rows
+
+
 def check_connected(user: User) -> str:
     """Every region's daemons connected with the deployment's key; the key."""
     rows = wait_status(user, dict.fromkeys(REGIONS, True))
@@ -240,6 +251,47 @@ def play(user: User, tmp: Path) -> int:
     return int(recap.split("changed=", 1)[1].split()[0])
 
 
+def helm_releases(user: User, context: str) -> set[str]:
+    """The helm releases of ns coder-proxy (helm keeps each in Secrets labelled owner=helm)."""
+    with kube_api(user.kubeconfig, context) as api:
+        found = kube_client.CoreV1Api(api).list_namespaced_secret(
+            "coder-proxy", label_selector="owner=helm").items
+    return {str((s.metadata.labels or {})["name"]) for s in found if s.metadata}
+
+
+def check_removals(user: User) -> None:
+    """ap-southeast drops coder_provisioners, eu-west leaves the inventory: the plan names the
+    release and the key Secret that go in each, apply --force removes exactly those, and the
+    next plan is empty; us-east keeps its provisioners."""
+    inventory = user.inventory
+    edit_yaml(inventory / "host_vars" / "ap-southeast.yml", lambda d: d.pop("coder_provisioners"))
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["coder_regions"]["hosts"].pop("eu-west"))
+    plan = " ".join(user.run("plan", "-i", str(inventory)).stdout.split())
+    for region, why in [("eu-west", "the region is no longer in the inventory"),
+                        ("ap-southeast", "coder_provisioners is no longer set for the region")]:
+        where = f"in ns coder-proxy of lab-{region} # {why}"
+        assert re.search(
+            rf"- delete helm release coder-provisioner \(coder-provisioner-[0-9.]+\) {where}: "
+            r"its provisioner daemons are uninstalled \(needs --force\)", plan), plan
+        assert (f"- delete Secret {PSK_SECRET} {where}: the key coder-migrate copied there is "
+                "deleted after its provisioners (needs --force)") in plan, plan
+    assert "of lab-us-east" not in plan, plan
+    refused = user.run("apply", "-i", str(inventory), "--auto-approve", check=False)
+    assert refused.returncode != 0 and "--force" in refused.stdout + refused.stderr
+    assert helm_releases(user, "lab-ap-southeast") == {"coder-proxy", "coder-provisioner"}
+    user.run("apply", "-i", str(inventory), "--auto-approve", "--force")
+    assert helm_releases(user, "lab-ap-southeast") == {"coder-proxy"}
+    assert helm_releases(user, "lab-eu-west") == set()
+    for region in ("ap-southeast", "eu-west"):
+        assert user.secret(f"lab-{region}", "coder-proxy", PSK_SECRET) is None
+    assert helm_releases(user, "lab-us-east") == {"coder-proxy", "coder-provisioner"}
+    assert user.secret("lab-us-east", "coder-proxy", PSK_SECRET) == user.primary_psk()
+    connected_now(user, ("us-east",))
+    assert user.run("plan", "-i", str(inventory), "--detailed-exitcode",
+                    check=False).returncode == 0
+
+
 def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
     """No key in anything the toolkit printed, journalled or logged (fingerprints only)."""
     with kube_api(user.kubeconfig, "lab-primary") as api:
@@ -254,12 +306,13 @@ def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
             assert key not in text, f"the {name} key appears in a {where}"
 
 
-def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
+def test_provisioners_connect_a_wrong_key_shows_a_killed_rotation_resumes_and_removal(
     user: User, tmp_path: Path,
 ) -> None:
     inventory = str(user.inventory)
     user.run("lab", "up", "--coder", "v2")
     user.run("apply", "-i", inventory, "--auto-approve")
+    connected_now(user)
     first = check_connected(user)
     assert user.run("plan", "-i", inventory, "--detailed-exitcode", check=False).returncode == 0
 
@@ -268,6 +321,7 @@ def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
     staged = kill_rotation(user)
     assert staged == user.primary_psk() != first
     user.run("rotate", "provisioner-psk", "-i", inventory, "--auto-approve", "--lock-wait", "60")
+    connected_now(user)
     new = check_connected(user)
     assert new == staged
     assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
@@ -283,5 +337,6 @@ def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
     assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
     assert play(user, tmp_path) == 0
 
+    check_removals(user)
     check_no_key_anywhere(user, {"first": first, "new": new, "third": third,
                                  "wrong": "wrong-" + first[::-1]})

@@ -16,16 +16,17 @@ from coder_migrate.cli import main
 from coder_migrate.engine.deploy import deploy_waves
 from coder_migrate.engine.kinds.provisioner_release import provisioner_values
 from coder_migrate.engine.plan import Plan
-from coder_migrate.engine.provisioner_plan import rotation_plan
+from coder_migrate.engine.provisioner_plan import provisioner_removals, rotation_plan
 from coder_migrate.engine.provisioners import (
     PENDING,
+    ProvisionerLeftover,
     ProvisionerWorld,
     RegionProvisioners,
     fingerprint,
     new_psk,
 )
 from coder_migrate.engine.values import release_values
-from coder_migrate.engine.world import World
+from coder_migrate.engine.world import ManagedSite, World
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Topology, load_topology
 from coder_migrate.kinds import KINDS
@@ -248,3 +249,87 @@ def test_rotation_refuses_external_stores_and_undeployed_provisioners(tmp_path: 
         rotation_plan(topology, _done(topology))
     with pytest.raises(PlanError, match=r"run `coder-migrate apply` first"):
         rotation_plan(topology, ProvisionerWorld(primary=None))
+
+
+# -- removal ---------------------------------------------------------------------------------
+
+
+def _leftover(topology: Topology, name: str, why: str, *, secret: bool = True,
+              ) -> ProvisionerLeftover:
+    site = ManagedSite.of(topology, topology.region(name))
+    assert site.provisioners is not None
+    key = "sha256:1111111111111111"
+    return ProvisionerLeftover(
+        site=site, why=why, release_name=site.provisioners.release,
+        release=_deployed_release(topology, name, key),
+        secret=site.provisioners.secret if secret else None, secret_key=key if secret else None)
+
+
+def test_removed_provisioners_are_uninstalled_then_their_key_deleted_and_only_once(
+    tmp_path: Path, topology: Topology,
+) -> None:
+    """A region taken out of the inventory and a region whose coder_provisioners is dropped:
+    the plan names the release (with its chart) and the Secret (by fingerprint) that go, in
+    that order, behind --force; once they are gone (nothing observed) nothing is planned."""
+    def drop(inventory: Path) -> None:
+        edit_yaml(inventory / "host_vars" / "ap-southeast.yml",
+                  lambda d: d.pop("coder_provisioners"))
+        edit_yaml(inventory / "hosts.yml", lambda d: d["all"]["children"]["coder_regions"][
+            "hosts"].pop("eu-west"))
+
+    after = load_topology(_inventory(tmp_path, drop))
+    leftovers = {
+        "eu-west": _leftover(topology, "eu-west", "the region is no longer in the inventory"),
+        "ap-southeast": _leftover(topology, "ap-southeast",
+                                  "coder_provisioners is no longer set for the region"),
+    }
+    base = _world(topology, _done(topology))
+    world = replace(base, provisioners=replace(base.provisioners, regions={
+        "us-east": base.provisioners.regions["us-east"]}), provisioner_leftovers=leftovers)
+    waves, _ = deploy_waves(after, world)
+    assert [w.name for w in waves] == ["removals"]
+    lines = [(c.region, c.kind, c.needs_force, c.describe()) for c in waves[0].changes]
+    where = "in ns coder-proxy of lab-{}"
+    assert lines[:2] == [
+        ("eu-west", "ProvisionerRelease", True,
+         f"delete helm release coder-provisioner (coder-provisioner-2.15.0) "
+         f"{where.format('eu-west')}: the region is no longer in the inventory: its "
+         "provisioner daemons are uninstalled"),
+        ("eu-west", "ProvisionerPsk", True,
+         f"delete Secret coder-provisioner-psk {where.format('eu-west')}: the region is no "
+         "longer in the inventory: the key coder-migrate copied there is deleted after its "
+         "provisioners"),
+    ]
+    assert [(r, k) for r, k, _, _ in lines[2:]] == [
+        ("eu-west", "HelmRelease"), ("eu-west", "WorkspaceProxy"), ("eu-west", "ProxyToken"),
+        ("eu-west", "SiteRecord"),
+        ("ap-southeast", "ProvisionerRelease"), ("ap-southeast", "ProvisionerPsk")]
+    assert lines[-1][3].startswith(
+        f"delete Secret coder-provisioner-psk {where.format('ap-southeast')}: "
+        "coder_provisioners is no longer set for the region")
+    secret = waves[0].changes[-1].model_dump(mode="json")
+    assert secret["before"] == {"secret": "coder-provisioner-psk",
+                                "fingerprint": "sha256:1111111111111111"}
+    assert secret["depends_on"] == ["ap-southeast/ProvisionerRelease/coder-provisioner"]
+    plan = Plan.build(inventory=after.source, waves=waves)
+    with pytest.raises(PlanError, match="--force"):
+        plan.raise_if_unsafe(force=False)
+    assert Plan.from_json(plan.to_json(), kinds=KINDS, source="test").checksum == plan.checksum
+    # Gone: nothing is observed, nothing planned (the region's own removal aside).
+    gone = replace(world, provisioner_leftovers={})
+    assert [c.kind for w in deploy_waves(after, gone)[0] for c in w.changes
+            if c.kind.startswith("Provisioner")] == []
+
+
+def test_an_external_store_is_recorded_as_never_written_and_not_deleted(tmp_path: Path) -> None:
+    topology = load_topology(_inventory(tmp_path, lambda inv: edit_yaml(
+        inv / "host_vars" / "eu-west.yml",
+        lambda d: d.update(coder_secret_store={"kind": "external", "secret": "from-vault"}))))
+    recorded = ManagedSite.of(topology, topology.region("eu-west")).provisioners
+    assert recorded is not None and (recorded.release, recorded.secret) == (
+        "coder-provisioner", None)
+    own = ManagedSite.of(topology, topology.region("us-east")).provisioners
+    assert own is not None and own.secret == "coder-provisioner-psk"
+    leftover = _leftover(topology, "eu-west", "coder_provisioners is no longer set for the "
+                         "region", secret=False)
+    assert [c.kind for c in provisioner_removals(leftover)] == ["ProvisionerRelease"]
