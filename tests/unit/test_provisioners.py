@@ -4,19 +4,26 @@ holds a key."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
 
 from coder_migrate.cli import main
+from coder_migrate.engine.change import Action, ApplyContext
 from coder_migrate.engine.deploy import deploy_waves
-from coder_migrate.engine.kinds.provisioner_release import provisioner_values
+from coder_migrate.engine.kinds.provisioner_release import (
+    ProvisionerReleaseChange,
+    provisioner_values,
+)
 from coder_migrate.engine.plan import Plan
 from coder_migrate.engine.provisioner_plan import provisioner_removals, rotation_plan
+from coder_migrate.engine.provisioner_status import connected_gate
 from coder_migrate.engine.provisioners import (
     PENDING,
     ProvisionerLeftover,
@@ -26,10 +33,11 @@ from coder_migrate.engine.provisioners import (
     new_psk,
 )
 from coder_migrate.engine.values import release_values
-from coder_migrate.engine.world import ManagedSite, World
+from coder_migrate.engine.world import Engine, ManagedSite, World
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Topology, load_topology
 from coder_migrate.kinds import KINDS
+from coder_migrate.providers.coder.models_v2 import ProvisionerDaemon
 from coder_migrate.providers.helm import ReleaseState
 from tests.helpers import REPO, copy_inventory, edit_yaml
 from tests.unit.test_engine_deploy import deployed_world
@@ -333,3 +341,56 @@ def test_an_external_store_is_recorded_as_never_written_and_not_deleted(tmp_path
     leftover = _leftover(topology, "eu-west", "coder_provisioners is no longer set for the "
                          "region", secret=False)
     assert [c.kind for c in provisioner_removals(leftover)] == ["ProvisionerRelease"]
+
+
+# -- apply waits for the daemons -------------------------------------------------------------
+
+
+class _Primary:
+    """The primary's daemons list, as ``GET /api/v2/provisionerdaemons`` answers."""
+
+    def __init__(self, daemons: list[ProvisionerDaemon]) -> None:
+        self.daemons = daemons
+
+    def coder_v2(self) -> _Primary:
+        return self
+
+    async def __aenter__(self) -> _Primary:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def provisioner_daemons(self) -> list[ProvisionerDaemon]:
+        return self.daemons
+
+
+def _daemon(name: str, region: str, seen: datetime) -> ProvisionerDaemon:
+    return ProvisionerDaemon(id=name, name=name, last_seen_at=seen,
+                             tags={"region": region, "scope": "organization", "owner": ""})
+
+
+def test_the_gate_counts_only_the_regions_daemons_seen_since_the_change(
+    topology: Topology,
+) -> None:
+    """After an install or a roll the wave waits until the primary lists as many daemons as
+    replicas with the region's tags, seen since the change; until then it says which region,
+    which tags and how many of how many (the runner adds the region and the timeout)."""
+    primary = _Primary([])
+    region = topology.region("eu-west")
+    gate = connected_gate(cast(Engine, primary), region)
+    assert gate.site == "eu-west"
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    primary.daemons = [_daemon("old", "eu-west", before), _daemon("a", "eu-west", later),
+                       _daemon("other", "us-east", later)]
+    problem = asyncio.run(gate.check())
+    assert problem.startswith("the primary lists 1 of 2 provisioner daemons (replicas) with "
+                              "tags region=eu-west connected since "), problem
+    primary.daemons.append(_daemon("b", "eu-west", later))
+    assert asyncio.run(gate.check()) == ""
+    change = ProvisionerReleaseChange(id="eu-west/ProvisionerRelease/coder-provisioner",
+                                      region="eu-west", action=Action.DELETE, target="t",
+                                      reason="r")
+    ctx = ApplyContext(engine=cast(Engine, primary), run="r", gate_timeout=1)
+    assert change.verify(ctx) is None  # an uninstall waits for nothing
