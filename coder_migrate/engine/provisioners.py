@@ -65,6 +65,8 @@ PSK_BYTES = 48
 FINGERPRINT_ANNOTATION = "coder-migrate/provisioner-psk"
 """Pod annotation: the fingerprint of the key the pods were started with."""
 PENDING = "(the new key's fingerprint, known at apply)"
+DEFAULT_RELEASE = "coder-provisioner"
+"""The provisioners' release name by default (coder_provisioners.release), and the chart's."""
 MANAGED_SECRET = {"coder-migrate/secret": "provisioner-psk"}
 """Annotation of every PSK Secret coder-migrate writes: only such a Secret is ever deleted
 (an external store's Secret never carries it)."""
@@ -205,24 +207,24 @@ class ProvisionerLeftover:
 
 
 async def _leftover(engine: Engine, site: ManagedSite, why: str, release_name: str,
-                    secret: str | None) -> ProvisionerLeftover | None:
+                    secret: str | None, *, chart: str = "") -> ProvisionerLeftover | None:
+    """What is still there; with *chart*, only a release of that chart counts (a record that
+    does not name the release: the default name is a guess)."""
     kube = engine.site_kube(site)
-    calls: list[Callable[[], Awaitable[object]]] = [
-        partial(engine.site_helm(site).release, site.namespace, release_name),
-        partial(kube.secret_annotations, site.namespace, secret or ""),
-        partial(kube.secret_value, site.namespace, secret or "", PSK_KEY),
-    ]
-    release, annotations, key = await run_all(calls if secret else calls[:1])
-    assert release is None or isinstance(release, ReleaseState)
-    ours = (secret is not None and isinstance(annotations, dict)
-            and MANAGED_SECRET.items() <= annotations.items())
+    release = await engine.site_helm(site).release(site.namespace, release_name)
+    if release is not None and chart and release.chart_name != chart:
+        release = None
+    ours, key = False, None
+    if secret is not None:
+        annotations = await kube.secret_annotations(site.namespace, secret)
+        ours = annotations is not None and MANAGED_SECRET.items() <= annotations.items()
+        if ours:
+            value = await kube.secret_value(site.namespace, secret, PSK_KEY)
+            key = None if value is None else fingerprint(value)
     if release is None and not ours:
         return None
-    return ProvisionerLeftover(
-        site=site, why=why, release_name=release_name, release=release,
-        secret=secret if ours else None,
-        secret_key=fingerprint(key) if ours and isinstance(key, str) else None,
-    )
+    return ProvisionerLeftover(site=site, why=why, release_name=release_name, release=release,
+                               secret=secret if ours else None, secret_key=key)
 
 
 async def observe_leftovers(engine: Engine, managed: dict[str, ManagedSite],
@@ -236,9 +238,19 @@ async def observe_leftovers(engine: Engine, managed: dict[str, ManagedSite],
     calls: list[Callable[[], Awaitable[ProvisionerLeftover | None]]] = []
     for name, site in sorted(managed.items()):
         recorded = site.provisioners
-        if recorded is None or (wanted and name not in wanted) or recorded.release == site.release:
-            continue
         region = regions.get(name)
+        if (wanted and name not in wanted) or site.generation != "v2":
+            continue
+        if recorded is None:
+            if region is None:
+                # Recorded before provisioners were recorded: their default names, the
+                # release only when it is of the coder-provisioner chart.
+                calls.append(partial(_leftover, engine, site,
+                                     "the region is no longer in the inventory",
+                                     DEFAULT_RELEASE, PSK_SECRET, chart=DEFAULT_RELEASE))
+            continue
+        if recorded.release == site.release:
+            continue
         if region is None:
             why, secret = "the region is no longer in the inventory", recorded.secret
         elif region.provisioners is None or topology.generation != "v2":

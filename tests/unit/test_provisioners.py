@@ -39,6 +39,8 @@ from coder_migrate.inventory import Topology, load_topology
 from coder_migrate.kinds import KINDS
 from coder_migrate.providers.coder.models_v2 import ProvisionerDaemon
 from coder_migrate.providers.helm import ReleaseState
+from coder_migrate.providers.kube import KubeCluster
+from tests.fakes import FakeCluster
 from tests.helpers import REPO, copy_inventory, edit_yaml
 from tests.unit.test_engine_deploy import deployed_world
 
@@ -394,3 +396,31 @@ def test_the_gate_counts_only_the_regions_daemons_seen_since_the_change(
                                       reason="r")
     ctx = ApplyContext(engine=cast(Engine, primary), run="r", gate_timeout=1)
     assert change.verify(ctx) is None  # an uninstall waits for nothing
+
+
+def test_the_sites_record_keeps_provisioners_until_the_region_is_forgotten(
+    tmp_path: Path, topology: Topology,
+) -> None:
+    """Installing provisioners records their release and key Secret with the region; a later
+    record of the region without coder_provisioners (its Coder release upgraded) keeps them,
+    so a plan can still find and remove them; forgetting the region drops everything."""
+    engine = Engine(topology)
+    primary = topology.primary
+    cluster = FakeCluster()
+    engine._kube[(primary.kube_context, engine.path(primary.kubeconfig))] = cast(
+        KubeCluster, cluster)
+    dropped = load_topology(_inventory(tmp_path, lambda inv: edit_yaml(
+        inv / "host_vars" / "eu-west.yml", lambda d: d.pop("coder_provisioners"))))
+
+    async def run() -> None:
+        await engine.record_site(ManagedSite.of(topology, topology.region("eu-west")))
+        without = ManagedSite.of(dropped, dropped.region("eu-west"))
+        assert without.provisioners is None
+        await engine.record_site(without)
+        recorded = (await engine.managed_sites())["eu-west"].provisioners
+        assert recorded is not None
+        assert (recorded.release, recorded.secret) == ("coder-provisioner", "coder-provisioner-psk")
+        await engine.record_site(None, remove="eu-west")
+        assert "eu-west" not in await engine.managed_sites()
+
+    asyncio.run(run())
