@@ -207,11 +207,14 @@ class ProvisionerLeftover:
 
 
 async def _leftover(engine: Engine, site: ManagedSite, why: str, release_name: str,
-                    secret: str | None, *, chart: str = "") -> ProvisionerLeftover | None:
+                    secret: str | None, *, chart: str = "", keep_release: bool = False,
+                    ) -> ProvisionerLeftover | None:
     """What is still there; with *chart*, only a release of that chart counts (a record that
-    does not name the release: the default name is a guess)."""
+    does not name the release: the default name is a guess); *keep_release*: only the
+    Secret goes (the release is still wanted)."""
     kube = engine.site_kube(site)
-    release = await engine.site_helm(site).release(site.namespace, release_name)
+    release = None if keep_release else await engine.site_helm(site).release(
+        site.namespace, release_name)
     if release is not None and chart and release.chart_name != chart:
         release = None
     ours, key = False, None
@@ -259,6 +262,14 @@ async def observe_leftovers(engine: Engine, managed: dict[str, ManagedSite],
             # Same region, new release name: the old release goes, the key stays in use.
             why = f"coder_provisioners.release is now {region.provisioners.release}"
             secret = None
+        elif recorded.secret is not None and recorded.secret != psk_secret(region):
+            # The key now lives elsewhere (an external store): the copy coder-migrate wrote goes.
+            store = "an external store's" if region.secret_store.external else "another"
+            calls.append(partial(
+                _leftover, engine, site,
+                f"coder_secret_store names {store} Secret ({psk_secret(region)})",
+                recorded.release, recorded.secret, keep_release=True))
+            continue
         else:
             continue
         calls.append(partial(_leftover, engine, site, why, recorded.release, secret))

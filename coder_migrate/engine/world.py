@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -69,7 +70,8 @@ class ManagedProvisioners(BaseModel):
     release: str
     """Their helm release, in the region's namespace."""
     secret: str | None = None
-    """The PSK Secret coder-migrate wrote there; None for an external store (never written)."""
+    """The PSK Secret coder-migrate wrote there (kept after the key moved to an external
+    store, until a plan finds it gone); None when it never wrote one."""
 
 
 class ManagedSite(BaseModel):
@@ -260,10 +262,7 @@ class Engine:
             if site is not None:
                 recorded = raw.get(site.name)
                 raw[site.name] = site.model_dump(mode="json")
-                if site.provisioners is None and isinstance(recorded, dict):
-                    # Provisioners stay recorded once installed: dropping coder_provisioners
-                    # must still find them to remove them (a plan checks they are there).
-                    raw[site.name]["provisioners"] = recorded.get("provisioners")
+                _keep_provisioners(raw[site.name], recorded)
             if remove:
                 raw.pop(remove, None)
             text = json.dumps(raw, sort_keys=True, indent=1)
@@ -413,6 +412,20 @@ class Engine:
             if first_install:
                 return PrimaryRecords(reachable=False)
             raise
+
+
+def _keep_provisioners(new: dict[str, Any], recorded: object) -> None:
+    """Provisioners stay recorded once installed, and so does the Secret coder-migrate wrote
+    once the key moves to an external store: dropping coder_provisioners, or an apply stopped
+    after the store changed, must still find them to remove them (a plan checks they are
+    there)."""
+    old = recorded.get("provisioners") if isinstance(recorded, dict) else None
+    if not isinstance(old, dict):
+        return
+    if new.get("provisioners") is None:
+        new["provisioners"] = old
+    elif new["provisioners"].get("secret") is None and old.get("secret"):
+        new["provisioners"]["secret"] = old["secret"]
 
 
 def _tls_missing(site: Primary | Region, why: str) -> tuple[str, ...]:

@@ -403,7 +403,8 @@ def test_the_sites_record_keeps_provisioners_until_the_region_is_forgotten(
 ) -> None:
     """Installing provisioners records their release and key Secret with the region; a later
     record of the region without coder_provisioners (its Coder release upgraded) keeps them,
-    so a plan can still find and remove them; forgetting the region drops everything."""
+    and one with an external store keeps the Secret coder-migrate wrote, so a plan can still
+    find and remove them; forgetting the region drops everything."""
     engine = Engine(topology)
     primary = topology.primary
     cluster = FakeCluster()
@@ -420,6 +421,12 @@ def test_the_sites_record_keeps_provisioners_until_the_region_is_forgotten(
         recorded = (await engine.managed_sites())["eu-west"].provisioners
         assert recorded is not None
         assert (recorded.release, recorded.secret) == ("coder-provisioner", "coder-provisioner-psk")
+        vault = load_topology(_inventory(tmp_path / "vault", lambda inv: edit_yaml(
+            inv / "host_vars" / "eu-west.yml", lambda d: d.update(
+                coder_secret_store={"kind": "external", "secret": "from-vault"}))))
+        await engine.record_site(ManagedSite.of(vault, vault.region("eu-west")))
+        recorded = (await engine.managed_sites())["eu-west"].provisioners
+        assert recorded is not None and recorded.secret == "coder-provisioner-psk"
         await engine.record_site(None, remove="eu-west")
         assert "eu-west" not in await engine.managed_sites()
 
