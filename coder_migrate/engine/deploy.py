@@ -11,7 +11,10 @@ cluster. Per site, in order:
   release that reads the token through ``secretKeyRef``;
 - a region coder-migrate deployed that is no longer in the inventory: deregistered and
   uninstalled (v1), or uninstalled, deleted and its token Secret removed (v2); these need
-  ``--force``.
+  ``--force``;
+- provisioners the inventory no longer asks for (their region removed, its coder_provisioners
+  dropped or their release renamed): uninstalled, then the PSK Secret coder-migrate wrote
+  deleted; with ``--force`` too.
 
 Waves: the primary, then the canary region alone, then the other regions (the grouping the
 migration shares: :func:`region_groups`), then removals, each removed region forgotten in the
@@ -40,6 +43,7 @@ from coder_migrate.engine.kinds.site_record import SiteRecordChange
 from coder_migrate.engine.plan import SENSITIVE, Action, Change, Plan, Wave
 from coder_migrate.engine.provisioner_plan import (
     primary_psk_changes,
+    provisioner_removals,
     region_provisioner_changes,
 )
 from coder_migrate.engine.values import TokenSecret, release_values
@@ -333,6 +337,8 @@ def _site_changes(
 
 def _removal_changes(site: ManagedSite, world: World, token_secret: TokenSecret) -> list[Change]:
     where = _where(site)
+    # Its provisioners first: they are the region's too, found through the same record.
+    provisioners = provisioner_removals(world.provisioner_leftovers.get(site.name))
     release = HelmReleaseChange(
         id=change_id(site.name, KIND_RELEASE, site.release), region=site.name,
         action=Action.DELETE, target=f"helm release {site.release} in {where}",
@@ -364,6 +370,7 @@ def _removal_changes(site: ManagedSite, world: World, token_secret: TokenSecret)
             reason="the token of a deleted proxy is not left behind", needs_force=True,
             before=TokenDoc(token=SENSITIVE), where=site, depends_on=(release.id,),
         ))
+    changes = [*provisioners, *changes]
     return [*changes, SiteRecordChange.forget(site, depends_on=(changes[-1].id,))]
 
 
@@ -413,7 +420,13 @@ def _removals_wave(
         change for site in removed if included(site.name)
         for change in _removal_changes(site, world, token_secret)
     ]
-    return Wave(name="removals", regions=tuple(m.name for m in removed), changes=tuple(removals))
+    # Regions that stay but no longer ask for (these) provisioners: the same removals.
+    dropped = [name for name in sorted(world.provisioner_leftovers)
+               if name in in_inventory and included(name)]
+    removals += [change for name in dropped
+                 for change in provisioner_removals(world.provisioner_leftovers[name])]
+    return Wave(name="removals", regions=(*(m.name for m in removed), *dropped),
+                changes=tuple(removals))
 
 
 def _unmanaged_notes(topology: Topology, world: World) -> list[str]:

@@ -23,6 +23,7 @@ from coder_migrate.engine.provisioners import (
     NEXT_SECRET,
     PENDING,
     PSK_SECRET,
+    ProvisionerLeftover,
     ProvisionerWorld,
     check_external_stores,
     observe_provisioners,
@@ -40,6 +41,7 @@ __all__ = [
     "apply_rotation",
     "compute_rotation",
     "primary_psk_changes",
+    "provisioner_removals",
     "region_provisioner_changes",
     "rotation_plan",
 ]
@@ -149,6 +151,38 @@ def region_provisioner_changes(
                        (*depends_on, *(c.id for c in changes)))
     if release is not None:
         changes.append(release)
+    return changes
+
+
+def provisioner_removals(leftover: ProvisionerLeftover | None) -> list[Change]:
+    """What goes of provisioners the inventory no longer asks for: their release is
+    uninstalled, then the PSK Secret coder-migrate wrote is deleted (never an external
+    store's: only a Secret with coder-migrate's mark is observed as a leftover). Both need
+    ``--force``, as every removal."""
+    if leftover is None:
+        return []
+    site, name = leftover.site, leftover.site.name
+    where = f"ns {site.namespace} of {site.kube_context}"
+    changes: list[Change] = []
+    if leftover.release is not None:
+        release = leftover.release
+        changes.append(ProvisionerReleaseChange(
+            id=change_id(name, ProvisionerReleaseChange.KIND, leftover.release_name),
+            region=name, action=Action.DELETE,
+            target=f"helm release {leftover.release_name} ({release.chart}) in {where}",
+            reason=f"{leftover.why}: its provisioner daemons are uninstalled",
+            before=ProvisionerReleaseDoc(chart=release.chart,
+                                         values=_normalised(release.values)),
+            needs_force=True, where=site, release=leftover.release_name,
+        ))
+    if leftover.secret is not None:
+        changes.append(psk_change(
+            name, "delete", Action.DELETE, f"Secret {leftover.secret} in {where}",
+            f"{leftover.why}: the key coder-migrate copied there is deleted"
+            + (" after its provisioners" if changes else ""),
+            before=PskDoc(secret=leftover.secret, fingerprint=leftover.secret_key),
+            depends_on=tuple(c.id for c in changes), where=site, needs_force=True,
+        ))
     return changes
 
 

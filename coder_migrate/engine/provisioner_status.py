@@ -1,22 +1,64 @@
 """``status`` of the external provisioners: per region, the daemons the primary lists as
 connected (``GET /api/v2/provisionerdaemons``: the region's tags, seen within
 :data:`SEEN_SECONDS`) against its replicas, and whether the region's key is the primary's
-(compared by fingerprint: a region holding another key is refused by the primary)."""
+(compared by fingerprint: a region holding another key is refused by the primary).
+
+The same count is apply's gate after a region's provisioner release is installed or rolled
+(:func:`connected_gate`): the wave waits until the primary lists the region's daemons seen
+since the change."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from coder_migrate.engine.change import Gate
 from coder_migrate.engine.provisioners import provisioner_regions, psk_secret
 from coder_migrate.engine.world import Engine, World
 from coder_migrate.errors import CoderAPIError
+from coder_migrate.inventory import Primary, Region
 from coder_migrate.inventory.provisioner_model import RESERVED_TAGS
 from coder_migrate.providers.coder.models_v2 import ProvisionerDaemon
 
-__all__ = ["SEEN_SECONDS", "provisioner_status"]
+__all__ = ["SEEN_SECONDS", "connected", "connected_gate", "provisioner_status"]
 
 SEEN_SECONDS = 90.0
 """A daemon last seen longer ago than this is not counted as connected."""
+
+
+def connected(daemons: Sequence[ProvisionerDaemon], region: Region, since: datetime) -> int:
+    """How many of *daemons* serve exactly *region*'s tags and were seen at *since* or later."""
+    assert region.provisioners is not None
+    wanted = region.provisioners.tags
+    return sum(
+        1 for d in daemons
+        if {k: v for k, v in d.tags.items() if k not in RESERVED_TAGS} == wanted
+        and d.last_seen_at is not None and d.last_seen_at >= since
+    )
+
+
+def connected_gate(engine: Engine, site: Primary | Region) -> Gate:
+    """Met when the primary lists as many of *site*'s daemons as its replicas, seen since now
+    (the gate is made once the wave's changes are done: after the install or the roll)."""
+    assert isinstance(site, Region) and site.provisioners is not None
+    region, since = site, datetime.now(UTC)
+    provisioners = site.provisioners
+    tags = ",".join(f"{k}={v}" for k, v in sorted(provisioners.tags.items())) or "(none)"
+
+    async def check() -> str:
+        try:
+            async with engine.coder_v2() as coder:
+                daemons = await coder.provisioner_daemons()
+        except CoderAPIError as error:
+            return f"the primary does not list its provisioners: {error}"
+        seen = connected(daemons, region, since)
+        if seen >= provisioners.replicas:
+            return ""
+        return (f"the primary lists {seen} of {provisioners.replicas} provisioner daemons "
+                f"(replicas) with tags {tags} connected since "
+                f"{since.strftime('%H:%M:%S')} UTC")
+
+    return Gate(key=f"provisioners/{site.name}", site=site.name, check=check)
 
 
 async def provisioner_status(engine: Engine, world: World) -> dict[str, tuple[str, str]]:
@@ -37,18 +79,13 @@ async def provisioner_status(engine: Engine, world: World) -> dict[str, tuple[st
     primary = world.provisioners.primary
     for region in regions:
         assert region.provisioners is not None
-        wanted = region.provisioners.tags
         replicas = region.provisioners.replicas
-        connected = sum(
-            1 for d in daemons or []
-            if {k: v for k, v in d.tags.items() if k not in RESERVED_TAGS} == wanted
-            and d.last_seen_at is not None and d.last_seen_at >= cutoff
-        )
+        count = connected(daemons or [], region, cutoff)
         state = world.provisioners.regions.get(region.name)
         held = state.secret if state else None
         secret = psk_secret(region)
         problem = why
-        shown = f"{'?' if daemons is None else connected}/{replicas} connected"
+        shown = f"{'?' if daemons is None else count}/{replicas} connected"
         if held is None:
             problem = f"Secret {secret} has no key psk: its provisioners cannot start"
             shown = "no key"
@@ -59,7 +96,7 @@ async def provisioner_status(engine: Engine, world: World) -> dict[str, tuple[st
             problem = (f"the key in Secret {secret} ({held}) is not the primary's ({primary}): "
                        "the primary refuses its provisioners")
             shown = "key differs"
-        elif daemons is not None and connected < replicas:
-            problem = f"{replicas - connected} of {replicas} provisioners not connected"
+        elif daemons is not None and count < replicas:
+            problem = f"{replicas - count} of {replicas} provisioners not connected"
         result[region.name] = (shown, problem)
     return result

@@ -33,18 +33,21 @@ from coder_migrate.providers.helm import ReleaseState
 from coder_migrate.tasks import run_all
 
 if TYPE_CHECKING:
-    from coder_migrate.engine.world import Engine
+    from coder_migrate.engine.world import Engine, ManagedSite
 
 __all__ = [
     "FINGERPRINT_ANNOTATION",
+    "MANAGED_SECRET",
     "NEXT_SECRET",
     "PSK_BYTES",
     "PSK_KEY",
     "PSK_SECRET",
+    "ProvisionerLeftover",
     "ProvisionerWorld",
     "RegionProvisioners",
     "fingerprint",
     "new_psk",
+    "observe_leftovers",
     "observe_provisioners",
     "provisioner_chart",
     "provisioner_regions",
@@ -62,6 +65,11 @@ PSK_BYTES = 48
 FINGERPRINT_ANNOTATION = "coder-migrate/provisioner-psk"
 """Pod annotation: the fingerprint of the key the pods were started with."""
 PENDING = "(the new key's fingerprint, known at apply)"
+DEFAULT_RELEASE = "coder-provisioner"
+"""The provisioners' release name by default (coder_provisioners.release), and the chart's."""
+MANAGED_SECRET = {"coder-migrate/secret": "provisioner-psk"}
+"""Annotation of every PSK Secret coder-migrate writes: only such a Secret is ever deleted
+(an external store's Secret never carries it)."""
 
 
 def new_psk() -> str:
@@ -181,3 +189,89 @@ def region_key(world: ProvisionerWorld, region: Region) -> str:
         state = world.regions.get(region.name)
         return (state.secret if state else None) or PENDING
     return world.primary or PENDING
+
+
+@dataclass(frozen=True)
+class ProvisionerLeftover:
+    """A region's provisioners the inventory no longer asks for, as still found there."""
+
+    site: ManagedSite
+    why: str
+    release_name: str
+    release: ReleaseState | None
+    """Their release, when still installed."""
+    secret: str | None
+    """The PSK Secret coder-migrate wrote, when it is still there with its mark."""
+    secret_key: str | None
+    """That Secret's key's fingerprint (None: no ``psk`` in it)."""
+
+
+async def _leftover(engine: Engine, site: ManagedSite, why: str, release_name: str,
+                    secret: str | None, *, chart: str = "", keep_release: bool = False,
+                    ) -> ProvisionerLeftover | None:
+    """What is still there; with *chart*, only a release of that chart counts (a record that
+    does not name the release: the default name is a guess); *keep_release*: only the
+    Secret goes (the release is still wanted)."""
+    kube = engine.site_kube(site)
+    release = None if keep_release else await engine.site_helm(site).release(
+        site.namespace, release_name)
+    if release is not None and chart and release.chart_name != chart:
+        release = None
+    ours, key = False, None
+    if secret is not None:
+        annotations = await kube.secret_annotations(site.namespace, secret)
+        ours = annotations is not None and MANAGED_SECRET.items() <= annotations.items()
+        if ours:
+            value = await kube.secret_value(site.namespace, secret, PSK_KEY)
+            key = None if value is None else fingerprint(value)
+    if release is None and not ours:
+        return None
+    return ProvisionerLeftover(site=site, why=why, release_name=release_name, release=release,
+                               secret=secret if ours else None, secret_key=key)
+
+
+async def observe_leftovers(engine: Engine, managed: dict[str, ManagedSite],
+                            limit: Iterable[str] = ()) -> dict[str, ProvisionerLeftover]:
+    """Per recorded region, the provisioners coder-migrate installed that the inventory no
+    longer asks for and that are still there: the region removed or its coder_provisioners
+    dropped (the release and the PSK Secret coder-migrate wrote), or the release renamed."""
+    topology = engine.topology
+    wanted = set(limit)
+    regions = {r.name: r for r in topology.regions}
+    calls: list[Callable[[], Awaitable[ProvisionerLeftover | None]]] = []
+    for name, site in sorted(managed.items()):
+        recorded = site.provisioners
+        region = regions.get(name)
+        if (wanted and name not in wanted) or site.generation != "v2":
+            continue
+        if recorded is None:
+            if region is None:
+                # Recorded before provisioners were recorded: their default names, the
+                # release only when it is of the coder-provisioner chart.
+                calls.append(partial(_leftover, engine, site,
+                                     "the region is no longer in the inventory",
+                                     DEFAULT_RELEASE, PSK_SECRET, chart=DEFAULT_RELEASE))
+            continue
+        if recorded.release == site.release:
+            continue
+        if region is None:
+            why, secret = "the region is no longer in the inventory", recorded.secret
+        elif region.provisioners is None or topology.generation != "v2":
+            why, secret = "coder_provisioners is no longer set for the region", recorded.secret
+        elif region.provisioners.release != recorded.release:
+            # Same region, new release name: the old release goes, the key stays in use.
+            why = f"coder_provisioners.release is now {region.provisioners.release}"
+            secret = None
+        elif recorded.secret is not None and recorded.secret != psk_secret(region):
+            # The key now lives elsewhere (an external store): the copy coder-migrate wrote goes.
+            store = "an external store's" if region.secret_store.external else "another"
+            calls.append(partial(
+                _leftover, engine, site,
+                f"coder_secret_store names {store} Secret ({psk_secret(region)})",
+                recorded.release, recorded.secret, keep_release=True))
+            continue
+        else:
+            continue
+        calls.append(partial(_leftover, engine, site, why, recorded.release, secret))
+    found = await run_all(calls)
+    return {leftover.site.name: leftover for leftover in found if leftover is not None}

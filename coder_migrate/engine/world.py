@@ -20,11 +20,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from coder_migrate.engine.infra import DATABASE_SECRET, database_secret_data
-from coder_migrate.engine.provisioners import ProvisionerWorld, observe_provisioners
+from coder_migrate.engine.provisioners import (
+    PSK_SECRET,
+    ProvisionerLeftover,
+    ProvisionerWorld,
+    observe_leftovers,
+    observe_provisioners,
+)
 from coder_migrate.errors import CoderAPIError, CoderUnavailable, KubeError, PlanError
 from coder_migrate.inventory import Primary, Region, Topology
 from coder_migrate.providers.coder import (
@@ -55,6 +62,18 @@ CONCURRENCY = 16
 """Sites observed (and applied) at once; each is a handful of API calls."""
 
 
+class ManagedProvisioners(BaseModel):
+    """A region's external provisioners as coder-migrate installed them (v2)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    release: str
+    """Their helm release, in the region's namespace."""
+    secret: str | None = None
+    """The PSK Secret coder-migrate wrote there (kept after the key moved to an external
+    store, until a plan finds it gone); None when it never wrote one."""
+
+
 class ManagedSite(BaseModel):
     """Where coder-migrate deployed a region (kept so a removed region can be found)."""
 
@@ -66,12 +85,23 @@ class ManagedSite(BaseModel):
     kubeconfig: str | None = None
     namespace: str
     release: str
+    provisioners: ManagedProvisioners | None = None
+    """Its provisioners, once installed: kept after coder_provisioners is dropped, so their
+    release and key can be found and removed (a plan observes whether they are still there)."""
 
     @classmethod
     def of(cls, topology: Topology, region: Region) -> ManagedSite:
+        provisioners = None
+        if region.provisioners is not None and topology.generation == "v2":
+            store = region.secret_store
+            provisioners = ManagedProvisioners(
+                release=region.provisioners.release,
+                secret=None if store.external else (store.secret or PSK_SECRET),
+            )
         return cls(
             name=region.name, generation=topology.generation, kube_context=region.kube_context,
             kubeconfig=region.kubeconfig, namespace=region.namespace, release=region.release,
+            provisioners=provisioners,
         )
 
 
@@ -113,6 +143,9 @@ class World:
     """Regions coder-migrate deployed earlier, by name (also those no longer in the inventory)."""
     provisioners: ProvisionerWorld | None = None
     """The provisioners' key and releases (v2 regions with coder_provisioners), else None."""
+    provisioner_leftovers: dict[str, ProvisionerLeftover] = field(default_factory=dict)
+    """Per region, provisioners coder-migrate installed that the inventory no longer asks
+    for (the region removed, coder_provisioners dropped, the release renamed), still there."""
 
 
 class Engine:
@@ -227,7 +260,9 @@ class Engine:
             data, version = found if found is not None else ({}, None)
             raw = json.loads(data.get(_SITES_KEY, "{}"))
             if site is not None:
+                recorded = raw.get(site.name)
                 raw[site.name] = site.model_dump(mode="json")
+                _keep_provisioners(raw[site.name], recorded)
             if remove:
                 raw.pop(remove, None)
             text = json.dumps(raw, sort_keys=True, indent=1)
@@ -254,9 +289,15 @@ class Engine:
         primary_state = next((s for s in site_states if s.name == primary_name), None)
         records = await self.primary_records(primary_state)
         assert isinstance(managed, dict)
-        provisioners = await observe_provisioners(self, limit)
+        observations: list[Callable[[], Awaitable[object]]] = [
+            partial(observe_provisioners, self, limit),
+            partial(observe_leftovers, self, managed, limit),
+        ]
+        provisioners, leftovers = await run_all(observations)
+        assert provisioners is None or isinstance(provisioners, ProvisionerWorld)
+        assert isinstance(leftovers, dict)
         return World(sites={s.name: s for s in site_states}, records=records, managed=managed,
-                     provisioners=provisioners)
+                     provisioners=provisioners, provisioner_leftovers=leftovers)
 
     async def _managed_or_empty(self) -> dict[str, ManagedSite]:
         if not await self.primary_kube.namespace_exists(self.state_namespace):
@@ -371,6 +412,20 @@ class Engine:
             if first_install:
                 return PrimaryRecords(reachable=False)
             raise
+
+
+def _keep_provisioners(new: dict[str, Any], recorded: object) -> None:
+    """Provisioners stay recorded once installed, and so does the Secret coder-migrate wrote
+    once the key moves to an external store: dropping coder_provisioners, or an apply stopped
+    after the store changed, must still find them to remove them (a plan checks they are
+    there)."""
+    old = recorded.get("provisioners") if isinstance(recorded, dict) else None
+    if not isinstance(old, dict):
+        return
+    if new.get("provisioners") is None:
+        new["provisioners"] = old
+    elif new["provisioners"].get("secret") is None and old.get("secret"):
+        new["provisioners"]["secret"] = old["secret"]
 
 
 def _tls_missing(site: Primary | Region, why: str) -> tuple[str, ...]:

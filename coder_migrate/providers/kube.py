@@ -152,6 +152,18 @@ class KubeCluster:
 
         return await self._call(f"read secret {namespace}/{name}", read)
 
+    async def secret_annotations(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Annotations of a Secret (never its data), or None when it does not exist."""
+
+        def read() -> dict[str, str] | None:
+            secret = _unless(404, lambda: self.core().read_namespaced_secret(name, namespace), None)
+            if secret is None:
+                return None
+            meta = secret.metadata
+            return {str(k): str(v) for k, v in ((meta.annotations if meta else None) or {}).items()}
+
+        return await self._call(f"read secret {namespace}/{name}", read)
+
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         def read() -> str | None:
             secret = _unless(404, lambda: self.core().read_namespaced_secret(name, namespace), None)

@@ -193,8 +193,10 @@ def test_v1_kind_applied_and_read_back(kind: str, cluster: LabCluster, tmp_path:
                     region.release)
     service_type, policy, affinity = V1_KINDS[kind]
     # 1.21.0 in a fresh namespace: the `coderd` Service with coderd.serviceSpec as written
-    # (enterprise-helm 1.21.0 templates/coderd.yaml, the Service's `toYaml .Values.coderd.
-    # serviceSpec`); no annotations.
+    # (coder/enterprise-helm 1.21.0, 3a9b365c, templates/coderd.yaml:237 `toYaml
+    # .Values.coderd.serviceSpec`; values.yaml:9-22 its type, externalTrafficPolicy,
+    # loadBalancerIP, loadBalancerSourceRanges); no annotations (the metadata, :229-235, has
+    # none; coderd.serviceAnnotations arrives in 1.21.1, values.yaml:25).
     service = cluster.service(namespace, "coderd")
     assert service.spec.type == service_type
     assert service.spec.external_traffic_policy == policy
@@ -343,8 +345,10 @@ def test_v1_primary_database_by_reference_applied_and_read_back(
     cluster: LabCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """coder/coder 1.21.0 with coder_database: the external database's env from postgres.*
-    (templates/_helpers.tpl postgres env: DB_HOST, DB_PORT, DB_USER, DB_PASSWORD from
-    postgres.passwordSecret key password, DB_SSL_MODE, DB_NAME) and no in-cluster timescale."""
+    (coder/enterprise-helm 1.21.0, 3a9b365c, templates/_common.tpl:27-42 ``coder.postgres.env``:
+    DB_HOST, DB_PORT, DB_USER, DB_PASSWORD from postgres.passwordSecret key password
+    (:34-38), DB_SSL_MODE, DB_NAME) and no in-cluster timescale (postgres.default.enable,
+    values.yaml:159, false: _common.tpl:16 takes the else branch)."""
     monkeypatch.setenv("CM_LAB_PG_URL", DB_URL)
     topology = _topology(tmp_path, EXAMPLE_INVENTORY, "primary",
                          coder_database={"url": {"env": "CM_LAB_PG_URL"}})

@@ -1,6 +1,10 @@
 """External provisioners on a private v2 lab, as a user runs them: ``apply`` with provisioners in
-three regions, ``status`` per region, a wrong key in one region, ``rotate provisioner-psk``
-killed (SIGKILL) mid-way and run again; and no key in anything the toolkit wrote or printed.
+three regions (it returns once the primary lists them connected), ``status`` per region, a
+wrong key in one region, ``rotate provisioner-psk`` killed (SIGKILL) mid-way and run again,
+provisioners removed (one region drops ``coder_provisioners``, another leaves the inventory),
+apply stopping at a region's gate while the primary refuses its daemons (an external store
+with a wrong key);
+and no key in anything the toolkit wrote or printed.
 
 The lab is real: its kube-apiservers hold the Secrets and releases, helm installs the
 ``coder-provisioner`` stand-in, the lab plays each provisioner pod with
@@ -14,6 +18,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,6 +101,13 @@ class User:
         with kube_api(self.kubeconfig, context) as api:
             kube_client.CoreV1Api(api).replace_namespaced_secret(name, namespace, body)
 
+    def create_secret(self, context: str, namespace: str, name: str, value: str) -> None:
+        """A Secret the site's own store maintains (coder-migrate never writes it)."""
+        body = kube_client.V1Secret(metadata=kube_client.V1ObjectMeta(name=name),
+                                    string_data={"psk": value})
+        with kube_api(self.kubeconfig, context) as api:
+            kube_client.CoreV1Api(api).create_namespaced_secret(namespace, body)
+
     def primary_psk(self) -> str:
         value = self.secret("lab-primary", "coder", PSK_SECRET)
         assert value is not None
@@ -162,6 +174,14 @@ def daemons(user: User) -> list[dict[str, Any]]:
     response.raise_for_status()
     listed: list[dict[str, Any]] = response.json()
     return listed
+
+
+def connected_now(user: User, regions: tuple[str, ...] = REGIONS) -> None:
+    """``status`` right after an apply, without waiting: apply returned only once the primary
+    listed every region's daemons connected."""
+    rows = user.status()
+    shown = {r: (rows[r]["provisioners"], rows[r]["provisioners_ok"]) for r in regions}
+    assert shown == {r: (f"{REPLICAS[r]}/{REPLICAS[r]} connected", True) for r in regions}, rows
 
 
 def check_connected(user: User) -> str:
@@ -240,6 +260,90 @@ def play(user: User, tmp: Path) -> int:
     return int(recap.split("changed=", 1)[1].split()[0])
 
 
+VAULT = "from-vault"
+
+
+def check_gate_and_external_store(user: User) -> str:
+    """eu-west moves its key to an external store whose Secret holds a wrong key: apply rolls
+    its provisioners, the primary refuses them, and apply stops at the region's gate naming the
+    region, its tags and how many daemons of its replicas were seen; the copy coder-migrate
+    wrote is planned for deletion. With the deployment's key in the store, apply finishes with
+    the daemons connected, and the copy is gone. The wrong key (for the scan)."""
+    inventory = str(user.inventory)
+    key = user.primary_psk()
+    wrong = sensitive.register("vault-" + key[::-1])
+    user.create_secret(f"lab-{WRONG}", "coder-proxy", VAULT, wrong)
+    edit_yaml(user.inventory / "host_vars" / f"{WRONG}.yml", lambda d: d.update(
+        coder_secret_store={"kind": "external", "secret": VAULT}))
+    plan = " ".join(user.run("plan", "-i", inventory).stdout.split())
+    assert (f"- delete Secret {PSK_SECRET} in ns coder-proxy of lab-{WRONG} # coder_secret_store "
+            f"names an external store's Secret ({VAULT}): the key coder-migrate copied there is "
+            "deleted (needs --force)") in plan, plan
+    failed = user.run("apply", "-i", inventory, "--auto-approve", "--force", "--gate-timeout",
+                      "15", check=False)
+    said = " ".join((failed.stdout + failed.stderr).split())
+    assert failed.returncode != 0, said
+    assert (f"{WRONG}: health gate not met within 15 s: the primary lists 0 of "
+            f"{REPLICAS[WRONG]} provisioner daemons (replicas) with tags region={WRONG} "
+            "connected since ") in said, said
+    copy_kept = user.secret(f"lab-{WRONG}", "coder-proxy", PSK_SECRET) == key
+    assert copy_kept  # the removals wave was not reached
+    user.write_secret(f"lab-{WRONG}", "coder-proxy", VAULT, key)
+    user.run("apply", "-i", inventory, "--auto-approve", "--force")
+    connected_now(user)
+    copy_gone = user.secret(f"lab-{WRONG}", "coder-proxy", PSK_SECRET) is None
+    assert copy_gone
+    assert user.run("plan", "-i", inventory, "--detailed-exitcode",
+                    check=False).returncode == 0
+    return wrong
+
+
+def helm_releases(user: User, context: str) -> set[str]:
+    """The helm releases of ns coder-proxy (helm keeps each in Secrets labelled owner=helm)."""
+    with kube_api(user.kubeconfig, context) as api:
+        found = kube_client.CoreV1Api(api).list_namespaced_secret(
+            "coder-proxy", label_selector="owner=helm").items
+    return {str((s.metadata.labels or {})["name"]) for s in found if s.metadata}
+
+
+def check_removals(user: User) -> None:
+    """ap-southeast drops coder_provisioners, eu-west (its key in an external store) leaves the
+    inventory: the plan names the releases and the key Secret coder-migrate wrote that go,
+    apply --force removes exactly those (the external store's Secret stays), and the next plan
+    is empty; us-east keeps its provisioners."""
+    inventory = user.inventory
+    key = user.primary_psk()
+    edit_yaml(inventory / "host_vars" / "ap-southeast.yml", lambda d: d.pop("coder_provisioners"))
+    edit_yaml(inventory / "hosts.yml",
+              lambda d: d["all"]["children"]["coder_regions"]["hosts"].pop(WRONG))
+    plan = " ".join(user.run("plan", "-i", str(inventory)).stdout.split())
+    for region, why in [(WRONG, "the region is no longer in the inventory"),
+                        ("ap-southeast", "coder_provisioners is no longer set for the region")]:
+        where = f"in ns coder-proxy of lab-{region} # {why}"
+        assert re.search(
+            rf"- delete helm release coder-provisioner \(coder-provisioner-[0-9.]+\) {where}: "
+            r"its provisioner daemons are uninstalled \(needs --force\)", plan), plan
+    assert (f"- delete Secret {PSK_SECRET} in ns coder-proxy of lab-ap-southeast # "
+            "coder_provisioners is no longer set for the region: the key coder-migrate copied "
+            "there is deleted after its provisioners (needs --force)") in plan, plan
+    assert f"Secret {VAULT}" not in plan and "of lab-us-east" not in plan, plan
+    refused = user.run("apply", "-i", str(inventory), "--auto-approve", check=False)
+    assert refused.returncode != 0 and "--force" in refused.stdout + refused.stderr
+    assert helm_releases(user, "lab-ap-southeast") == {"coder-proxy", "coder-provisioner"}
+    user.run("apply", "-i", str(inventory), "--auto-approve", "--force")
+    assert helm_releases(user, "lab-ap-southeast") == {"coder-proxy"}
+    assert helm_releases(user, f"lab-{WRONG}") == set()
+    copy_gone = user.secret("lab-ap-southeast", "coder-proxy", PSK_SECRET) is None
+    vault_kept = user.secret(f"lab-{WRONG}", "coder-proxy", VAULT) == key
+    assert copy_gone and vault_kept  # an external store's Secret is never coder-migrate's
+    assert helm_releases(user, "lab-us-east") == {"coder-proxy", "coder-provisioner"}
+    us_east_kept = user.secret("lab-us-east", "coder-proxy", PSK_SECRET) == key
+    assert us_east_kept
+    connected_now(user, ("us-east",))
+    assert user.run("plan", "-i", str(inventory), "--detailed-exitcode",
+                    check=False).returncode == 0
+
+
 def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
     """No key in anything the toolkit printed, journalled or logged (fingerprints only)."""
     with kube_api(user.kubeconfig, "lab-primary") as api:
@@ -254,12 +358,13 @@ def check_no_key_anywhere(user: User, keys: dict[str, str]) -> None:
             assert key not in text, f"the {name} key appears in a {where}"
 
 
-def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
+def test_provisioners_connect_a_wrong_key_shows_a_killed_rotation_resumes_and_removal(
     user: User, tmp_path: Path,
 ) -> None:
     inventory = str(user.inventory)
     user.run("lab", "up", "--coder", "v2")
     user.run("apply", "-i", inventory, "--auto-approve")
+    connected_now(user)
     first = check_connected(user)
     assert user.run("plan", "-i", inventory, "--detailed-exitcode", check=False).returncode == 0
 
@@ -268,6 +373,7 @@ def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
     staged = kill_rotation(user)
     assert staged == user.primary_psk() != first
     user.run("rotate", "provisioner-psk", "-i", inventory, "--auto-approve", "--lock-wait", "60")
+    connected_now(user)
     new = check_connected(user)
     assert new == staged
     assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
@@ -283,5 +389,7 @@ def test_provisioners_connect_a_wrong_key_shows_and_a_killed_rotation_resumes(
     assert user.secret("lab-primary", "coder", NEXT_SECRET) is None
     assert play(user, tmp_path) == 0
 
+    vault = check_gate_and_external_store(user)
+    check_removals(user)
     check_no_key_anywhere(user, {"first": first, "new": new, "third": third,
-                                 "wrong": "wrong-" + first[::-1]})
+                                 "wrong": "wrong-" + first[::-1], "vault": vault})

@@ -2,16 +2,24 @@
 
 Inventory rules (one line naming file, key, expected), the chart values each renders per
 generation, and the plan: the Service shape per site, the database Secret as a change that
-never holds the value. Chart facts cite the real charts (reference/real-charts.md):
-coder/coder (v2) helm/coder/values.yaml at 008b8d9 (2.15.0): ``coder.service`` with
-``type``, ``sessionAffinity``, ``externalTrafficPolicy``, ``loadBalancerIP``,
-``annotations``, ``httpNodePort``/``httpsNodePort`` (no source ranges key), ``coder.ingress``
-with ``className``, ``host``, ``wildcardHost``, ``annotations``, ``tls``,
-``coder.topologySpreadConstraints``, ``coder.affinity`` and ``extraTemplates`` (the file's
-last key); coder/enterprise-helm 1.21.0 values.yaml: ``coderd.serviceSpec`` (rendered into
-the Service as written, templates/coderd.yaml), no Service annotation key before 1.21.1, no
-affinity before 1.25, no ingress before 1.28; ``postgres.passwordSecret`` read with key
-``password`` (templates/_helpers.tpl postgres env).
+never holds the value. Chart facts cite the real charts (reference/real-charts.md), file:line:
+coder/coder (v2) helm/coder/values.yaml at 008b8d9 (2.15.0): ``coder.service`` (:263) with
+``type`` (:268), ``sessionAffinity`` (:273), ``externalTrafficPolicy`` (:278),
+``loadBalancerIP`` (:284), ``annotations`` (:287), ``httpNodePort``/``httpsNodePort``
+(:291, :295; no source ranges key between :263 and :295), ``coder.ingress`` (:298) with
+``className`` (:304), ``host`` (:307), ``wildcardHost`` (:314), ``annotations`` (:316),
+``tls`` (:318), ``coder.topologySpreadConstraints`` (:239), ``coder.affinity`` (:226) and
+``extraTemplates`` (:348, the file's last key). coder/enterprise-helm (v1) at tag 1.21.0
+(3a9b365c): values.yaml:9 ``coderd.serviceSpec``, rendered into the Service as written
+(templates/coderd.yaml:237 ``toYaml .Values.coderd.serviceSpec``; the Service's metadata,
+:229-235, has no annotations); the Service annotation key arrives in 1.21.1 (20518c60:
+values.yaml:25 ``coderd.serviceAnnotations``, templates/coderd.yaml:238); ``coderd.affinity``
+in 1.25.0 (b98eaca4: values.yaml:158), none in 1.21.0; a public ``ingress`` key in 1.26.0
+(d2880af0: values.yaml:179, enable/host/annotations/tls), ``ingress.className`` in 1.30.0
+(9716eb03: values.yaml:297) -- the toolkit names 1.28 (engine/infra.py V1_INGRESS_VERSION);
+``postgres.passwordSecret`` (values.yaml:148) read with key ``password``
+(templates/_common.tpl:34-38, ``coder.postgres.env``), used only when
+``postgres.default.enable`` (values.yaml:159, default true) is false (_common.tpl:16).
 """
 
 from __future__ import annotations
@@ -211,7 +219,8 @@ V1_SPEC = {
                 "externalTrafficPolicy": "Local"},
     "azure-lb": {"type": "LoadBalancer", "sessionAffinity": "None",
                  "externalTrafficPolicy": "Cluster"},
-    # 1.21.0's default externalTrafficPolicy Local is refused on a ClusterIP Service.
+    # 1.21.0's default externalTrafficPolicy Local (enterprise-helm 1.21.0 values.yaml:15) is
+    # refused on a ClusterIP Service.
     "none": {"type": "ClusterIP", "externalTrafficPolicy": ""},
 }
 

@@ -4,32 +4,43 @@ holds a key."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner
 
 from coder_migrate.cli import main
+from coder_migrate.engine.change import Action, ApplyContext
 from coder_migrate.engine.deploy import deploy_waves
-from coder_migrate.engine.kinds.provisioner_release import provisioner_values
+from coder_migrate.engine.kinds.provisioner_release import (
+    ProvisionerReleaseChange,
+    provisioner_values,
+)
 from coder_migrate.engine.plan import Plan
-from coder_migrate.engine.provisioner_plan import rotation_plan
+from coder_migrate.engine.provisioner_plan import provisioner_removals, rotation_plan
+from coder_migrate.engine.provisioner_status import connected_gate
 from coder_migrate.engine.provisioners import (
     PENDING,
+    ProvisionerLeftover,
     ProvisionerWorld,
     RegionProvisioners,
     fingerprint,
     new_psk,
 )
 from coder_migrate.engine.values import release_values
-from coder_migrate.engine.world import World
+from coder_migrate.engine.world import Engine, ManagedSite, World
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Topology, load_topology
 from coder_migrate.kinds import KINDS
+from coder_migrate.providers.coder.models_v2 import ProvisionerDaemon
 from coder_migrate.providers.helm import ReleaseState
+from coder_migrate.providers.kube import KubeCluster
+from tests.fakes import FakeCluster
 from tests.helpers import REPO, copy_inventory, edit_yaml
 from tests.unit.test_engine_deploy import deployed_world
 
@@ -248,3 +259,175 @@ def test_rotation_refuses_external_stores_and_undeployed_provisioners(tmp_path: 
         rotation_plan(topology, _done(topology))
     with pytest.raises(PlanError, match=r"run `coder-migrate apply` first"):
         rotation_plan(topology, ProvisionerWorld(primary=None))
+
+
+# -- removal ---------------------------------------------------------------------------------
+
+
+def _leftover(topology: Topology, name: str, why: str, *, secret: bool = True,
+              ) -> ProvisionerLeftover:
+    site = ManagedSite.of(topology, topology.region(name))
+    assert site.provisioners is not None
+    key = "sha256:1111111111111111"
+    return ProvisionerLeftover(
+        site=site, why=why, release_name=site.provisioners.release,
+        release=_deployed_release(topology, name, key),
+        secret=site.provisioners.secret if secret else None, secret_key=key if secret else None)
+
+
+def test_removed_provisioners_are_uninstalled_then_their_key_deleted_and_only_once(
+    tmp_path: Path, topology: Topology,
+) -> None:
+    """A region taken out of the inventory and a region whose coder_provisioners is dropped:
+    the plan names the release (with its chart) and the Secret (by fingerprint) that go, in
+    that order, behind --force; once they are gone (nothing observed) nothing is planned."""
+    def drop(inventory: Path) -> None:
+        edit_yaml(inventory / "host_vars" / "ap-southeast.yml",
+                  lambda d: d.pop("coder_provisioners"))
+        edit_yaml(inventory / "hosts.yml", lambda d: d["all"]["children"]["coder_regions"][
+            "hosts"].pop("eu-west"))
+
+    after = load_topology(_inventory(tmp_path, drop))
+    leftovers = {
+        "eu-west": _leftover(topology, "eu-west", "the region is no longer in the inventory"),
+        "ap-southeast": _leftover(topology, "ap-southeast",
+                                  "coder_provisioners is no longer set for the region"),
+    }
+    base = _world(topology, _done(topology))
+    world = replace(base, provisioners=replace(base.provisioners, regions={
+        "us-east": base.provisioners.regions["us-east"]}), provisioner_leftovers=leftovers)
+    waves, _ = deploy_waves(after, world)
+    assert [w.name for w in waves] == ["removals"]
+    lines = [(c.region, c.kind, c.needs_force, c.describe()) for c in waves[0].changes]
+    where = "in ns coder-proxy of lab-{}"
+    assert lines[:2] == [
+        ("eu-west", "ProvisionerRelease", True,
+         f"delete helm release coder-provisioner (coder-provisioner-2.15.0) "
+         f"{where.format('eu-west')}: the region is no longer in the inventory: its "
+         "provisioner daemons are uninstalled"),
+        ("eu-west", "ProvisionerPsk", True,
+         f"delete Secret coder-provisioner-psk {where.format('eu-west')}: the region is no "
+         "longer in the inventory: the key coder-migrate copied there is deleted after its "
+         "provisioners"),
+    ]
+    assert [(r, k) for r, k, _, _ in lines[2:]] == [
+        ("eu-west", "HelmRelease"), ("eu-west", "WorkspaceProxy"), ("eu-west", "ProxyToken"),
+        ("eu-west", "SiteRecord"),
+        ("ap-southeast", "ProvisionerRelease"), ("ap-southeast", "ProvisionerPsk")]
+    assert lines[-1][3].startswith(
+        f"delete Secret coder-provisioner-psk {where.format('ap-southeast')}: "
+        "coder_provisioners is no longer set for the region")
+    secret = waves[0].changes[-1].model_dump(mode="json")
+    assert secret["before"] == {"secret": "coder-provisioner-psk",
+                                "fingerprint": "sha256:1111111111111111"}
+    assert secret["depends_on"] == ["ap-southeast/ProvisionerRelease/coder-provisioner"]
+    plan = Plan.build(inventory=after.source, waves=waves)
+    with pytest.raises(PlanError, match="--force"):
+        plan.raise_if_unsafe(force=False)
+    assert Plan.from_json(plan.to_json(), kinds=KINDS, source="test").checksum == plan.checksum
+    # Gone: nothing is observed, nothing planned (the region's own removal aside).
+    gone = replace(world, provisioner_leftovers={})
+    assert [c.kind for w in deploy_waves(after, gone)[0] for c in w.changes
+            if c.kind.startswith("Provisioner")] == []
+
+
+def test_an_external_store_is_recorded_as_never_written_and_not_deleted(tmp_path: Path) -> None:
+    topology = load_topology(_inventory(tmp_path, lambda inv: edit_yaml(
+        inv / "host_vars" / "eu-west.yml",
+        lambda d: d.update(coder_secret_store={"kind": "external", "secret": "from-vault"}))))
+    recorded = ManagedSite.of(topology, topology.region("eu-west")).provisioners
+    assert recorded is not None and (recorded.release, recorded.secret) == (
+        "coder-provisioner", None)
+    own = ManagedSite.of(topology, topology.region("us-east")).provisioners
+    assert own is not None and own.secret == "coder-provisioner-psk"
+    leftover = _leftover(topology, "eu-west", "coder_provisioners is no longer set for the "
+                         "region", secret=False)
+    assert [c.kind for c in provisioner_removals(leftover)] == ["ProvisionerRelease"]
+
+
+# -- apply waits for the daemons -------------------------------------------------------------
+
+
+class _Primary:
+    """The primary's daemons list, as ``GET /api/v2/provisionerdaemons`` answers."""
+
+    def __init__(self, daemons: list[ProvisionerDaemon]) -> None:
+        self.daemons = daemons
+
+    def coder_v2(self) -> _Primary:
+        return self
+
+    async def __aenter__(self) -> _Primary:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+    async def provisioner_daemons(self) -> list[ProvisionerDaemon]:
+        return self.daemons
+
+
+def _daemon(name: str, region: str, seen: datetime) -> ProvisionerDaemon:
+    return ProvisionerDaemon(id=name, name=name, last_seen_at=seen,
+                             tags={"region": region, "scope": "organization", "owner": ""})
+
+
+def test_the_gate_counts_only_the_regions_daemons_seen_since_the_change(
+    topology: Topology,
+) -> None:
+    """After an install or a roll the wave waits until the primary lists as many daemons as
+    replicas with the region's tags, seen since the change; until then it says which region,
+    which tags and how many of how many (the runner adds the region and the timeout)."""
+    primary = _Primary([])
+    region = topology.region("eu-west")
+    gate = connected_gate(cast(Engine, primary), region)
+    assert gate.site == "eu-west"
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    primary.daemons = [_daemon("old", "eu-west", before), _daemon("a", "eu-west", later),
+                       _daemon("other", "us-east", later)]
+    problem = asyncio.run(gate.check())
+    assert problem.startswith("the primary lists 1 of 2 provisioner daemons (replicas) with "
+                              "tags region=eu-west connected since "), problem
+    primary.daemons.append(_daemon("b", "eu-west", later))
+    assert asyncio.run(gate.check()) == ""
+    change = ProvisionerReleaseChange(id="eu-west/ProvisionerRelease/coder-provisioner",
+                                      region="eu-west", action=Action.DELETE, target="t",
+                                      reason="r")
+    ctx = ApplyContext(engine=cast(Engine, primary), run="r", gate_timeout=1)
+    assert change.verify(ctx) is None  # an uninstall waits for nothing
+
+
+def test_the_sites_record_keeps_provisioners_until_the_region_is_forgotten(
+    tmp_path: Path, topology: Topology,
+) -> None:
+    """Installing provisioners records their release and key Secret with the region; a later
+    record of the region without coder_provisioners (its Coder release upgraded) keeps them,
+    and one with an external store keeps the Secret coder-migrate wrote, so a plan can still
+    find and remove them; forgetting the region drops everything."""
+    engine = Engine(topology)
+    primary = topology.primary
+    cluster = FakeCluster()
+    engine._kube[(primary.kube_context, engine.path(primary.kubeconfig))] = cast(
+        KubeCluster, cluster)
+    dropped = load_topology(_inventory(tmp_path, lambda inv: edit_yaml(
+        inv / "host_vars" / "eu-west.yml", lambda d: d.pop("coder_provisioners"))))
+
+    async def run() -> None:
+        await engine.record_site(ManagedSite.of(topology, topology.region("eu-west")))
+        without = ManagedSite.of(dropped, dropped.region("eu-west"))
+        assert without.provisioners is None
+        await engine.record_site(without)
+        recorded = (await engine.managed_sites())["eu-west"].provisioners
+        assert recorded is not None
+        assert (recorded.release, recorded.secret) == ("coder-provisioner", "coder-provisioner-psk")
+        vault = load_topology(_inventory(tmp_path / "vault", lambda inv: edit_yaml(
+            inv / "host_vars" / "eu-west.yml", lambda d: d.update(
+                coder_secret_store={"kind": "external", "secret": "from-vault"}))))
+        await engine.record_site(ManagedSite.of(vault, vault.region("eu-west")))
+        recorded = (await engine.managed_sites())["eu-west"].provisioners
+        assert recorded is not None and recorded.secret == "coder-provisioner-psk"
+        await engine.record_site(None, remove="eu-west")
+        assert "eu-west" not in await engine.managed_sites()
+
+    asyncio.run(run())

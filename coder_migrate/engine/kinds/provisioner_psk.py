@@ -16,6 +16,7 @@ from coder_migrate.engine.change import Action, ApplyContext, Change
 from coder_migrate.engine.guide import Guide
 from coder_migrate.engine.provisioners import (
     FINGERPRINT_ANNOTATION,
+    MANAGED_SECRET,
     NEXT_SECRET,
     PSK_KEY,
     PSK_SECRET,
@@ -23,12 +24,12 @@ from coder_migrate.engine.provisioners import (
     new_psk,
     psk_secret,
 )
+from coder_migrate.engine.world import ManagedSite
 from coder_migrate.errors import ApplyError
 
 __all__ = ["ProvisionerPskChange", "PskDoc", "Step"]
 
-Step = Literal["generate", "copy", "stage", "promote", "drop"]
-_MANAGED = {"coder-migrate/secret": "provisioner-psk"}
+Step = Literal["generate", "copy", "stage", "promote", "drop", "delete"]
 
 
 class PskDoc(BaseModel):
@@ -47,9 +48,13 @@ class ProvisionerPskChange(Change):
     step: Step
     before: PskDoc | None = None
     after: PskDoc | None = None
+    where: ManagedSite | None = None
+    """``delete``: where the region's provisioners were deployed."""
 
     async def act(self, ctx: ApplyContext) -> str:
         engine = ctx.engine
+        if self.step == "delete":
+            return await self._delete(ctx)
         primary = engine.topology.primary
         kube = engine.site_kube(primary)
         namespace = primary.namespace
@@ -59,7 +64,7 @@ class ProvisionerPskChange(Change):
             if existing is not None:
                 return f"{self.target}: already holds {fingerprint(existing)}"
             psk = new_psk()
-            await kube.put_secret(namespace, name, {PSK_KEY: psk}, annotations=_MANAGED)
+            await kube.put_secret(namespace, name, {PSK_KEY: psk}, annotations=MANAGED_SECRET)
             return f"{self.target}: new key {fingerprint(psk)}"
         if self.step == "drop":
             deleted = await kube.delete_secret(namespace, NEXT_SECRET)
@@ -70,7 +75,8 @@ class ProvisionerPskChange(Change):
                 raise ApplyError(f"{self.target}: no staged key in Secret {NEXT_SECRET}; run "
                                  "`coder-migrate rotate provisioner-psk` again")
             staged = found
-            await kube.put_secret(namespace, PSK_SECRET, {PSK_KEY: staged}, annotations=_MANAGED)
+            await kube.put_secret(namespace, PSK_SECRET, {PSK_KEY: staged},
+                                  annotations=MANAGED_SECRET)
             rolled = await kube.roll_deployments(
                 namespace, f"app.kubernetes.io/instance={primary.release}",
                 {FINGERPRINT_ANNOTATION: fingerprint(staged)})
@@ -83,8 +89,24 @@ class ProvisionerPskChange(Change):
             raise ApplyError(f"{self.target}: the primary has no key in Secret {PSK_SECRET} "
                              f"of ns {namespace}")
         await engine.site_kube(region).put_secret(
-            region.namespace, psk_secret(region), {PSK_KEY: current}, annotations=_MANAGED)
+            region.namespace, psk_secret(region), {PSK_KEY: current}, annotations=MANAGED_SECRET)
         return f"{self.target}: holds {fingerprint(current)}"
+
+    async def _delete(self, ctx: ApplyContext) -> str:
+        """A region's copy, once its provisioners are gone; only a Secret coder-migrate wrote
+        (checked again now: an external store's Secret is never deleted)."""
+        if self.where is None or self.before is None:
+            raise ApplyError(f"{self.region}: no record of where its provisioners were deployed")
+        kube = ctx.engine.site_kube(self.where)
+        name = self.before.secret
+        annotations = await kube.secret_annotations(self.where.namespace, name)
+        if annotations is None:
+            return f"{self.target}: already gone"
+        if not MANAGED_SECRET.items() <= annotations.items():
+            raise ApplyError(f"{self.target}: not written by coder-migrate (no annotation "
+                             f"{next(iter(MANAGED_SECRET))}); left alone")
+        deleted = await kube.delete_secret(self.where.namespace, name)
+        return f"{self.target}: {'deleted' if deleted else 'already gone'}"
 
     @classmethod
     def guide(cls) -> Guide:
@@ -97,12 +119,13 @@ class ProvisionerPskChange(Change):
 
 def psk_change(region: str, step: Step, action: Action, target: str, reason: str, *,
                before: PskDoc | None = None, after: PskDoc | None = None,
-               depends_on: tuple[str, ...] = ()) -> ProvisionerPskChange:
+               depends_on: tuple[str, ...] = (), where: ManagedSite | None = None,
+               needs_force: bool = False) -> ProvisionerPskChange:
     from coder_migrate.engine.change import change_id
 
     name = after.secret if after is not None else (before.secret if before else PSK_SECRET)
     return ProvisionerPskChange(
         id=change_id(region, ProvisionerPskChange.KIND, f"{step}/{name}"), region=region,
         step=step, action=action, target=target, reason=reason, before=before, after=after,
-        depends_on=depends_on,
+        depends_on=depends_on, where=where, needs_force=needs_force,
     )

@@ -17,11 +17,13 @@ from coder_migrate.engine.change import (
     ApplyContext,
     Change,
     Done,
+    Gate,
     Irreversible,
     UndoContext,
 )
 from coder_migrate.engine.guide import Guide
 from coder_migrate.engine.kinds.release import protected_releases
+from coder_migrate.engine.provisioner_status import connected_gate
 from coder_migrate.engine.provisioners import (
     FINGERPRINT_ANNOTATION,
     PSK_KEY,
@@ -30,6 +32,7 @@ from coder_migrate.engine.provisioners import (
     psk_secret,
 )
 from coder_migrate.engine.values import render_values
+from coder_migrate.engine.world import ManagedSite
 from coder_migrate.errors import ApplyError
 from coder_migrate.inventory import Region, Topology
 from coder_migrate.providers.helm import chart_source
@@ -58,22 +61,24 @@ class ProvisionerReleaseChange(Change):
     kind: Literal["ProvisionerRelease"] = "ProvisionerRelease"
     before: ProvisionerReleaseDoc | None = None
     after: ProvisionerReleaseDoc | None = None
+    where: ManagedSite | None = None
+    """An uninstall: where the region's provisioners were deployed."""
+    release: str = ""
+    """An uninstall: the release's name."""
 
     async def act(self, ctx: ApplyContext) -> str:
         engine = ctx.engine
         topology = engine.topology
+        if self.action is Action.DELETE:
+            return await self._uninstall(ctx)
         region = topology.region(self.region)
         provisioners = region.provisioners
         if provisioners is None:
             raise ApplyError(f"{self.region}: coder_provisioners is not set")
         helm = engine.site_helm(region)
-        if self.action is Action.DELETE:
-            where = (region.kube_context, region.namespace, provisioners.release)
-            if where in protected_releases(topology):
-                raise ApplyError(f"{self.target}: a workspace-provider release kept for "
-                                 "rollback; not uninstalled")
-            removed = await helm.uninstall(region.namespace, provisioners.release)
-            return f"{self.target}: {'uninstalled' if removed else 'already gone'}"
+        # Recorded before installing: a crash mid-install, or coder_provisioners dropped
+        # later, still leaves a way to find and remove them.
+        await engine.record_site(ManagedSite.of(topology, region))
         secret = psk_secret(region)
         psk = await engine.site_kube(region).secret_value(region.namespace, secret, PSK_KEY)
         if psk is None:
@@ -87,6 +92,23 @@ class ProvisionerReleaseChange(Change):
             description=f"coder-migrate {ctx.run}",
         )
         return f"{self.target}: installed, pods read key {fingerprint(psk)}"
+
+    async def _uninstall(self, ctx: ApplyContext) -> str:
+        where = self.where
+        if where is None or not self.release:
+            raise ApplyError(f"{self.region}: no record of where its provisioners were deployed")
+        if (where.kube_context, where.namespace, self.release) in protected_releases(
+                ctx.engine.topology) or self.release == where.release:
+            raise ApplyError(f"{self.target}: the region's Coder release or a workspace-provider "
+                             "release kept for rollback; not uninstalled")
+        removed = await ctx.engine.site_helm(where).uninstall(where.namespace, self.release)
+        return f"{self.target}: {'uninstalled' if removed else 'already gone'}"
+
+    def verify(self, ctx: ApplyContext) -> Gate | None:
+        """An install or a roll waits until the primary lists the region's daemons."""
+        if self.action is Action.DELETE:
+            return None
+        return connected_gate(ctx.engine, ctx.site(self.region))
 
     @classmethod
     async def inverse(cls, done: Done, ctx: UndoContext) -> Change | Irreversible | None:
@@ -105,6 +127,7 @@ class ProvisionerReleaseChange(Change):
             target=f"helm release {region.provisioners.release} in ns {region.namespace} of "
                    f"{region.kube_context}",
             reason="uninstall the provisioners the operation installed", needs_force=True,
+            where=ManagedSite.of(ctx.engine.topology, region), release=region.provisioners.release,
         )
 
     @classmethod
