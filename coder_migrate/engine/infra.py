@@ -25,6 +25,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from coder_migrate import sensitive
 from coder_migrate.errors import PlanError
 from coder_migrate.inventory import Primary, Region, Topology
+from coder_migrate.inventory.infra_rules import (
+    V1_ANNOTATIONS_VERSION,
+    V1_INGRESS_VERSION,
+    V1_SPREAD_VERSION,
+)
 from coder_migrate.inventory.model import LoadBalancer
 
 __all__ = [
@@ -54,10 +59,6 @@ GCE_INGRESS_CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 AZURE_APPGW_CLASS = "azure-application-gateway"
 INGRESS_KINDS = ("gcp-https", "azure-appgw")
 
-# coder/coder (v1) versions that first have a key (reference/real-charts.md).
-V1_ANNOTATIONS_VERSION = "1.21.1"  # coderd.serviceAnnotations
-V1_SPREAD_VERSION = "1.25.0"  # coderd.affinity: 1.21 has no affinity or spread key
-V1_INGRESS_VERSION = "1.28.0"  # ingress
 
 # The Secret the deploy writes the database reference's value into (primary's namespace).
 DATABASE_SECRET = "coder-database"  # noqa: S105 - a Secret name

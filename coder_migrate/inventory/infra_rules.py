@@ -13,13 +13,20 @@ from typing import Any
 from coder_migrate.inventory.model import Primary, Region, Topology
 from coder_migrate.inventory.rules import Finding
 
-__all__ = ["infra_findings"]
+__all__ = [
+    "V1_ANNOTATIONS_VERSION",
+    "V1_INGRESS_VERSION",
+    "V1_SPREAD_VERSION",
+    "infra_findings",
+]
 
 _INGRESS_KINDS = ("gcp-https", "azure-appgw")
-# First coder/coder (v1) chart versions with a key (reference/real-charts.md).
-_V1_ANNOTATIONS = (1, 21, 1)
-_V1_AFFINITY = "1.25"
-_V1_INGRESS = "1.28"
+# The first coder/coder (v1) chart versions with a key, read in coder/enterprise-helm's
+# values.yaml at each tag. One place: engine/infra.py renders with these too.
+V1_ANNOTATIONS_VERSION = "1.21.1"  # coderd.serviceAnnotations (1.21.1 values.yaml:25)
+V1_SPREAD_VERSION = "1.25.0"  # coderd.affinity (1.25.0 values.yaml:158); 1.21 has neither
+V1_INGRESS_VERSION = "1.26.0"  # the ingress value (1.26.0 values.yaml:179)
+_V1_ANNOTATIONS = tuple(int(n) for n in V1_ANNOTATIONS_VERSION.split("."))
 
 
 def infra_findings(topology: Topology) -> list[Finding]:
@@ -67,7 +74,8 @@ def _load_balancer(topology: Topology, site: Primary | Region) -> Iterator[Findi
         yield Finding(
             site.name, f"{key}.kind",
             f"a Service kind with coder/coder {version}: {lb.kind} needs an Ingress, which "
-            f"1.21 cannot render (the chart's ingress value arrives in {_V1_INGRESS})", lb.kind)
+            f"1.21 cannot render (the chart's ingress value arrives in {V1_INGRESS_VERSION})",
+            lb.kind)
     elif (kind == "aws-nlb" or lb.annotations) and (
             _chart_version(topology, site) < _V1_ANNOTATIONS):
         what = ("kind aws-nlb (its Service annotation "
@@ -98,7 +106,8 @@ def _zones(topology: Topology, site: Primary | Region) -> Iterator[Finding]:
             site.name, "coder_zones",
             f"no zones with coder/coder {topology.chart_for(site).version}: 1.21 has no "
             "affinity or topology spread value to spread replicas across zones "
-            f"(coderd.affinity arrives in {_V1_AFFINITY}); set coderd.replicas in coder_values",
+            f"(coderd.affinity arrives in {V1_SPREAD_VERSION}); set coderd.replicas in "
+            "coder_values",
             ", ".join(site.zones))
         return
     replicas = _nested(site.values, "coder", "replicaCount")

@@ -220,7 +220,7 @@ def test_v1_1_21_0_refuses_what_it_cannot_express(
     result = CliRunner().invoke(main, ["inventory", "validate", "-i", str(inventory)])
     assert result.exit_code == 3
     assert f"error: host_vars/eu-west.yml: eu-west: {expected}" in result.stderr
-    assert ("1.21.1" if kind == "aws-nlb" else "1.28") in result.stderr
+    assert ("1.21.1" if kind == "aws-nlb" else "1.26.0") in result.stderr
 
 
 def test_zones_spread_replicas_over_the_lab_zones(cluster: LabCluster, tmp_path: Path) -> None:

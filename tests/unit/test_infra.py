@@ -16,7 +16,8 @@ coder/coder (v2) helm/coder/values.yaml at 008b8d9 (2.15.0): ``coder.service`` (
 values.yaml:25 ``coderd.serviceAnnotations``, templates/coderd.yaml:238); ``coderd.affinity``
 in 1.25.0 (b98eaca4: values.yaml:158), none in 1.21.0; a public ``ingress`` key in 1.26.0
 (d2880af0: values.yaml:179, enable/host/annotations/tls), ``ingress.className`` in 1.30.0
-(9716eb03: values.yaml:297) -- the toolkit names 1.28 (engine/infra.py V1_INGRESS_VERSION);
+(9716eb03: values.yaml:297); the refusal names 1.26.0 (inventory/infra_rules.py
+V1_INGRESS_VERSION);
 ``postgres.passwordSecret`` (values.yaml:148) read with key ``password``
 (templates/_common.tpl:34-38, ``coder.postgres.env``), used only when
 ``postgres.default.enable`` (values.yaml:159, default true) is false (_common.tpl:16).
@@ -91,10 +92,10 @@ RULES = [
      "host_vars/eu-west.yml", "eu-west", "coder_load_balancer.annotations", "1.21.1"),
     ("v1-ingress-kind", EXAMPLE_INVENTORY,
      [_edit("host_vars/eu-west.yml", coder_load_balancer={"kind": "gcp-https"})],
-     "host_vars/eu-west.yml", "eu-west", "coder_load_balancer.kind", "arrives in 1.28"),
+     "host_vars/eu-west.yml", "eu-west", "coder_load_balancer.kind", "arrives in 1.26.0"),
     ("v1-zones", EXAMPLE_INVENTORY,
      [_edit("host_vars/eu-west.yml", coder_zones=["eu-west-1a", "eu-west-1b"])],
-     "host_vars/eu-west.yml", "eu-west", "coder_zones", "coderd.affinity arrives in 1.25"),
+     "host_vars/eu-west.yml", "eu-west", "coder_zones", "coderd.affinity arrives in 1.25.0"),
     ("unknown-kind", EXAMPLE_V2,
      [_edit("host_vars/sydney.yml", coder_load_balancer={"kind": "aws-alb"})],
      "host_vars/sydney.yml", "sydney", "coder_load_balancer.kind", "'aws-nlb'"),
