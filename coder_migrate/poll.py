@@ -10,6 +10,10 @@ There is always at least one attempt, however short the timeout.
         problem = await check()
         if not problem or attempt.last:
             return problem
+
+A wait for something that is usually there within a second (a satellite just started, a
+site just changed) passes ``first``: the pauses start that short and double up to
+``interval``, so it is seen soon after it appears without asking often for long.
 """
 
 from __future__ import annotations
@@ -32,20 +36,25 @@ class Attempt:
     """Seconds since the first attempt started."""
 
 
-async def attempts(timeout: float, *, interval: float = 1.0) -> AsyncIterator[Attempt]:
-    """Attempts until *timeout* seconds have passed, *interval* seconds apart.
+async def attempts(
+    timeout: float, *, interval: float = 1.0, first: float | None = None
+) -> AsyncIterator[Attempt]:
+    """Attempts until *timeout* seconds have passed, *interval* seconds apart (with *first*:
+    the first pause is *first* seconds, each next one twice the last, up to *interval*).
 
     An attempt is the last when the next one would start after the deadline. The pause
     between attempts is taken only when the caller asks for another (it loops again).
     """
     started = time.monotonic()
     deadline = started + timeout
+    pause = interval if first is None else min(first, interval)
     number = 0
     while True:
         number += 1
         now = time.monotonic()
-        last = now + interval > deadline
+        last = now + pause > deadline
         yield Attempt(number=number, last=last, elapsed=now - started)
         if last:
             return
-        await asyncio.sleep(max(0.0, min(interval, deadline - time.monotonic())))
+        await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+        pause = min(interval, pause * 2)

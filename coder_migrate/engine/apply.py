@@ -12,8 +12,14 @@ DNS), from the CLI and from the Ansible modules alike.
    checked at every change boundary: a lost lock stops the apply there (:class:`LockLost`).
    Each wave closes with the gates its changes ask for (:meth:`Change.verify`): the sites'
    health, and for the DNS wave of a deploy the verify step (:mod:`coder_migrate.dns.verify`).
+   A site's own gate (asked for only by that site's changes) starts as soon as the site's
+   changes of the wave are done, while other regions' changes still run; a gate about the
+   whole wave (the DNS verify step) starts after the wave's last change. The wave is closed
+   when every change is done and every gate met.
 
-The first failure stops its wave; nothing of a later wave starts.
+The first failure stops its wave: the other regions' changes of the wave finish, gates still
+running are cancelled (a failed change is raised first, before any gate's), and nothing of a
+later wave starts.
 """
 
 from __future__ import annotations
@@ -48,6 +54,9 @@ Compute = Callable[[], Awaitable[Plan]]
 
 GATE_TIMEOUT = 120.0
 GATE_POLL = 1.0
+#: A site usually passes its gate within a second of its last change: the first re-check
+#: comes this soon, the next ones twice as late each, up to GATE_POLL.
+GATE_POLL_FIRST = 0.25
 
 
 @dataclass(frozen=True)
@@ -122,7 +131,6 @@ async def run_plan(
     for index, wave in enumerate(plan.waves):
         try:
             await runner.run_wave(wave)
-            await runner.gate(wave)
         except CoderMigrateError as error:
             not_done = [c.id for w in plan.waves[index:] for c in w.effective
                         if c.id not in report.done]
@@ -148,17 +156,35 @@ class _Runner:
         self.lanes = asyncio.Semaphore(CONCURRENCY)
 
     async def run_wave(self, wave: Wave) -> None:
+        """The wave's changes, region by region at once, and its gates (module docstring)."""
+        ctx = replace(self.ctx, wave_regions=frozenset(c.region for c in wave.effective))
         by_region: dict[str, list[Change]] = defaultdict(list)
         for change in wave.effective:
             by_region[change.region].append(change)
-        # Every region runs to its next change boundary; the first failure is raised after.
-        results = await asyncio.gather(
-            *(self._run_region(changes) for changes in by_region.values()),
-            return_exceptions=True,
-        )
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            raise failures[0]
+        own, closing = _wave_gates(wave, ctx)
+        started: list[asyncio.Task[None]] = []
+
+        async def region(name: str, changes: Sequence[Change]) -> None:
+            await self._run_region(changes)
+            # Its changes done: its health no longer waits for the slowest region's.
+            started.extend(asyncio.create_task(self._wait(gate)) for gate in own.get(name, ()))
+
+        try:
+            # Every region runs to its next change boundary; the first failure is raised after.
+            results = await asyncio.gather(
+                *(region(name, changes) for name, changes in by_region.items()),
+                return_exceptions=True,
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise failures[0]
+            await run_all([*(partial(_join, task) for task in started),
+                           *(partial(self._wait, gate) for gate in closing)])
+        finally:
+            # A failure (or this apply cancelled): the gates still polling are not waited for.
+            for task in started:
+                task.cancel()
+            await asyncio.gather(*started, return_exceptions=True)
 
     async def _run_region(self, changes: Sequence[Change]) -> None:
         async with self.lanes:
@@ -189,15 +215,6 @@ class _Runner:
         self.report.done.append(change.id)
         self.progress(change.region, "done", detail or change.describe())
 
-    async def gate(self, wave: Wave) -> None:
-        ctx = replace(self.ctx, wave_regions=frozenset(c.region for c in wave.effective))
-        gates: dict[str, Gate] = {}
-        for change in wave.effective:
-            gate = change.verify(ctx)
-            if gate is not None:
-                gates.setdefault(gate.key, gate)
-        await run_all([partial(self._wait, gate) for gate in gates.values()])
-
     async def _wait(self, gate: Gate) -> None:
         if gate.waits:
             problem = await gate.check()
@@ -207,10 +224,35 @@ class _Runner:
         timeout = self.ctx.gate_timeout
         self.progress(gate.site, "gate", "waiting for the health gate")
         problem = "not checked"
-        async for attempt in attempts(timeout, interval=GATE_POLL):
+        async for attempt in attempts(timeout, interval=GATE_POLL, first=GATE_POLL_FIRST):
             problem = await gate.check()
             if not problem or attempt.last:
                 break
         if problem:
             raise ApplyError(f"{gate.site}: health gate not met within {timeout:.0f} s: {problem}")
         self.progress(gate.site, "gate-ok", "healthy")
+
+
+def _wave_gates(wave: Wave, ctx: ApplyContext) -> tuple[dict[str, list[Gate]], list[Gate]]:
+    """The gates WAVE's changes ask for (one per key): per site, those only that site's own
+    changes ask for, which may start once they are done; and the rest, which close the wave.
+    ``verify`` only names a gate (it checks nothing), so it is asked before the changes run."""
+    gates: dict[str, Gate] = {}
+    askers: dict[str, set[str]] = defaultdict(set)
+    for change in wave.effective:
+        gate = change.verify(ctx)
+        if gate is not None:
+            gates.setdefault(gate.key, gate)
+            askers[gate.key].add(change.region)
+    own: dict[str, list[Gate]] = defaultdict(list)
+    closing: list[Gate] = []
+    for key, gate in gates.items():
+        if not gate.waits and askers[key] == {gate.site}:
+            own[gate.site].append(gate)
+        else:
+            closing.append(gate)
+    return own, closing
+
+
+async def _join(task: asyncio.Task[None]) -> None:
+    await task

@@ -13,6 +13,7 @@ from coder_migrate.errors import CoderAPIError
 from coder_migrate.inventory import Primary, Region
 from coder_migrate.providers.coder.health import health_url
 from coder_migrate.providers.coder.probes import probe_url
+from coder_migrate.providers.coder.transport import ASK_ONCE
 
 __all__ = ["gate_unless_deleted", "site_gate", "site_problem"]
 
@@ -66,7 +67,8 @@ async def _satellite_problem(engine: Engine, region: Region) -> str:
         if registered is None:
             return "the satellite is not registered"
         try:
-            served = await v1.fetch_satellite_key(region.access_url)
+            # A gate polls (engine/apply.py): one try per check, no backoff inside it.
+            served = await v1.fetch_satellite_key(region.access_url, retry=ASK_ONCE)
         except CoderAPIError as error:
             return f"the satellite does not serve its key: {error}"
     if served.fingerprint != registered.fingerprint:

@@ -41,6 +41,7 @@ __all__ = [
     "container_mode",
     "decode_secret",
     "expand",
+    "host_environment",
     "image_args",
     "is_proxy_pod",
     "plan_pod",
@@ -366,11 +367,16 @@ def plan_pod(cluster: str, deployment: Mapping[str, Any], secret: SecretLookup) 
     )
 
 
+def host_environment(host: Mapping[str, str]) -> dict[str, str]:
+    """What a pod's process keeps of the host's environment (Python needs these)."""
+    return {key: host[key] for key in _HOST_ENV if key in host}
+
+
 def child_environment(
     plan: PodPlan, metrics_port: int | None, env_file: Path, host: Mapping[str, str]
 ) -> dict[str, str]:
     """The proxy's environment: the pod's env, the mode its args chose, the lab's addresses."""
-    env = {key: host[key] for key in _HOST_ENV if key in host}
+    env = host_environment(host)
     env.update(plan.env)
     # The real image takes its mode from the args; the bundled proxy from this setting.
     env["CODER_PROXY_MODE"] = plan.mode

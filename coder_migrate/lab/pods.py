@@ -8,7 +8,10 @@ the Deployments of each region cluster, picks the containers whose args the real
 as a satellite, an envproxy (coder/workspace-provider) or a workspace proxy, resolves their
 env as the kubelet would (``coder_migrate.lab.pod_spec``) and runs one
 ``python -m coder_migrate.proxy`` per Deployment with replicas > 0, with exactly that env and
-the mode the args chose.
+the mode the args chose: forked by the lab's fork server (``coder_migrate/lab/forkserver.py``,
+the proxy imported once), so a pod costs a fork, not an interpreter start; each pod is still a
+process of its own, the supervisor's child. Besides the tick (every 0.75 s) it watches each
+cluster's Deployments: a new or changed one is acted on at once, not at the next tick.
 
 One lab process plays pod, Service and load balancer at once: instead of the pod's
 ``0.0.0.0:8080`` it listens on the host and port of the pod's access URL
@@ -40,7 +43,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from coder_migrate.errors import CoderMigrateError, LabError, redact
 from coder_migrate.lab.load_balancers import provision
@@ -50,6 +53,7 @@ from coder_migrate.lab.pod_spec import (
     PodPlan,
     child_environment,
     decode_secret,
+    host_environment,
     plan_pod,
     played_containers,
 )
@@ -66,6 +70,10 @@ __all__ = [
 log = logging.getLogger("coder_migrate.lab.pods")
 
 POLL_SECONDS = 0.75
+#: A watch of a cluster's Deployments lasts this long before it is opened again.
+WATCH_SECONDS = 60
+WATCH_RETRY_SECONDS = 2.0
+WAKE_GAP_SECONDS = 0.05
 STOP_GRACE_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 30.0
 #: A process that lived this long has its backoff reset.
@@ -78,10 +86,143 @@ _HELM_RELEASE_SECRETS = "type!=helm.sh/release.v1"
 # -- the supervisor ---------------------------------------------------------------------------
 
 
+class _Process(Protocol):
+    """What the supervisor does with a pod's process (``subprocess.Popen`` or :class:`_Forked`)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def kill(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class _Forked:
+    """A pod forked by the fork server and reparented to this process (its subreaper): waited
+    for, signalled and killed by pid like a ``subprocess.Popen``. The pid stays ours until we
+    reap it, so a signal never reaches a recycled pid."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone, its status unknown
+                self.returncode = 255
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        return code
+
+
+#: prctl(2) option: orphaned descendants are reparented to this process, not to init.
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class _ForkServer:
+    """The supervisor's side of ``coder_migrate/lab/forkserver.py``: started on first use,
+    started again if it died; :meth:`spawn` returns None when it cannot fork (the caller then
+    starts the pod as a new interpreter)."""
+
+    def __init__(self, log_file: Path) -> None:
+        self.log_file = log_file
+        self.process: subprocess.Popen[bytes] | None = None
+        self.failed = ""
+
+    def _ensure(self) -> subprocess.Popen[bytes] | None:
+        if self.process is not None and self.process.poll() is None:
+            return self.process
+        if self.process is not None:
+            log.warning("the pod fork server exited with %s; starting it again",
+                        self.process.returncode)
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_file.open("ab") as handle:
+                # The pods' base env (what child_environment keeps of the host), so what the
+                # warmed imports read at import time is what a pod's own interpreter would.
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "coder_migrate.lab.forkserver"],
+                    env=host_environment(os.environ),
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=handle,
+                )
+            ready = self.process.stdout.readline() if self.process.stdout else b""
+            if not ready:
+                raise OSError(f"it exited with {self.process.wait()}")
+        except (OSError, AttributeError) as error:
+            self._give_up(f"the pod fork server cannot start ({error}); pods start as new "
+                          "interpreters")
+            return None
+        log.info("pod fork server pid %d ready", self.process.pid)
+        return self.process
+
+    def _give_up(self, reason: str) -> None:
+        if reason != self.failed:
+            log.warning("%s", reason)
+        self.failed = reason
+        self.close()
+
+    def spawn(self, module: str, env: Mapping[str, str], log_file: Path) -> _Forked | None:
+        server = self._ensure()
+        if server is None or server.stdin is None or server.stdout is None:
+            return None
+        request = {"module": module, "env": dict(env), "log": str(log_file)}
+        try:
+            server.stdin.write(json.dumps(request).encode() + b"\n")
+            server.stdin.flush()
+            reply = json.loads(server.stdout.readline() or b"{}")
+        except (OSError, ValueError) as error:
+            self._give_up(f"the pod fork server failed ({type(error).__name__})")
+            return None
+        if "pid" not in reply:
+            log.warning("the pod fork server could not fork: %s", reply.get("error", "no answer"))
+            return None
+        return _Forked(int(reply["pid"]))
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            if process.stdin is not None:
+                process.stdin.close()  # its loop ends at EOF
+        try:
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class _Child:
     plan: PodPlan
-    process: subprocess.Popen[bytes]
+    process: _Process
     ref: ProcessRef
     log_file: Path
     metrics: str
@@ -145,6 +286,9 @@ class PodSupervisor:
         self.cluster_errors: dict[str, str] = {}
         self._written = ""
         self._kube: dict[str, Any] = {}
+        self.forks = _ForkServer(state.pod_logs / "forkserver.log")
+        #: Set by a cluster's Deployment watch: tick now (see :meth:`run`).
+        self.wake = threading.Event()
 
     # -- observing -------------------------------------------------------------------------
 
@@ -368,14 +512,17 @@ class PodSupervisor:
                 f"{plan.listen[0]}:{plan.listen[1]}, env sha256 {plan.env_hash[:12]}\n".encode()
             )
             handle.flush()
-            # In the supervisor's process group (no new session): stopping the group stops all.
-            process = subprocess.Popen(
-                [sys.executable, "-m", module],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-            )
+        # In the supervisor's process group (no new session): stopping the group stops all.
+        process: _Process | None = self.forks.spawn(module, env, log_file)
+        if process is None:
+            with log_file.open("ab") as handle:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", module],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                )
         ref = ref_for(plan.key, process.pid) or ProcessRef(
             name=plan.key, pid=process.pid, start_ticks=-1
         )
@@ -434,6 +581,7 @@ class PodSupervisor:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.process.wait(timeout=self.grace)
         self.stopping.clear()
+        self.forks.close()
         self._write_state()
 
     def _write_state(self) -> None:
@@ -459,17 +607,47 @@ class PodSupervisor:
 
     # -- running ---------------------------------------------------------------------------
 
+    def watch(self, context: str, stop_event: threading.Event) -> None:
+        """Wake the supervisor on every change to CONTEXT's Deployments (a thread per cluster):
+        a Deployment helm just created starts its pod at once, not at the next tick. The
+        events are not read: the tick lists everything, as without a watch."""
+        from coder_migrate.providers.kube import KubeCluster
+
+        while not stop_event.is_set():
+            try:
+                apps = KubeCluster(context, str(self.state.kubeconfig)).apps()
+                while not stop_event.is_set():
+                    stream: Any = apps.list_deployment_for_all_namespaces(
+                        watch=True, timeout_seconds=WATCH_SECONDS, _preload_content=False,
+                        _request_timeout=(KUBE_TIMEOUT_SECONDS, WATCH_SECONDS + 5),
+                    )
+                    try:
+                        for _ in stream.stream(4096, decode_content=True):
+                            self.wake.set()
+                    finally:
+                        stream.release_conn()
+            except Exception as error:  # the tick still polls; open it again later
+                log.debug("watch of %s: %s", context, type(error).__name__)
+                stop_event.wait(WATCH_RETRY_SECONDS)
+
     def run(self, stop_event: threading.Event, interval: float = POLL_SECONDS) -> None:
         stop_orphans(self.state)
         log.info("region pods supervisor for %s", ", ".join(self.clusters.values()))
+        for context in self.clusters.values():
+            threading.Thread(target=self.watch, args=(context, stop_event), daemon=True,
+                             name=f"watch {context}").start()
         try:
             while not stop_event.is_set():
                 started = time.monotonic()
+                self.wake.clear()
                 try:
                     self.tick(started)
                 except Exception:  # one bad tick must not take the pods down
                     log.exception("tick failed")
-                stop_event.wait(max(0.05, interval - (time.monotonic() - started)))
+                # Until the next tick or a watch event, whichever comes first; at least
+                # WAKE_GAP between ticks, so a burst of events costs a few ticks, not one each.
+                stop_event.wait(WAKE_GAP_SECONDS)
+                self.wake.wait(max(0.0, interval - (time.monotonic() - started)))
         finally:
             self.stop_all()
             log.info("region pods supervisor stopped")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
@@ -159,6 +160,70 @@ def test_an_unmet_gate_stops_the_apply_with_its_problem(topology: Topology) -> N
     with pytest.raises(ApplyError, match=r"us-east: health gate not met within 1 s: pods not"):
         run(engine, lambda: asyncio.sleep(0, plan), gate_timeout=1.0)
     assert LOG == ["act us-east/TestStep/a"], "nothing of the next wave started"
+
+
+def test_a_sites_gate_starts_when_its_own_changes_are_done_not_after_the_slowest_region(
+    topology: Topology,
+) -> None:
+    """us-east's gate is met while eu-west's change still runs; the wave still closes only
+    when eu-west's change and gate are done too, and the next wave starts after that."""
+    engine = FakeEngine(topology)
+
+    async def slow() -> str:
+        for _ in range(200):  # until us-east's gate has been met, at most 2 s
+            if "gate us-east" in LOG:
+                break
+            await asyncio.sleep(0.01)
+        LOG.append("eu-west's change ends")
+        return "slow done"
+
+    def gate_of(region: str) -> Callable[[], Awaitable[str]]:
+        async def met() -> str:
+            LOG.append(f"gate {region}")
+            return ""
+        return met
+
+    ACTS["eu-west/TestStep/c"] = slow
+    GATES["us-east"] = gate_of("us-east")
+    GATES["eu-west"] = gate_of("eu-west")
+    plan = plan_of(("regions", [step("us-east", "a"), step("eu-west", "c")]),
+                   ("last", [step("us-west", "d")]))
+    run(engine, lambda: asyncio.sleep(0, plan))
+    assert LOG.index("gate us-east") < LOG.index("eu-west's change ends")
+    assert LOG.index("eu-west's change ends") < LOG.index("gate eu-west")
+    assert LOG.index("gate eu-west") < LOG.index("act us-west/TestStep/d"), "wave closed first"
+
+
+def test_a_failed_change_is_raised_before_a_gate_and_the_gates_still_polling_are_cancelled(
+    topology: Topology,
+) -> None:
+    """us-east's gate polls (unhealthy) while eu-west's change fails: the wave stops with the
+    change's failure as soon as the wave's changes are done, not after the gate's timeout;
+    nothing of the next wave starts."""
+    engine = FakeEngine(topology)
+    polled: list[float] = []
+
+    async def unhealthy() -> str:
+        polled.append(asyncio.get_running_loop().time())
+        return "pods not ready: coder-0"
+
+    async def fails() -> str:
+        for _ in range(200):  # until us-east's gate has polled, at most 2 s
+            if polled:
+                break
+            await asyncio.sleep(0.01)
+        raise ApplyError("the satellite would not start")
+
+    GATES["us-east"] = unhealthy
+    ACTS["eu-west/TestStep/c"] = fails
+    plan = plan_of(("regions", [step("us-east", "a"), step("eu-west", "c")]),
+                   ("last", [step("us-west", "d")]))
+    started = time.monotonic()
+    with pytest.raises(ApplyError, match="wave 'regions' stopped: the satellite would not"):
+        run(engine, lambda: asyncio.sleep(0, plan), gate_timeout=60.0)
+    assert time.monotonic() - started < 20, "the gate was cancelled, not waited to its timeout"
+    assert polled, "us-east's gate ran while eu-west's change did"
+    assert "act us-west/TestStep/d" not in LOG
 
 
 def test_a_stale_reviewed_plan_is_refused_before_anything_is_touched(topology: Topology) -> None:

@@ -9,6 +9,7 @@ import gc
 import logging
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -91,3 +92,28 @@ def test_attempts_end_with_one_marked_last_and_always_try_once() -> None:
     assert asyncio.run(count(0)) == [True]
     seen = asyncio.run(count(0.1))
     assert seen[-1] is True and not any(seen[:-1]) and len(seen) >= 2
+
+
+def test_attempts_with_first_start_with_short_pauses_that_double_up_to_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A satellite that came up 0.3 s after the first try is seen within 0.4 s, not at the
+    next whole interval; the pauses never exceed the interval."""
+    clock = [100.0]
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(round(seconds, 6))
+        clock[0] += seconds
+
+    # Only poll's own view of the clock is played: the event loop keeps the real one.
+    monkeypatch.setattr("coder_migrate.poll.time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr("coder_migrate.poll.asyncio", SimpleNamespace(sleep=sleep))
+
+    async def run() -> list[float]:
+        return [round(a.elapsed, 6) async for a in attempts(5.0, interval=1.0, first=0.1)]
+
+    elapsed = asyncio.run(run())
+    assert pauses[:6] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert elapsed[:4] == [0.0, 0.1, 0.3, 0.7]
+    assert max(pauses) == 1.0 and elapsed[-1] <= 5.0

@@ -31,6 +31,7 @@ from coder_migrate.poll import attempts
 from coder_migrate.providers.coder import CoderV1Client, SatelliteKey
 from coder_migrate.providers.coder import satellite_key as keys
 from coder_migrate.providers.coder.health import health_url
+from coder_migrate.providers.coder.transport import ASK_ONCE
 
 __all__ = [
     "SATELLITE_KEY_SECRET",
@@ -43,7 +44,10 @@ __all__ = [
 SATELLITE_KEY_SECRET = "coder-replica-private-key"  # noqa: S105 - a Secret's name
 """The Secret the Coder v1 chart keeps the satellite's private key in (key ``privateKey``)."""
 SATELLITE_KEY_FIELD = "privateKey"
-KEY_POLL = 1.0
+#: A satellite just installed starts within seconds: the key is asked for 0.1 s after the
+#: first try, then at twice the pause, up to twice a second (a GET of a public key).
+KEY_POLL = 0.5
+KEY_POLL_FIRST = 0.1
 
 
 class Registration(BaseModel):
@@ -154,9 +158,11 @@ async def _wait_for_key(
     coder: CoderV1Client, access_url: str, timeout: float, expected: str | None
 ) -> SatelliteKey:
     """The key served at *access_url*; with *expected*, only once it is that key."""
-    async for attempt in attempts(timeout, interval=KEY_POLL):
+    async for attempt in attempts(timeout, interval=KEY_POLL, first=KEY_POLL_FIRST):
         try:
-            served = await coder.fetch_satellite_key(access_url)
+            # Each poll asks once (ASK_ONCE): the client's own retries, up to 15 s of backoff
+            # for a refused connection, would keep a satellite that came up meanwhile unseen.
+            served = await coder.fetch_satellite_key(access_url, retry=ASK_ONCE)
         except CoderAPIError:
             if attempt.last:
                 raise

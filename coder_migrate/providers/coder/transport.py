@@ -72,6 +72,10 @@ class RetryPolicy:
         return float(min(self.max_delay, self.base_delay * self.multiplier ** (retry_number - 1)))
 
 
+#: One try, no retry: for a caller that polls on its own (the poll is the retry), where the
+#: client's backoff would only hold back seeing what came up meanwhile.
+ASK_ONCE = RetryPolicy(attempts=1)
+
 #: The toolkit's own operations (plan, apply, migrate, status): idempotent calls ride out a
 #: primary that answers 5xx or does not answer for about 15 s (a restarting coderd pod, a load
 #: balancer draining) before a wave stops. What sits in a user's path (the bundled proxy)
@@ -180,17 +184,20 @@ class CoderTransport:
         authenticate: bool = True,
         idempotent: bool | None = None,
         expected: tuple[int, ...] = (),
+        retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send with retries; return the response or raise a decoded error.
 
         ``url`` overrides ``base_url + path`` (``path`` still names the call in errors).
-        A status in ``expected`` is returned even when it is >299.
+        A status in ``expected`` is returned even when it is >299. ``retry`` overrides the
+        client's policy for this call (a caller that polls on its own asks once).
         """
         method = method.upper()
         retryable = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         send_headers = {**(self._auth_headers if authenticate else {}), **(headers or {})}
         target = url or self.url(path)
-        attempts = max(1, self.retry.attempts)
+        policy = retry or self.retry
+        attempts = max(1, policy.attempts)
         for attempt in range(1, attempts + 1):
             started = time.monotonic()
             try:
@@ -205,7 +212,7 @@ class CoderTransport:
                 may_retry = retryable or isinstance(error, httpx.ConnectError)
                 reason = type(error).__name__
                 if may_retry and attempt < attempts:
-                    await self._backoff(method, path, reason, attempt, attempts)
+                    await self._backoff(method, path, reason, attempt, attempts, policy)
                     continue
                 raise CoderUnavailable(
                     f"could not reach {self._where(target)} ({reason}) after {attempt} "
@@ -216,7 +223,8 @@ class CoderTransport:
             elapsed = time.monotonic() - started
             log.debug("%s %s -> %s in %.3fs", method, path, response.status_code, elapsed)
             if response.status_code in RETRY_STATUSES and retryable and attempt < attempts:
-                await self._backoff(method, path, str(response.status_code), attempt, attempts)
+                await self._backoff(method, path, str(response.status_code), attempt, attempts,
+                                    policy)
                 continue
             if response.status_code > 299 and response.status_code not in expected:
                 raise decode_error(response, method, path, self.error_style,
@@ -232,9 +240,10 @@ class CoderTransport:
         return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
     async def _backoff(
-        self, method: str, path: str, reason: str, attempt: int, attempts: int
+        self, method: str, path: str, reason: str, attempt: int, attempts: int,
+        policy: RetryPolicy,
     ) -> None:
-        delay = self.retry.delay(attempt)
+        delay = policy.delay(attempt)
         log.warning(
             "%s %s failed (%s); retry %d/%d in %.2fs",
             method,

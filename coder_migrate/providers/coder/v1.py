@@ -168,8 +168,11 @@ class CoderV1Client(TransportClient):
         await self._require_1_21("DELETE", path, "deleting a satellite")
         await self._http.request("DELETE", path)
 
-    async def fetch_satellite_key(self, satellite_access_url: str) -> SatelliteKey:
-        """The satellite's public key: its access URL with the path replaced, no auth."""
+    async def fetch_satellite_key(
+        self, satellite_access_url: str, *, retry: RetryPolicy | None = None
+    ) -> SatelliteKey:
+        """The satellite's public key: its access URL with the path replaced, no auth;
+        ``retry`` overrides the client's retries (a caller that polls asks once)."""
         parts = urlsplit(satellite_access_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise CoderAPIError(
@@ -178,7 +181,8 @@ class CoderV1Client(TransportClient):
                 path=_SATELLITE_KEY_PATH,
             )
         url = urlunsplit((parts.scheme, parts.netloc, _SATELLITE_KEY_PATH, "", ""))
-        body = await self._http.json("GET", _SATELLITE_KEY_PATH, url=url, authenticate=False)
+        body = await self._http.json("GET", _SATELLITE_KEY_PATH, url=url, authenticate=False,
+                                     retry=retry)
         key = parse_model(SatelliteKey, body, "GET", _SATELLITE_KEY_PATH)
         if not key.key or not key.fingerprint:
             raise CoderAPIError(
