@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from coder_migrate.errors import ClusterNotReady, LabError, ToolchainMissing
-from coder_migrate.lab import dns_servers, pods, world_releases
+from coder_migrate.lab import dns_servers, pod_processes, pods, world_releases
 from coder_migrate.lab.build import LabBinaries, built_binaries
 from coder_migrate.lab.clusters import KwokClusters, start_all, write_kubeconfig
 from coder_migrate.lab.paths import CacheLayout, StateLayout
@@ -308,7 +308,7 @@ class Lab:
             follow_version=settings.coder_mode.startswith("v1"),
         )
         # Proxies a killed supervisor left behind hold their ports: stop them first.
-        pods.stop_orphans(self.state)
+        pod_processes.stop_orphans(self.state)
         self.state.pods_state.unlink(missing_ok=True)
         log_file = self.state.logs / "pods.log"
         command = pods.supervisor_command(self.state, regions, primary,
@@ -380,7 +380,8 @@ class Lab:
             manifest = self.manifest()
             stopped: list[str] = []
             if manifest is not None:
-                processes = [*manifest.all_processes(), *pods.recorded_children(self.state)]
+                processes = [*manifest.all_processes(),
+                             *pod_processes.recorded_children(self.state)]
                 used = listening_ports_of({r.pid for r in processes if r.alive()})
                 stopped = self._stop_processes(manifest, keep=keep)
                 self._check_ports_free(used)
@@ -391,7 +392,7 @@ class Lab:
             return stopped
 
     def _stop_processes(self, manifest: LabManifest, keep: bool) -> list[str]:
-        children = pods.recorded_children(self.state)
+        children = pod_processes.recorded_children(self.state)
         stopped = [ref.name for ref in [*manifest.all_processes(), *children] if ref.alive()]
         # The pods supervisor first: it stops its proxies; any it could not are stopped here.
         supervisor = manifest.services.get(PODS_SERVICE)
@@ -460,7 +461,7 @@ class Lab:
             }
         processes = []
         # The region pods' proxies after the lab's own processes (docs/lab.md "Region pods").
-        for ref in [*manifest.all_processes(), *pods.recorded_children(self.state)]:
+        for ref in [*manifest.all_processes(), *pod_processes.recorded_children(self.state)]:
             alive = ref.alive()
             ports = sorted(listening_ports_of({ref.pid})) if alive else []
             processes.append({"name": ref.name, "pid": ref.pid, "alive": alive, "ports": ports})

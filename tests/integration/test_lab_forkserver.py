@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from coder_migrate.lab.pod_processes import ForkServerClient
 from coder_migrate.lab.pod_spec import host_environment
-from coder_migrate.lab.pods import _ForkServer
 from coder_migrate.lab.process import start_ticks
 from tests.helpers import wait_for
 
@@ -44,7 +44,7 @@ def test_a_forked_pod_has_the_pods_env_its_log_and_is_the_supervisors_child(
         "CODER_HTTP_ADDRESS": f"{host}:{port}",
         "CODER_PROXY_ENV_FILE": str(tmp_path / "empty.env"),
         }
-    server = _ForkServer(tmp_path / "forkserver.log")
+    server = ForkServerClient(tmp_path / "forkserver.log")
     pods = []
     try:
         started = time.monotonic()
