@@ -11,7 +11,7 @@ from typing import Any
 
 from coder_migrate.engine.apply import ApplyOptions, ApplyReport, apply_operation
 from coder_migrate.engine.change import Action, Change, change_id
-from coder_migrate.engine.kinds.provisioner_psk import PskDoc, psk_change
+from coder_migrate.engine.kinds.provisioner_psk import ProvisionerPskChange, PskDoc, psk_change
 from coder_migrate.engine.kinds.provisioner_release import (
     ProvisionerReleaseChange,
     ProvisionerReleaseDoc,
@@ -73,7 +73,7 @@ def primary_psk_changes(topology: Topology, world: ProvisionerWorld | None) -> l
 
 
 def _copy(region: Region, world: ProvisionerWorld, target_key: str | None,
-          depends_on: tuple[str, ...]) -> Change | None:
+          depends_on: tuple[str, ...]) -> ProvisionerPskChange | None:
     state = world.regions.get(region.name)
     if region.secret_store.external:
         return None
@@ -143,15 +143,27 @@ def region_provisioner_changes(
     if world is None or region.provisioners is None or region.name not in world.regions:
         return []
     check_external_stores(topology, world, (region.name,))
-    changes: list[Change] = []
     copy = _copy(region, world, world.primary, depends_on)
-    if copy is not None:
-        changes.append(copy)
     release = _release(topology, region, world, region_key(world, region),
-                       (*depends_on, *(c.id for c in changes)))
-    if release is not None:
-        changes.append(release)
-    return changes
+                       (*depends_on, *((copy.id,) if copy is not None else ())))
+    return _copy_then_release(region, world, copy, release)
+
+
+def _copy_then_release(
+    region: Region, world: ProvisionerWorld, copy: ProvisionerPskChange | None,
+    release: Change | None,
+) -> list[Change]:
+    """A region's copy and release change; a copy over another key with no release change
+    to roll the pods restarts them itself (they read the key only at start)."""
+    state = world.regions.get(region.name)
+    if (copy is not None and release is None and copy.before is not None
+            and state is not None and state.release is not None):
+        assert region.provisioners is not None
+        copy = copy.model_copy(update={
+            "roll_release": region.provisioners.release,
+            "reason": copy.reason + "; restart its provisioners, which read the key at start",
+        })
+    return [c for c in (copy, release) if c is not None]
 
 
 def provisioner_removals(leftover: ProvisionerLeftover | None) -> list[Change]:
@@ -228,12 +240,9 @@ def rotation_plan(topology: Topology, world: ProvisionerWorld | None) -> Plan:
     region_changes: list[Change] = []
     for region in regions:
         copy = _copy(region, world, staged, ())
-        if copy is not None:
-            region_changes.append(copy)
         release = _release(topology, region, world, key,
                            (copy.id,) if copy is not None else ())
-        if release is not None:
-            region_changes.append(release)
+        region_changes += _copy_then_release(region, world, copy, release)
     if region_changes:
         waves.append(Wave(name="regions", regions=tuple(dict.fromkeys(
             c.region for c in region_changes)), changes=tuple(region_changes)))

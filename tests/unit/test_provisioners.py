@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from coder_migrate.cli import main
 from coder_migrate.engine.change import Action, ApplyContext
 from coder_migrate.engine.deploy import deploy_waves
+from coder_migrate.engine.kinds.provisioner_psk import ProvisionerPskChange
 from coder_migrate.engine.kinds.provisioner_release import (
     ProvisionerReleaseChange,
     provisioner_values,
@@ -192,6 +193,26 @@ def test_a_deployed_world_plans_nothing_and_a_wrong_region_key_is_copied_again(
     waves, _ = deploy_waves(topology, _world(topology, wrong))
     assert [(c.region, c.kind, c.action.value) for w in waves for c in w.changes] == [
         ("eu-west", "ProvisionerPsk", "update")]
+    # The release already names the primary's key, so no helm upgrade rolls the pods; but a
+    # pod that started while the store held the other key read that one: the copy restarts
+    # them, and apply waits for them as after a roll.
+    copy = waves[0].changes[0]
+    assert isinstance(copy, ProvisionerPskChange)
+    assert copy.roll_release == "coder-provisioner"
+    assert "restart its provisioners" in copy.describe()
+    gate = copy.verify(ApplyContext(engine=cast(Engine, _Sites(topology)), run="r",
+                                    gate_timeout=1))
+    assert gate is not None and gate.site == "eu-west"
+
+
+class _Sites:
+    """An engine that only knows the inventory's sites (what ``verify`` reads)."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+
+    def site(self, name: str) -> object:
+        return self.topology.region(name)
 
 
 def test_an_external_store_is_never_written_and_a_missing_secret_refuses_the_plan(
@@ -226,6 +247,8 @@ def test_rotation_stages_promotes_copies_rolls_and_drops(topology: Topology) -> 
     regions = plan.waves[2]
     assert [(c.region, c.kind, c.action.value) for c in regions.changes] == [
         (n, kind, "update") for n in REGIONS for kind in ("ProvisionerPsk", "ProvisionerRelease")]
+    # The release's new annotation rolls the pods: the copy restarts nothing itself.
+    assert all(c.roll_release == "" for c in regions.changes if isinstance(c, ProvisionerPskChange))
     # A plan file holds fingerprints, never a key, and reads back through the kinds.
     text = plan.to_json()
     assert Plan.from_json(text, kinds=KINDS, source="test").checksum == plan.checksum

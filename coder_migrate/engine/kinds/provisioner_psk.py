@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from coder_migrate.engine.change import Action, ApplyContext, Change
+from coder_migrate.engine.change import Action, ApplyContext, Change, Gate
 from coder_migrate.engine.guide import Guide
+from coder_migrate.engine.provisioner_status import connected_gate
 from coder_migrate.engine.provisioners import (
     FINGERPRINT_ANNOTATION,
     MANAGED_SECRET,
@@ -50,6 +51,10 @@ class ProvisionerPskChange(Change):
     after: PskDoc | None = None
     where: ManagedSite | None = None
     """``delete``: where the region's provisioners were deployed."""
+    roll_release: str = ""
+    """``copy``: the provisioner release whose pods are restarted after the copy, when no
+    release change of the plan rolls them (their annotation already names the key, but pods
+    started while the store held another key read that one; a pod reads it only at start)."""
 
     async def act(self, ctx: ApplyContext) -> str:
         engine = ctx.engine
@@ -88,9 +93,21 @@ class ProvisionerPskChange(Change):
         if current is None:
             raise ApplyError(f"{self.target}: the primary has no key in Secret {PSK_SECRET} "
                              f"of ns {namespace}")
-        await engine.site_kube(region).put_secret(
+        region_kube = engine.site_kube(region)
+        await region_kube.put_secret(
             region.namespace, psk_secret(region), {PSK_KEY: current}, annotations=MANAGED_SECRET)
-        return f"{self.target}: holds {fingerprint(current)}"
+        if not self.roll_release:
+            return f"{self.target}: holds {fingerprint(current)}"
+        rolled = await region_kube.restart_deployments(
+            region.namespace, f"app.kubernetes.io/instance={self.roll_release}")
+        return (f"{self.target}: holds {fingerprint(current)}; restarted "
+                f"{', '.join(rolled) or 'no deployment'}")
+
+    def verify(self, ctx: ApplyContext) -> Gate | None:
+        """A copy that restarted the region's provisioners waits for them, as a roll does."""
+        if not self.roll_release:
+            return None
+        return connected_gate(ctx.engine, ctx.site(self.region))
 
     async def _delete(self, ctx: ApplyContext) -> str:
         """A region's copy, once its provisioners are gone; only a Secret coder-migrate wrote
@@ -120,12 +137,12 @@ class ProvisionerPskChange(Change):
 def psk_change(region: str, step: Step, action: Action, target: str, reason: str, *,
                before: PskDoc | None = None, after: PskDoc | None = None,
                depends_on: tuple[str, ...] = (), where: ManagedSite | None = None,
-               needs_force: bool = False) -> ProvisionerPskChange:
+               needs_force: bool = False, roll_release: str = "") -> ProvisionerPskChange:
     from coder_migrate.engine.change import change_id
 
     name = after.secret if after is not None else (before.secret if before else PSK_SECRET)
     return ProvisionerPskChange(
         id=change_id(region, ProvisionerPskChange.KIND, f"{step}/{name}"), region=region,
         step=step, action=action, target=target, reason=reason, before=before, after=after,
-        depends_on=depends_on, where=where, needs_force=needs_force,
+        depends_on=depends_on, where=where, needs_force=needs_force, roll_release=roll_release,
     )
