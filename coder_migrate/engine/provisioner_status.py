@@ -38,14 +38,19 @@ def connected(daemons: Sequence[ProvisionerDaemon], region: Region, since: datet
 
 
 def connected_gate(engine: Engine, site: Primary | Region) -> Gate:
-    """Met when the primary lists as many of *site*'s daemons as its replicas, seen since now
-    (the gate is made once the wave's changes are done: after the install or the roll)."""
+    """Met when the primary lists as many of *site*'s daemons as its replicas, seen since the
+    region's changes were done: the gate is made before the changes run (gates start as
+    soon as their site's changes are done), so that moment is its first check."""
     assert isinstance(site, Region) and site.provisioners is not None
-    region, since = site, datetime.now(UTC)
+    region = site
     provisioners = site.provisioners
     tags = ",".join(f"{k}={v}" for k, v in sorted(provisioners.tags.items())) or "(none)"
+    first_check: list[datetime] = []
 
     async def check() -> str:
+        if not first_check:
+            first_check.append(datetime.now(UTC))
+        since = first_check[0]
         try:
             async with engine.coder_v2() as coder:
                 daemons = await coder.provisioner_daemons()

@@ -215,7 +215,11 @@ def check_wrong_key(user: User, key: str) -> None:
     assert "refused: 401" in pod_log.read_text()
     plan = user.run("plan", "-i", str(user.inventory))
     assert f"Secret {PSK_SECRET} in ns coder-proxy of lab-{WRONG}" in plan.stdout
-    user.run("apply", "-i", str(user.inventory), "--auto-approve")
+    # The release already names the right key (no helm upgrade): the copy restarts the pods,
+    # which read the key only at start, and apply waits for them.
+    assert "restart its provisioners, which read the key at start" in plan.stdout
+    applied = user.run("apply", "-i", str(user.inventory), "--auto-approve")
+    assert "restarted coder-provisioner" in applied.stdout + applied.stderr
     wait_status(user, dict.fromkeys(REGIONS, True))
 
 
