@@ -28,7 +28,9 @@ __all__ = [
     "ForkedPod",
     "PodChild",
     "PodProcess",
+    "is_child_subreaper",
     "recorded_children",
+    "set_child_subreaper",
     "stop_orphans",
 ]
 
@@ -89,8 +91,33 @@ class ForkedPod:
         return code
 
 
-#: prctl(2) option: orphaned descendants are reparented to this process, not to init.
+#: prctl(2) options: orphaned descendants are reparented to this process, not to init.
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def set_child_subreaper(on: bool) -> None:
+    """Make this process the nearest subreaper of its orphaned descendants, or stop being one
+    (a process that is one reaps, or leaves as zombies, every orphan below it)."""
+    import ctypes
+
+    if _libc().prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def is_child_subreaper() -> bool:
+    import ctypes
+
+    flag = ctypes.c_int(0)
+    if _libc().prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_GET_CHILD_SUBREAPER)")
+    return bool(flag.value)
 
 
 class ForkServerClient:
@@ -110,11 +137,7 @@ class ForkServerClient:
             log.warning("the pod fork server exited with %s; starting it again",
                         self.process.returncode)
         try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
-                raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+            set_child_subreaper(True)
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             with self.log_file.open("ab") as handle:
                 # The pods' base env (what child_environment keeps of the host), so what the
@@ -158,7 +181,11 @@ class ForkServerClient:
         return ForkedPod(int(reply["pid"]))
 
     def close(self) -> None:
+        """Stop the fork server; this process stops being the pods' subreaper (pods still
+        running, none when the supervisor stopped them first, go to init as before)."""
         process, self.process = self.process, None
+        with contextlib.suppress(OSError, AttributeError):
+            set_child_subreaper(False)
         if process is None:
             return
         with contextlib.suppress(OSError):

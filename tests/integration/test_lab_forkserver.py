@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from coder_migrate.lab.pod_processes import ForkServerClient
+from coder_migrate.lab.pod_processes import ForkServerClient, is_child_subreaper
 from coder_migrate.lab.pod_spec import host_environment
 from coder_migrate.lab.process import start_ticks
 from tests.helpers import wait_for
@@ -90,3 +90,6 @@ def test_a_forked_pod_has_the_pods_env_its_log_and_is_the_supervisors_child(
                 process.wait(timeout=10)
         server.close()
     assert server.process is None
+    # Closed, the client's process is no longer the subreaper of every orphan below it (here:
+    # pytest, whose later tests' lab processes would stay zombies under it).
+    assert not is_child_subreaper()

@@ -7,6 +7,7 @@ leaves a way to find and remove it. Old workspace-provider releases are never un
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -51,11 +52,20 @@ def protected_releases(topology: Topology) -> set[tuple[str, str, str]]:
     }
 
 
+#: Seconds a rollback leaves the satellite serving after its region's provider went back to
+#: the envproxy path, before uninstalling it: users' pages and agents take the new address on
+#: their next look at the primary, and a request sent to the satellite meanwhile must still be
+#: answered (the lab's synthetic users look every second).
+USERS_DRAIN_SECONDS = 5.0
+
+
 class HelmReleaseChange(Change):
     kind: Literal["HelmRelease"] = "HelmRelease"
     before: ReleaseDoc | ManagedSite | None = None
     """The release as observed; for an uninstall, where it was deployed."""
     after: ReleaseDoc | None = None
+    drain_seconds: float = 0.0
+    """An uninstall: how long the release keeps serving first (users moving off it)."""
 
     async def act(self, ctx: ApplyContext) -> str:
         if self.action is Action.DELETE:
@@ -84,6 +94,8 @@ class HelmReleaseChange(Change):
             raise ApplyError(
                 f"{self.target}: a workspace-provider release kept for rollback; not uninstalled"
             )
+        if self.drain_seconds:
+            await asyncio.sleep(self.drain_seconds)
         removed = await ctx.engine.site_helm(managed).uninstall(managed.namespace, managed.release)
         return f"{self.target}: {'uninstalled' if removed else 'already gone'}"
 
@@ -105,9 +117,10 @@ class HelmReleaseChange(Change):
             id=done.change_id, region=done.region, action=Action.DELETE,
             target=f"helm release {region.release} in ns {region.namespace} of "
                    f"{region.kube_context}",
-            reason="uninstall the satellite the migration installed (the old "
-                   "workspace-provider release stays)", needs_force=True,
-            before=ManagedSite.of(topology, region),
+            reason=f"uninstall the satellite the migration installed, {USERS_DRAIN_SECONDS:.0f} s "
+                   "after its users went back to the envproxy (the old workspace-provider "
+                   "release stays)", needs_force=True,
+            before=ManagedSite.of(topology, region), drain_seconds=USERS_DRAIN_SECONDS,
         )
 
     @classmethod
