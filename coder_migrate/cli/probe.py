@@ -18,7 +18,7 @@ from coder_migrate.cli.options import examples, inventory_option, output_option
 from coder_migrate.engine.change import Progress
 from coder_migrate.engine.journal import Journal, JournalEntry
 from coder_migrate.engine.world import Engine
-from coder_migrate.errors import CoderMigrateError
+from coder_migrate.errors import CoderMigrateError, redact
 from coder_migrate.inventory import load_topology
 
 __all__ = ["SETTLE_SECONDS", "probe", "probe_option", "probing"]
@@ -119,7 +119,7 @@ def _journal_entries(engine: Engine) -> list[JournalEntry]:
         return asyncio.run(Journal(engine.primary_kube, engine.state_namespace).history())
     except CoderMigrateError as error:
         err_console.print(
-            f"probe: the journal is not readable, steps not named: {escape(str(error))}"
+            f"probe: the journal is not readable, steps not named: {escape(redact(str(error)))}"
         )
         return []
 
