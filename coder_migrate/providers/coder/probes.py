@@ -15,6 +15,7 @@ import httpx
 from coder_migrate.errors import CoderAPIError, redact
 from coder_migrate.providers.coder.transport import RetryPolicy
 from coder_migrate.providers.coder.v1 import CoderV1Client
+from coder_migrate.providers.tls import client_tls
 
 __all__ = ["PROBE_TIMEOUT", "Probe", "probe", "probe_primary", "probe_url", "same_origin"]
 
@@ -43,7 +44,7 @@ async def probe(
 ) -> Probe:
     """GET *url* once. ``ValueError`` for a URL that cannot be requested at all."""
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        async with httpx.AsyncClient(timeout=timeout, verify=client_tls()) as client:
             response = await client.get(url, headers=dict(headers or {}))
     except httpx.InvalidURL as error:
         raise ValueError(str(error)) from None

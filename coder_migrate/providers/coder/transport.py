@@ -33,6 +33,7 @@ from coder_migrate.errors import (
     CoderUnsupported,
     redact,
 )
+from coder_migrate.providers.tls import client_tls
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -164,6 +165,7 @@ class CoderTransport:
             transport=transport,
             follow_redirects=False,
             headers={"Accept": "application/json"},
+            verify=client_tls(),
         )
 
     async def aclose(self) -> None:

@@ -24,6 +24,7 @@ from coder_migrate.providers.dns.base import (
     RRSetChange,
     absolute,
 )
+from coder_migrate.providers.tls import client_tls
 
 __all__ = ["PowerDnsAdapter"]
 
@@ -53,6 +54,7 @@ class PowerDnsAdapter(DnsAdapter):
             headers={"X-API-Key": api_key, "Accept": "application/json"},
             timeout=_TIMEOUT,
             transport=transport,
+            verify=client_tls(),
         )
 
     async def aclose(self) -> None:
