@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from functools import partial
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from coder_migrate.batching import GroupCommit
 from coder_migrate.dns.verify import VERIFIED_OPERATIONS, raise_unless_verified
 from coder_migrate.engine.change import (
     Action,
@@ -28,6 +29,9 @@ from coder_migrate.errors import DnsError
 from coder_migrate.inventory import Region
 from coder_migrate.providers.dns import open_adapter
 from coder_migrate.providers.dns.base import DnsAdapter, RRSet, RRSetChange, RRSetKey
+
+if TYPE_CHECKING:
+    from coder_migrate.engine.world import Engine
 
 __all__ = [
     "ANSWERS_GATE",
@@ -61,11 +65,7 @@ class DnsRRSetChange(Change):
     UNDO_FIRST = True  # clients leave a satellite before it goes
 
     async def act(self, ctx: ApplyContext) -> str:
-        engine = ctx.engine
-        # One zone, one writer: PowerDNS's SQLite backend refuses concurrent writes, and no
-        # DNS server gains from regions racing on one zone.
-        async with engine.dns_writes, open_adapter(engine.topology) as adapter:
-            acted = await apply_dns_changes(adapter, [self])
+        acted = self.action is not Action.KEEP and await _zone_writes(ctx.engine).submit(self)
         return f"{self.target}: {'applied' if acted else 'already in place'}"
 
     def verify(self, ctx: ApplyContext) -> Gate | None:
@@ -149,6 +149,67 @@ def shared_dns_checks(c: Commands) -> list[Check]:
                   "answers for the shared name")]
 
 
+def _zone_writes(engine: Engine) -> GroupCommit[DnsRRSetChange, bool]:
+    """The engine's zone writer: one write at a time (PowerDNS's SQLite backend refuses
+    concurrent writes, and no DNS server gains from regions racing on one zone); the rrsets
+    of regions that come meanwhile go together in the next write, one API call."""
+    if engine.dns_writes is None:
+        async def write(batch: list[DnsRRSetChange]) -> list[bool | Exception]:
+            async with open_adapter(engine.topology) as adapter:
+                return await _write_together(adapter, batch)
+
+        engine.dns_writes = GroupCommit(write)
+    return engine.dns_writes
+
+
+def _needs_write(
+    current: dict[RRSetKey, RRSet], expect: RRSet | None, target: RRSet | None
+) -> bool:
+    """Whether the zone still has to change from *expect* to *target*: ``False`` when it is
+    already there (an earlier, interrupted run applied it); :class:`DnsError` when someone
+    changed the rrset since the plan."""
+    rrset = target or expect
+    assert rrset is not None
+    have = current.get(rrset.key)
+    if have == target:
+        return False
+    if have != expect:
+        raise DnsError(
+            f"{rrset.describe()} changed since the plan was made "
+            f"(expected {describe_records(expect)}, found {describe_records(have)}); plan again"
+        )
+    return True
+
+
+async def _write_together(
+    adapter: DnsAdapter, changes: Sequence[DnsRRSetChange]
+) -> list[bool | Exception]:
+    """One observation and one write for *changes* (whether each acted, or its own error);
+    a second change of an rrset already in the write goes in a write of its own after it."""
+    current = {r.key: r for r in await adapter.observe()}
+    outcomes: list[bool | Exception] = []
+    writes: dict[RRSetKey, RRSetChange] = {}
+    for change in changes:
+        write = RRSetChange(before=change.before, after=change.after)
+        if write.key in writes:
+            await adapter.apply(list(writes.values()))
+            writes = {}
+        try:
+            needed = _needs_write(current, change.before, change.after)
+        except DnsError as error:
+            outcomes.append(error)
+            continue
+        if needed:
+            writes[write.key] = write
+            current.pop(write.key, None)
+            if change.after is not None:
+                current[write.key] = change.after
+        outcomes.append(needed)
+    if writes:
+        await adapter.apply(list(writes.values()))
+    return outcomes
+
+
 async def _replay(
     adapter: DnsAdapter, steps: Sequence[tuple[Change, RRSet | None, RRSet | None]]
 ) -> list[str]:
@@ -157,18 +218,9 @@ async def _replay(
     current = {r.key: r for r in await adapter.observe()}
     done: list[str] = []
     for change, expect, target in steps:
-        rrset = target or expect
-        assert rrset is not None
-        have = current.get(rrset.key)
-        if have == target:
-            continue  # already there: an earlier, interrupted run applied it
-        if have != expect:
-            raise DnsError(
-                f"{rrset.describe()} changed since the plan was made "
-                f"(expected {describe_records(expect)}, found {describe_records(have)}); plan again"
-            )
-        await adapter.apply([RRSetChange(before=expect, after=target)])
-        done.append(change.id)
+        if _needs_write(current, expect, target):
+            await adapter.apply([RRSetChange(before=expect, after=target)])
+            done.append(change.id)
     return done
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from coder_migrate.batching import GroupCommit
 from coder_migrate.errors import KubeError
 from coder_migrate.providers.kube import KubeCluster
 from coder_migrate.sensitive import scrub
@@ -76,9 +77,10 @@ class Journal:
         self.namespace = namespace
         self.name = name
         self.max_bytes = max_bytes
-        # The regions of a wave write concurrently; in one process they take turns, so the
-        # optimistic retries are only for writers in other processes.
-        self._writing = asyncio.Lock()
+        # The regions of a wave write concurrently; in one process entries that come while a
+        # write is under way go together in the next one (group commit), so the optimistic
+        # retries are only for writers in other processes.
+        self._writes: GroupCommit[list[str], None] = GroupCommit(self._write_batch)
 
     def archive_name(self, number: int) -> str:
         return f"{self.name}-archive-{number}"
@@ -116,9 +118,12 @@ class Journal:
         return [JournalEntry.model_validate_json(line) for line in lines]
 
     async def append(self, entries: Iterable[JournalEntry]) -> None:
-        new = [scrub(entry.model_dump_json()) for entry in entries]
-        async with self._writing:
-            await self._append(new)
+        """Returns once *entries* are in the ConfigMap."""
+        await self._writes.submit([scrub(entry.model_dump_json()) for entry in entries])
+
+    async def _write_batch(self, batch: list[list[str]]) -> list[None]:
+        await self._append([line for lines in batch for line in lines])
+        return [None] * len(batch)
 
     async def _append(self, new: list[str]) -> None:
         for attempt in range(_WRITE_ATTEMPTS):

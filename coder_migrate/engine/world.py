@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
+from coder_migrate.batching import GroupCommit
 from coder_migrate.engine.infra import DATABASE_SECRET, database_secret_data
 from coder_migrate.engine.provisioners import (
     PSK_SECRET,
@@ -47,6 +48,9 @@ from coder_migrate.providers.helm import HelmClient, ReleaseState
 from coder_migrate.providers.kube import KubeCluster
 from coder_migrate.tasks import run_all
 
+if TYPE_CHECKING:
+    from coder_migrate.dns.rrset_change import DnsRRSetChange
+
 __all__ = [
     "SITES_CONFIG_MAP",
     "Engine",
@@ -60,6 +64,8 @@ SITES_CONFIG_MAP = "coder-migrate-sites"
 _SITES_KEY = "sites.json"
 CONCURRENCY = 16
 """Sites observed (and applied) at once; each is a handful of API calls."""
+HELM_SLOTS_PER_CORE = 4
+"""helm processes at once per cluster and core (:attr:`Engine.helm_slots`)."""
 
 
 class ManagedProvisioners(BaseModel):
@@ -163,9 +169,12 @@ class Engine:
         self._kube: dict[tuple[str, str | None], KubeCluster] = {}
         self._helm: dict[tuple[str, str | None], HelmClient] = {}
         self._recording = asyncio.Lock()
-        self.dns_writes = asyncio.Lock()
-        # helm runs as subprocesses: more at once than cores only queues them in the kernel.
-        self.helm_slots = max(2, os.cpu_count() or 2)
+        self.dns_writes: GroupCommit[DnsRRSetChange, bool] | None = None
+        """The zone's writes of a wave, batched (:mod:`coder_migrate.dns.rrset_change`)."""
+        # helm processes at once per cluster. An install with --wait is mostly asleep: helm
+        # polls readiness every 2 s (helm v3 pkg/kube/wait.go:61) and uses about 0.3 s of
+        # CPU in all (docs/benchmarks.md), so slots track cores loosely.
+        self.helm_slots = HELM_SLOTS_PER_CORE * (os.cpu_count() or 1)
 
     # -- adapters ---------------------------------------------------------------------------
 

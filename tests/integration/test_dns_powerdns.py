@@ -13,6 +13,7 @@ from coder_migrate.engine.plan import Action, Plan, Wave
 from coder_migrate.errors import DnsError, PlanError, UnsafePlan
 from coder_migrate.inventory.model import Topology
 from coder_migrate.providers.dns import PowerDnsAdapter, RRSet
+from coder_migrate.providers.dns.base import RRSetChange
 from tests.fixtures.dns import (
     LAB_ZONE,
     PRIMARY_TARGET,
@@ -359,3 +360,26 @@ def test_ipv6_targets_are_answered_by_a_second_lua_record(pdns: PowerDnsServer) 
     finally:
         for endpoint in endpoints:
             endpoint.stop()
+
+
+def test_rrsets_written_together_land_together_or_not_at_all(pdns: PowerDnsServer) -> None:
+    """A wave's rrsets are written in one PATCH (the zone writer's batch): PowerDNS applies
+    them in one transaction, and an rrset it refuses leaves the others unwritten
+    (pdns/ws-auth.cc, patchZone: abortTransaction on any rrset's error)."""
+    names = [f"batch-{n}.{LAB_ZONE}" for n in range(3)]
+    good = [RRSet(name=name, type="A", ttl=60, records=(f"127.0.60.{n}",))
+            for n, name in enumerate(names)]
+    refused = RRSet(name=f"batch-bad.{LAB_ZONE}", type="A", ttl=60, records=("not-an-address",))
+
+    async def write(rrsets: list[RRSet]) -> None:
+        async with _adapter(pdns) as adapter:
+            await adapter.apply([RRSetChange(before=None, after=r) for r in rrsets])
+
+    with pytest.raises(DnsError):
+        asyncio.run(write([*good, refused]))
+    zone = _observe(pdns)
+    assert not any((name, "A") in zone for name in [*names, refused.name])
+
+    asyncio.run(write(good))
+    zone = _observe(pdns)
+    assert [zone[(name, "A")].records for name in names] == [r.records for r in good]

@@ -130,23 +130,26 @@ class PowerDnsAdapter(DnsAdapter):
         return rrsets
 
     async def apply(self, changes: Sequence[RRSetChange]) -> None:
-        for change in changes:
-            name, rtype = change.key
-            if change.after is None:
-                rrset: dict[str, Any] = {"name": name + ".", "type": rtype, "changetype": "DELETE"}
-            else:
-                rrset = {
-                    "name": name + ".",
-                    "type": rtype,
-                    "ttl": change.after.ttl,
-                    "changetype": "REPLACE",
-                    "records": [
-                        {"content": content, "disabled": False}
-                        for content in change.after.records
-                    ],
-                }
-            # One PATCH per rrset: the server applies it in one transaction.
-            await self._request("PATCH", self._zone_path, {"rrsets": [rrset]})
+        if not changes:
+            return
+        # One PATCH for all: the server applies its rrsets in one transaction, aborted
+        # whole on any rrset's error, and refuses one name and type twice
+        # (pdns/ws-auth.cc, patchZone).
+        await self._request("PATCH", self._zone_path,
+                            {"rrsets": [_patch_rrset(change) for change in changes]})
+
+
+def _patch_rrset(change: RRSetChange) -> dict[str, Any]:
+    name, rtype = change.key
+    if change.after is None:
+        return {"name": name + ".", "type": rtype, "changetype": "DELETE"}
+    return {
+        "name": name + ".",
+        "type": rtype,
+        "ttl": change.after.ttl,
+        "changetype": "REPLACE",
+        "records": [{"content": content, "disabled": False} for content in change.after.records],
+    }
 
 
 def _error_text(response: httpx.Response) -> str:
