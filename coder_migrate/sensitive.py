@@ -28,7 +28,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from typing import Any, TextIO
 from urllib.parse import quote
 
@@ -61,20 +61,32 @@ _REFERENCE_SUFFIXES = ("name", "secretname", "ref", "file", "path")
 
 _lock = threading.Lock()
 _values: set[str] = set()
-_pattern: re.Pattern[str] | None = None
+# The registered values in groups, each with its pattern, largest group first, each group
+# larger than the next: a new group merges with the groups after it that are no larger (as
+# a binary counter carries), so registering n secrets one by one compiles O(n log n) of
+# pattern in all and :func:`scrub` runs O(log n) patterns. Compiling the pattern of every
+# value again on each register was most of a 50-region migration's CPU in key reads
+# (docs/benchmarks.md). Readers take the list without the lock: it is replaced, never changed.
+_groups: list[tuple[frozenset[str], re.Pattern[str]]] = []
 _logs_scrubbed = False
 
 
 def register(value: str) -> str:
     """Remember *value* as a secret (and the forms it takes in JSON, URLs and base64);
     return it, so a resolver can register what it returns in one statement."""
-    global _pattern
+    global _groups
     forms = _forms(value)
     with _lock:
-        if forms <= _values:
+        new = forms - _values
+        if not new:
             return value
-        _values.update(forms)
-        _pattern = re.compile(pattern_of(_values))
+        _values.update(new)
+        groups = list(_groups)
+        group = frozenset(new)
+        while groups and len(groups[-1][0]) <= len(group):
+            group |= groups.pop()[0]
+        groups.append((group, re.compile(pattern_of(group))))
+        _groups = groups
     _scrub_logs()
     return value
 
@@ -86,14 +98,30 @@ def registered() -> frozenset[str]:
 
 
 def scrub(text: str) -> str:
-    """*text* with every registered secret replaced by ``(sensitive)``."""
-    pattern = _pattern
-    if pattern is None or not text:
+    """*text* with every registered secret replaced by ``(sensitive)``; where matches of
+    different groups overlap, their union is replaced."""
+    groups = _groups
+    if not groups or not text:
         return text
-    return pattern.sub(SENSITIVE, text)
+    if len(groups) == 1:
+        return groups[0][1].sub(SENSITIVE, text)
+    spans = sorted(match.span() for _, pattern in groups for match in pattern.finditer(text))
+    if not spans:
+        return text
+    pieces: list[str] = []
+    shown = 0  # text before this index is done
+    start, end = spans[0]
+    for next_start, next_end in spans[1:]:
+        if next_start < end:
+            end = max(end, next_end)
+            continue
+        pieces += [text[shown:start], SENSITIVE]
+        shown, start, end = end, next_start, next_end
+    pieces += [text[shown:start], SENSITIVE, text[end:]]
+    return "".join(pieces)
 
 
-def pattern_of(values: set[str]) -> str:
+def pattern_of(values: Set[str]) -> str:
     """A regular expression matching the longest of *values* at any position, as a trie:
     Python's engine then tries one branch per character instead of every value in turn
     (bench/scrub.py: about 20 times faster than a plain alternation at 400 values)."""
@@ -240,7 +268,7 @@ def _scrub_logs() -> None:
 
 
 def _scrub_record(record: logging.LogRecord) -> None:
-    if _pattern is None:
+    if not _groups:
         return
     with contextlib.suppress(Exception):  # a malformed record fails later, where it always did
         message = record.getMessage()

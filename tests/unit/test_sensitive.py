@@ -7,6 +7,7 @@ import base64
 import io
 import logging
 import re
+import secrets
 import sys
 from pathlib import Path
 
@@ -158,3 +159,23 @@ def test_the_trie_pattern_matches_what_a_plain_alternation_matches(
 def test_a_long_secret_makes_a_pattern() -> None:
     pem_body = "A" * 3000
     assert re.compile(sensitive.pattern_of({pem_body})).sub("X", f"b{pem_body}c") == "bXc"
+
+
+def test_secrets_registered_one_by_one_are_all_scrubbed_by_few_patterns() -> None:
+    """A migration reads a key per region: registering each must not compile every
+    secret's pattern again (it was most of a 50-region run's CPU in key reads), and every
+    secret stays scrubbed, also where one contains another registered apart from it."""
+    keys = [f"satellite-key-{secrets.token_hex(12)}" for _ in range(64)]
+    for key in keys:
+        sensitive.register(key)
+    inner = keys[5][len("satellite-key-"):]
+    outer = f"{secrets.token_hex(6)}{inner}{secrets.token_hex(6)}"
+    sensitive.register(outer)  # contains a registered value, in a later group
+    text = " and ".join([*keys, outer, f"x{keys[7]}{keys[8]}y"])
+
+    shown = sensitive.scrub(text)
+
+    assert not any(key in shown or key[-20:] in shown for key in [*keys, outer])
+    assert shown.count(sensitive.SENSITIVE) == len(keys) + 3
+    assert shown.startswith("(sensitive) and ") and shown.endswith(" and x(sensitive)(sensitive)y")
+    assert len(sensitive._groups) <= len(sensitive._values).bit_length()
