@@ -58,6 +58,8 @@ ROUTE_REFRESH = 1.0
 REQUEST_TIMEOUT = 5.0
 #: Seconds :meth:`ProbeRun.start` waits for every user's first answer and websocket.
 READY_TIMEOUT = 15.0
+#: Seconds the users get to close their connections when the probe stops.
+STOP_GRACE = 1.0
 #: The app and agent of the test workspace the users open (the lab's workspaces serve it).
 APP = "code-server--main"
 _NO_RETRY = RetryPolicy(attempts=1)
@@ -143,9 +145,16 @@ class _Users:
             users = [asyncio.create_task(loop(session, t)) for t in self.targets
                      for loop in (self._requests, self._websocket)]
             await self.stopping.wait()
-            for task in (*users, refresher):
+            tasks = [*users, refresher]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*users, refresher, return_exceptions=True)
+            # A cancelled websocket still closes politely, waiting up to aiohttp's 10 s for
+            # the peer's close frame; users leaving must not hold the operation's exit: what
+            # has not closed within a second is cancelled again, which aborts the close.
+            _, closing = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in closing:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _refresh_routes(self) -> None:
         async with CoderV1Client(self.primary_url, self.token, timeout=REQUEST_TIMEOUT,
