@@ -311,7 +311,7 @@ class Apply:
 
 def apply_command(lanes: int | None) -> list[str]:
     """How the benchmark runs ``coder-migrate``; with *lanes*, the runner's regions at once
-    (``coder_migrate.engine.apply.CONCURRENCY``, 16) set to that for the experiment."""
+    (``coder_migrate.engine.apply.CONCURRENCY``, 32) set to that for the experiment."""
     if lanes is None:
         return CLI
     return [sys.executable, "-c",
@@ -524,7 +524,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, help="append each run's output to this file")
     parser.add_argument("--lanes", type=int,
                         help="an experiment: the timed apply runs this many regions of a wave "
-                        "at once (the runner's CONCURRENCY, 16 in the product)")
+                        "at once (the runner's CONCURRENCY, 32 in the product)")
     args = parser.parse_args()
     if 3 not in args.sizes:
         raise SystemExit("--sizes must include 3: the 3-region run is the baseline")

@@ -62,8 +62,10 @@ __all__ = [
 
 SITES_CONFIG_MAP = "coder-migrate-sites"
 _SITES_KEY = "sites.json"
-CONCURRENCY = 16
-"""Sites observed (and applied) at once; each is a handful of API calls."""
+CONCURRENCY = 32
+"""Sites observed (and applied) at once; each is a handful of API calls. A site's apply
+mostly waits (helm's rollout wait, a satellite starting, a rebuild), so 50 regions finish in
+two rounds rather than four (docs/benchmarks.md, the lanes runs of 2026-12-06)."""
 HELM_SLOTS_PER_CORE = 4
 """helm processes at once per cluster and core (:attr:`Engine.helm_slots`)."""
 
