@@ -113,6 +113,7 @@ def _env(tree: Path, pure: bool) -> dict[str, str]:
 def measure(tree: Path, count: int, pure: bool = False) -> float:
     out = subprocess.run(
         [sys.executable, "-c", DRIVER, str(count)],
+        cwd=tree,  # "-c" puts the working directory first on sys.path, before PYTHONPATH
         env=_env(tree, pure),
         capture_output=True,
         text=True,
@@ -125,7 +126,7 @@ def _callgrind_total(tree: Path, count: int, pure: bool, vary: bool) -> int:
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, "-c", DRIVER, str(count), *(["vary"] if vary else [])],
-        env=_env(tree, pure), capture_output=True, text=True, check=True,
+        env=_env(tree, pure), cwd=tree, capture_output=True, text=True, check=True,
     ).stderr  # fmt: skip
     match = re.search(r"Collected : (\d+)", out)
     if match is None:
