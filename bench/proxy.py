@@ -670,6 +670,7 @@ def start_proxy(
         ],
         PROXY_CORE,
         env=dict(os.environ, PYTHONPATH=str(pythonpath), CODER_PROXY_MAX_CONNECTIONS=str(cap)),
+        cwd=pythonpath,  # "-m" puts the working directory first on sys.path, before PYTHONPATH
     )  # fmt: skip
 
 

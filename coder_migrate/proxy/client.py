@@ -23,7 +23,7 @@ from coder_migrate.proxy.exchange import (
 )
 from coder_migrate.proxy.http1 import HttpReject, RequestHead, RequestParser
 from coder_migrate.proxy.responses import Answer, AppResolver, Target, error_page, simple_response
-from coder_migrate.proxy.router import AppRoute, Forward, Local, Reject, route
+from coder_migrate.proxy.router import AppRoute, Decision, Forward, Local, Reject, route
 from coder_migrate.proxy.upstream import UpstreamConnection, set_nodelay
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ PAUSE_WAITING: Final = 2
 PAUSE_QUEUE: Final = 4
 PAUSE_UPGRADE: Final = 8
 PAUSE_BUDGET: Final = 16
+_NO_DECISION: Final = Reject(500, "nothing routed yet")
 
 
 class ClientConnection(UpstreamSide):
@@ -77,6 +78,14 @@ class ClientConnection(UpstreamSide):
         self.tunnel: WebSocketTunnel | None = None
         self.relay_started = 0.0
         self.relay_eofs = 0
+        # The last request head routed and its decision; the last head sent upstream (see
+        # UpstreamSide._proxy): a keep-alive client repeating a request reuses both.
+        self.routed_head: RequestHead | None = None
+        self.routed: Decision = _NO_DECISION
+        self.sent_for: RequestHead | None = None
+        self.sent_target: Target | None = None
+        self.sent_path = b""
+        self.sent_head = b""
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -107,6 +116,7 @@ class ClientConnection(UpstreamSide):
         self.deadline = server.clock() + server.header_timeout
 
     def _set_client(self, address: str) -> None:
+        self.sent_for = None  # the upstream head names the client: build it anew
         self.forwarded = b"\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s" % (
             address.encode(),
             self.scheme.encode(),
@@ -335,7 +345,11 @@ class ClientConnection(UpstreamSide):
         exchange = self.exchange = Exchange(head, keep_alive=keep_alive)
         self.stats.concurrent_requests += 1
         self.deadline = server.now + server.response_timeout
-        decision = route(head, server.table)
+        if head is self.routed_head:
+            decision = self.routed  # a repeated request (RequestParser.feed): route is pure
+        else:
+            decision = route(head, server.table)
+            self.routed_head, self.routed = head, decision
         exchange.metric_path = decision.metric_path
         kind = type(decision)
         if kind is Forward:
@@ -364,18 +378,24 @@ class ClientConnection(UpstreamSide):
             return
         self.pause(PAUSE_WAITING)
         self.task = self.server.loop.create_task(
-            self._resolve(resolver, head, app), name="proxy-resolve-app"
+            self._resolve(resolver, self.exchange, app), name="proxy-resolve-app"
         )
 
     def _local(self, head: RequestHead, local: Local) -> None:
         if local.kind == "healthz-report":
             self.pause(PAUSE_WAITING)
-            self.task = self.server.loop.create_task(self._report(head), name="proxy-report")
+            self.task = self.server.loop.create_task(
+                self._report(self.exchange), name="proxy-report"
+            )
             return
         answer = self.server.local.answer(local.kind, head)
         self._answer(answer.status, answer.body, answer.content_type, answer.headers)
 
-    async def _resolve(self, resolver: AppResolver, head: RequestHead, app: AppRoute) -> None:
+    async def _resolve(
+        self, resolver: AppResolver, exchange: Exchange | None, app: AppRoute
+    ) -> None:
+        assert exchange is not None
+        head = exchange.head
         try:
             result = await resolver.resolve(head, app, self.scheme)
         except asyncio.CancelledError:
@@ -385,7 +405,8 @@ class ClientConnection(UpstreamSide):
             result = Answer(502, error_page(502), b"text/plain")
         finally:
             self.task = None
-        if self.closing or self.exchange is None or self.exchange.head is not head:
+        # The exchange, not its head: a repeated request shares its head with the last one.
+        if self.closing or self.exchange is not exchange:
             return
         self.resume(PAUSE_WAITING)
         if isinstance(result, Answer):
@@ -399,12 +420,12 @@ class ClientConnection(UpstreamSide):
         else:
             self._proxy(target, app_path(head, app, target))
 
-    async def _report(self, head: RequestHead) -> None:
+    async def _report(self, exchange: Exchange | None) -> None:
         try:
             answer = await self.server.local.health_report()
         finally:
             self.task = None
-        if self.closing or self.exchange is None or self.exchange.head is not head:
+        if self.closing or exchange is None or self.exchange is not exchange:
             return
         self.resume(PAUSE_WAITING)
         self._answer(answer.status, answer.body, answer.content_type, answer.headers)
@@ -462,7 +483,7 @@ class ClientConnection(UpstreamSide):
             status,
             exchange.head.method,
             exchange.metric_path,
-            time.perf_counter() - exchange.started,
+            time.perf_counter_ns() - exchange.started,
         )
 
     def _exchange_done(self) -> None:
@@ -502,7 +523,7 @@ class ClientConnection(UpstreamSide):
             return
         exchange = self.exchange
         if exchange is None:
-            self.stats.request_done(status, "-", "/{rejected}", 0.0)
+            self.stats.request_done(status, "-", "/{rejected}", 0)
         if exchange is None or not exchange.response_started:
             self.transport.write(simple_response(status, error_page(status), close=True))
         if exchange is not None:

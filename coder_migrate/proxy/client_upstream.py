@@ -60,6 +60,10 @@ class UpstreamSide:
     closing: bool
     deadline: float
     relay_started: float
+    sent_for: RequestHead | None
+    sent_target: Target | None
+    sent_path: bytes
+    sent_head: bytes
 
     # Provided by the connection class.
     def pause(self, reason: int) -> None:
@@ -85,12 +89,19 @@ class UpstreamSide:
             if target.path_prefix and target.path_prefix != "/":
                 path = target.path_prefix.rstrip("/") + path
             path = path.encode("latin-1")
-        request_head = upstream_request_head(
-            exchange.head,
-            path,  # type: ignore[arg-type]  # bytes by now (type() narrows no further)
-            self.forwarded,
-            target.strip_credentials,
-        )
+        head = exchange.head
+        if head is self.sent_for and target is self.sent_target and path == self.sent_path:
+            request_head = self.sent_head  # the same request again: a pure function of these
+        else:
+            request_head = upstream_request_head(
+                head,
+                path,  # type: ignore[arg-type]  # bytes by now (type() narrows no further)
+                self.forwarded,
+                target.strip_credentials,
+            )
+            self.sent_for, self.sent_target = head, target
+            self.sent_path = path  # type: ignore[assignment]  # bytes, as above
+            self.sent_head = request_head
         server = self.server
         upstream = None if fresh else server.pool.take(target.key)
         if upstream is not None:

@@ -63,11 +63,6 @@ _FORWARDED: Final = frozenset(
     {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded"}
 )
 _REQUEST_DROPPED: Final = HOP_BY_HOP | _FORWARDED
-# Lengths of every request header name the proxy drops or edits; others pass untouched.
-_REQUEST_SPECIAL_LENGTHS: Final = frozenset(
-    len(n)
-    for n in (*_REQUEST_DROPPED, b"host", b"cookie", b"coder-session-token", b"session-token")
-)
 # Session headers of Coder v2 and v1: an app must never see them.
 _SESSION_HEADERS: Final = frozenset({b"coder-session-token", b"session-token"})
 
@@ -93,6 +88,42 @@ def _connection_tokens(head: RequestHead) -> frozenset[bytes]:
     return frozenset(t.strip().lower() for t in head.connection.split(b",") if t.strip())
 
 
+# What upstream_request_head does with a header, by name (see _name_kind).
+_PASS: Final = 0
+_DROP: Final = 1
+_HOST: Final = 2
+_COOKIE: Final = 3
+_SESSION: Final = 4
+_UPGRADE: Final = 5
+# Header names as sent (any case) -> their kind: clients repeat the same few names, and one
+# lookup by bytes is cheaper than the length check, lowercasing and set lookups it replaces.
+_NAME_KINDS: Final[dict[bytes, int]] = {}
+_NAME_KINDS_SIZE: Final = 1024
+
+
+def _name_kind(name: bytes) -> int:
+    kind = _NAME_KINDS.get(name)
+    if kind is not None:
+        return kind
+    lowered = name.lower()
+    if lowered == b"upgrade":
+        kind = _UPGRADE
+    elif lowered in _REQUEST_DROPPED:
+        kind = _DROP
+    elif lowered == b"host":
+        kind = _HOST
+    elif lowered == b"cookie":
+        kind = _COOKIE
+    elif lowered in _SESSION_HEADERS:
+        kind = _SESSION
+    else:
+        kind = _PASS
+    if len(_NAME_KINDS) >= _NAME_KINDS_SIZE:
+        _NAME_KINDS.clear()  # bounded: a client sending ever new names only fills it again
+    _NAME_KINDS[name] = kind
+    return kind
+
+
 def upstream_request_head(
     head: RequestHead, path: bytes, forwarded: bytes, strip_credentials: bool
 ) -> bytes:
@@ -105,24 +136,26 @@ def upstream_request_head(
     parts = [head.method.encode(), b" ", path, b" HTTP/1.1\r\n"]
     upgrade_value = host_value = b""
     for name, value in head.headers:
-        if len(name) in _REQUEST_SPECIAL_LENGTHS:
-            lowered = name.lower()
-            if lowered in _REQUEST_DROPPED or lowered in tokens:
-                if lowered == b"upgrade":
-                    upgrade_value = value
+        kind = _name_kind(name)
+        if tokens and name.lower() in tokens:
+            if kind == _UPGRADE:
+                upgrade_value = value
+            continue
+        if kind != _PASS:
+            if kind == _UPGRADE:
+                upgrade_value = value
                 continue
-            if lowered == b"host":
+            if kind == _DROP:
+                continue
+            if kind == _HOST:
                 host_value = value
                 continue
             if strip_credentials:
-                if lowered == b"cookie":
-                    value = strip_coder_cookies(value)
-                    if not value:
-                        continue
-                elif lowered in _SESSION_HEADERS:
+                if kind == _SESSION:
                     continue
-        elif tokens and name.lower() in tokens:
-            continue
+                value = strip_coder_cookies(value)
+                if not value:
+                    continue
         # Appends, not "+=" of a tuple: a plain list append compiles to one C call.
         parts.append(name)
         parts.append(b": ")
@@ -413,7 +446,7 @@ class Exchange:
 
     def __init__(self, head: RequestHead, *, keep_alive: bool) -> None:
         self.head = head
-        self.started = time.perf_counter()
+        self.started = time.perf_counter_ns()  # an int: no float object per request
         self.metric_path = ""
         self.phase = ROUTING
         self.keep_alive = keep_alive and head.version != "1.0"

@@ -46,6 +46,8 @@ _METHODS: Final = {
 }
 _HOST_CACHE: Final[dict[bytes, str]] = {}
 _HOST_CACHE_SIZE: Final = 4096
+# The longest read kept to recognise a repeated request (memory per keep-alive connection).
+_REPEAT_LIMIT: Final = 2048
 
 
 class HttpReject(Exception):
@@ -151,16 +153,21 @@ class RequestParser:
     """
 
     __slots__ = (
+        "_begun",
         "_body_bytes",
+        "_done_head",
         "_head_bytes",
         "_header_bytes",
         "_headers",
         "_in_head",
+        "_in_message",
         "_max_body",
         "_max_head",
         "_max_headers",
         "_max_line",
         "_parser",
+        "_repeat_data",
+        "_repeat_head",
         "_sink",
         "_url",
     )
@@ -183,9 +190,15 @@ class RequestParser:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = False
+        self._in_message = False
         self._head_bytes = 0
         self._header_bytes = 0
         self._body_bytes = 0
+        # The last read that held exactly one whole request without a body, and its head.
+        self._repeat_data = b""
+        self._repeat_head: RequestHead | None = None
+        self._begun = 0  # requests begun in the current read
+        self._done_head: RequestHead | None = None  # ... and the last body-less head among them
 
     @property
     def in_head(self) -> bool:
@@ -193,7 +206,22 @@ class RequestParser:
         return self._in_head
 
     def feed(self, data: bytes) -> bytes | None:
-        """Parse ``data``; raises :class:`HttpReject` on anything malformed or too large."""
+        """Parse ``data``; raises :class:`HttpReject` on anything malformed or too large.
+
+        A read with the same bytes as the last one that held exactly one whole request
+        without a body (a keep-alive client repeating itself: polling, retries, load
+        generators) is that request again: parsing is a pure function of the bytes when
+        the parser is between requests, so its head is handed on again without llhttp.
+        """
+        at_start = not self._in_message
+        if at_start:
+            head = self._repeat_head
+            if head is not None and data == self._repeat_data:
+                self._sink.on_request_head(head)
+                self._sink.on_request_end()
+                return None
+            self._begun = 0
+            self._done_head = None
         if self._in_head:
             self._head_bytes += len(data)
             if self._head_bytes > self._max_head + self._max_line:
@@ -212,11 +240,21 @@ class RequestParser:
             raise HttpReject(400, "invalid method") from None
         except httptools.HttpParserError:
             raise HttpReject(400, "malformed request") from None
+        if (
+            at_start
+            and self._begun == 1
+            and not self._in_message
+            and self._done_head is not None
+            and len(data) <= _REPEAT_LIMIT
+        ):
+            self._repeat_data, self._repeat_head = data, self._done_head
         return None
 
     # -- httptools callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._begun += 1
+        self._in_message = True
         self._in_head = True
         self._head_bytes = 0
         self._url = b""
@@ -252,6 +290,8 @@ class RequestParser:
         version = parser.get_http_version()
         head = _validate(method, self._url, version, self._headers, upgrade=parser.should_upgrade())
         head.keep_alive = parser.should_keep_alive()
+        if not head.upgrade and not head.has_body:
+            self._done_head = head  # may be repeated (feed); heads are never changed later
         self._sink.on_request_head(head)
 
     def on_body(self, body: bytes) -> None:
@@ -261,6 +301,7 @@ class RequestParser:
         self._sink.on_request_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         self._sink.on_request_end()
 
 

@@ -126,7 +126,7 @@ def relay_finished(client: ClientConnection) -> None:
     client.relay_started = 0.0
     client.stats.concurrent_requests -= 1
     client.stats.request_done(
-        101, exchange.head.method, exchange.metric_path, time.perf_counter() - exchange.started
+        101, exchange.head.method, exchange.metric_path, time.perf_counter_ns() - exchange.started
     )
     client.exchange = None
 

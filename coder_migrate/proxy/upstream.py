@@ -137,10 +137,18 @@ class UpstreamConnection:
         offset = 0
         if not self.reader.pending:
             # The usual case, a whole head at the start of a read, without the general loop.
-            end = data.find(b"\r\n\r\n")
+            last = self.last_head
+            if last and data.startswith(last):
+                # The same head as the last response (it ends at its only blank line, so
+                # the head in data ends there too): no search, no copy, the parse cached.
+                end = len(last) - 4
+                head = last
+            else:
+                end = data.find(b"\r\n\r\n")
+                head = data[: end + 4] if end >= 0 else b""
             if end >= 0:
                 offset = end + 4
-                start = client.upstream_head(self, data[:offset], offset < len(data))
+                start = client.upstream_head(self, head, offset < len(data))
                 if start is None or self.client is not client:
                     return -1
                 if start is not INTERIM:
@@ -205,7 +213,9 @@ class UpstreamPool:
         connection.client = None
         reader.reset()
         connection.received_any = False
-        idle = self.idle.setdefault(connection.key, [])
+        idle = self.idle.get(connection.key)
+        if idle is None:  # not setdefault: that builds a new empty list on every call
+            idle = self.idle[connection.key] = []
         if len(idle) >= _POOL_IDLE_PER_TARGET:
             connection.close()
             return

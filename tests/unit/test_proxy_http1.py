@@ -132,6 +132,34 @@ def test_a_head_trickling_in_is_still_limited() -> None:
     assert caught.value.status == 431
 
 
+def test_a_repeated_request_is_the_same_request_and_anything_else_is_parsed_again() -> None:
+    recorder = Recorder()
+    parser = RequestParser(recorder)
+    request = b"GET /poll HTTP/1.1\r\nHost: h\r\nCookie: a=1\r\n\r\n"
+    for _ in range(3):
+        parser.feed(request)
+    assert [(h.path, h.headers) for h in recorder.heads] == [
+        ("/poll", [(b"Host", b"h"), (b"Cookie", b"a=1")])
+    ] * 3
+    assert recorder.ends == 3
+    # A different request, one split over two reads, and two in one read: each parsed anew.
+    parser.feed(b"GET /other HTTP/1.1\r\nHost: h\r\n\r\n")
+    parser.feed(request[:10])
+    parser.feed(request[10:])
+    parser.feed(request + request.replace(b"/poll", b"/next"))
+    assert [h.path for h in recorder.heads[3:]] == ["/other", "/poll", "/poll", "/next"]
+    # A request with a body is never repeated from memory: its body must reach the sink.
+    post = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab"
+    parser.feed(post)
+    parser.feed(post)
+    assert recorder.body == b"abab"
+    # Bytes that repeat a request but arrive inside another one are that request's bytes.
+    parser.feed(b"POST /q HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(request))
+    parser.feed(request)
+    assert recorder.body == b"abab" + request
+    assert recorder.ends == 3 + 4 + 2 + 1
+
+
 def test_http_version_two_is_refused() -> None:
     assert status_of(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n") in (400, 505)
 
