@@ -65,8 +65,9 @@ _values: set[str] = set()
 # larger than the next: a new group merges with the groups after it that are no larger (as
 # a binary counter carries), so registering n secrets one by one compiles O(n log n) of
 # pattern in all and :func:`scrub` runs O(log n) patterns. Compiling the pattern of every
-# value again on each register was most of a 50-region migration's CPU in key reads
-# (docs/benchmarks.md). Readers take the list without the lock: it is replaced, never changed.
+# value again on each register was 15% of a 50-region migration's apply samples, in its key
+# reads (docs/benchmarks.md). Readers take the list without the lock: it is replaced, never
+# changed.
 _groups: list[tuple[frozenset[str], re.Pattern[str]]] = []
 _logs_scrubbed = False
 
