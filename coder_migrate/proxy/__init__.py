@@ -2,7 +2,7 @@
 
 Layers, inside out: :mod:`.http1` (request heads, limits, smuggling checks) and
 :mod:`.router` (head -> decision) are pure; :mod:`.auth` decides who reaches which workspace;
-:mod:`.server` and :mod:`.relay` move bytes (uvloop, httptools, splice); :mod:`.app` runs
+:mod:`.server` and :mod:`.relay` move bytes (uvloop, httptools); :mod:`.app` runs
 workers, listeners, the primary link and metrics; :mod:`.config` reads the settings.
 The per-request modules run compiled with mypyc when built (:mod:`.hotpath`), else as Python.
 """

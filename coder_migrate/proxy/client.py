@@ -27,7 +27,7 @@ from coder_migrate.proxy.router import AppRoute, Decision, Forward, Local, Rejec
 from coder_migrate.proxy.upstream import UpstreamConnection, set_nodelay
 
 if TYPE_CHECKING:
-    from coder_migrate.proxy.relay import SpliceRelay
+    from coder_migrate.proxy.relay import SocketRelay
     from coder_migrate.proxy.server import ProxyServer
     from coder_migrate.proxy.tunnel import WebSocketTunnel
 
@@ -74,7 +74,7 @@ class ClientConnection(UpstreamSide):
         self.queue: list[tuple[RequestHead, list[bytes], bool]] = []
         self.queued_bytes = 0
         self.task: asyncio.Task[None] | None = None
-        self.relay: SpliceRelay | None = None
+        self.relay: SocketRelay | None = None
         self.tunnel: WebSocketTunnel | None = None
         self.relay_started = 0.0
         self.relay_eofs = 0
@@ -124,7 +124,7 @@ class ClientConnection(UpstreamSide):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.relay is not None and not self.relay.closed:
-            return  # the sockets live on in the splice relay; it ends the exchange
+            return  # the sockets live on in the socket relay; it ends the exchange
         self.forget()
 
     def forget(self) -> None:

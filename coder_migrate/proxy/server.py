@@ -23,7 +23,7 @@ from coder_migrate.proxy.client import ClientConnection
 from coder_migrate.proxy.config import Hardening, Limits
 from coder_migrate.proxy.exchange import ChunkScanner
 from coder_migrate.proxy.metrics import ProxyStats
-from coder_migrate.proxy.relay import SpliceRelay, splice_supported
+from coder_migrate.proxy.relay import SocketRelay
 from coder_migrate.proxy.responses import (
     Answer,
     AppResolver,
@@ -89,7 +89,7 @@ class ProxyServer:
         self.stats = stats
         self.pool = UpstreamPool(loop, limits, stats)
         self.connections: set[ClientConnection] = set()
-        self.relays: set[SpliceRelay] = set()
+        self.relays: set[SocketRelay] = set()
         self.tunnels: set[WebSocketTunnel] = set()
         self.caps = ConnectionCaps(
             total=hardening.max_connections, per_client=limits.max_connections_per_client
@@ -114,7 +114,6 @@ class ProxyServer:
         self.servers: list[asyncio.Server] = []
         self.draining = False
         self.now = loop.time()
-        self.splice = splice_supported()
         self.parser_limits = {
             "max_head_bytes": limits.max_head_bytes,
             "max_headers": limits.max_headers,

@@ -3,9 +3,10 @@
 Bytes a client sent after an upgrade request's head are held by the client connection and
 reach the upstream only here, once it answered 101; a refused upgrade ends the connection
 after its answer, so those bytes are never parsed as a request that skipped the proxy's
-header rewriting. On plain TCP, relays move to :class:`~.relay.SpliceRelay` (bytes never
-enter Python); under TLS, or when the upstream's first bytes came with its 101, the two
-transports relay with backpressure. Idle relays are closed by the server's sweep.
+header rewriting. On plain TCP, relays move to :class:`~.relay.SocketRelay` (the sockets
+leave their transports; one shared read buffer); under TLS, or when the upstream's first
+bytes came with its 101, the two transports relay with backpressure. Idle relays are
+closed by the server's sweep.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from websockets.http11 import Response
 
 from coder_migrate.proxy.exchange import UPGRADED
 from coder_migrate.proxy.http1 import RequestHead
-from coder_migrate.proxy.relay import SpliceRelay
+from coder_migrate.proxy.relay import SocketRelay
 from coder_migrate.proxy.responses import Target, error_page
 from coder_migrate.proxy.tunnel import WebSocketTunnel, handshake
 from coder_migrate.proxy.upstream import UpstreamConnection
@@ -61,7 +62,7 @@ def start_relay(client: ClientConnection, upstream: UpstreamConnection, more: bo
     if leftover and upstream.transport is not None:
         client.stats.bytes_to_upstream += len(leftover)
         upstream.transport.write(leftover)
-    if client.server.splice and not more and _try_splice(client, upstream):
+    if not more and _take_sockets(client, upstream):
         return
     client.resume(_PAUSE_UPGRADE | _PAUSE_WAITING)
 
@@ -73,7 +74,7 @@ def to_upstream(client: ClientConnection, upstream: UpstreamConnection, data: by
         upstream.transport.write(data)
 
 
-def _try_splice(client: ClientConnection, upstream: UpstreamConnection) -> bool:
+def _take_sockets(client: ClientConnection, upstream: UpstreamConnection) -> bool:
     client_transport = client.transport
     upstream_transport = upstream.transport
     if client_transport is None or upstream_transport is None:
@@ -98,8 +99,12 @@ def _try_splice(client: ClientConnection, upstream: UpstreamConnection) -> bool:
     upstream.client = None
     client.upstream = None
     client.deadline = _INF  # the sweep watches the relay's own activity
-    relay = client.relay = SpliceRelay(
-        client.server.loop, client_fd, upstream_fd, lambda up, down: _spliced(client, up, down)
+    relay = client.relay = SocketRelay(
+        client.server.loop,
+        client_fd,
+        upstream_fd,
+        client.server.budget,
+        lambda up, down: _relayed(client, up, down),
     )
     client.server.relays.add(relay)
     client_transport.abort()
@@ -108,7 +113,7 @@ def _try_splice(client: ClientConnection, upstream: UpstreamConnection) -> bool:
     return True
 
 
-def _spliced(client: ClientConnection, to_upstream: int, to_client: int) -> None:
+def _relayed(client: ClientConnection, to_upstream: int, to_client: int) -> None:
     client.stats.bytes_to_upstream += to_upstream
     client.stats.bytes_to_client += to_client
     if client.relay is not None:
