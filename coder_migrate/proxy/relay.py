@@ -29,6 +29,9 @@ from coder_migrate.proxy.admission import BufferBudget
 __all__ = ["READ_SIZE", "SocketRelay"]
 
 READ_SIZE = 1 << 20  # as the fair nginx stream setting, proxy_buffer_size 1m
+# A read that filled the buffer left more behind: read again, a few times at most so one
+# busy relay does not hold up the other connections.
+_READS_PER_WAKEUP = 4
 _RETRY = (errno.EAGAIN, errno.EWOULDBLOCK)
 _shared: memoryview | None = None  # the read buffer, made on the first read of the process
 
@@ -105,31 +108,35 @@ class SocketRelay:
             self._budget.wait(direction, lambda: self._resume(direction))
             return
         buffer = _read_buffer()
-        try:
-            moved = os.readv(direction.src, [buffer])
-        except OSError as error:
-            if error.errno not in _RETRY:
-                self.close()
-            return
-        if moved == 0:
-            self._stop_reading(direction)
-            direction.eof = True
-            self._half_close(direction)
-            return
-        direction.total += moved
-        try:
-            written = os.write(direction.dst, buffer[:moved])
-        except OSError as error:
-            if error.errno not in _RETRY:
-                self.close()
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                moved = os.readv(direction.src, [buffer])
+            except OSError as error:
+                if error.errno not in _RETRY:
+                    self.close()
                 return
-            written = 0
-        if written < moved:
-            # Backpressure: keep the rest, read no more until the other side took it.
-            direction.held = memoryview(bytes(buffer[written:moved]))
-            self._budget.take(moved - written)
-            self._stop_reading(direction)
-            self._loop.add_writer(direction.dst, self._writable, direction)
+            if moved == 0:
+                self._stop_reading(direction)
+                direction.eof = True
+                self._half_close(direction)
+                return
+            direction.total += moved
+            try:
+                written = os.write(direction.dst, buffer[:moved])
+            except OSError as error:
+                if error.errno not in _RETRY:
+                    self.close()
+                    return
+                written = 0
+            if written < moved:
+                # Backpressure: keep the rest, read no more until the other side took it.
+                direction.held = memoryview(bytes(buffer[written:moved]))
+                self._budget.take(moved - written)
+                self._stop_reading(direction)
+                self._loop.add_writer(direction.dst, self._writable, direction)
+                return
+            if moved < READ_SIZE:
+                return
 
     def _writable(self, direction: _Direction) -> None:
         held = direction.held
