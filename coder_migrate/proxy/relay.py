@@ -139,6 +139,7 @@ class SocketRelay:
                 return
 
     def _writable(self, direction: _Direction) -> None:
+        self.last_activity = self._loop.time()  # bytes still move: not idle
         held = direction.held
         try:
             written = os.write(direction.dst, held)
