@@ -9,9 +9,9 @@ the direction's own buffer counted in the server's :class:`~.admission.BufferBud
 that direction stops reading until it is written. So an idle connection holds no buffer,
 and a busy one at most one read.
 
-Copying, not ``splice(2)``: measured on loopback, a spliced relay handed its receiver the
-sender's pages one 4 KiB fragment each, and the receiver's per-fragment work made the
-spliced relay 0.7-0.8x nginx stream against 0.95-1.05x for this copy (docs/benchmarks.md).
+Copying, not ``splice(2)``: on loopback a spliced relay measured 0.7-0.9x nginx stream
+against 0.95-1.15x for this copy; it used less CPU itself but its receiver more, most
+likely because it handed on the sender's pages one 4 KiB fragment each (docs/benchmarks.md).
 TLS connections are relayed by the two transports instead (see :mod:`.upgrades`).
 """
 
