@@ -44,14 +44,13 @@ def _read_buffer() -> memoryview:
 
 
 class _Direction:
-    __slots__ = ("dst", "eof", "held", "reading", "src", "total")
+    __slots__ = ("dst", "held", "reading", "src", "total")
 
     def __init__(self, src: int, dst: int) -> None:
         self.src = src
         self.dst = dst
         self.held = memoryview(b"")  # read, not yet taken by dst; src waits until it is
         self.total = 0
-        self.eof = False
         self.reading = True
 
 
@@ -116,8 +115,7 @@ class SocketRelay:
                     self.close()
                 return
             if moved == 0:
-                self._stop_reading(direction)
-                direction.eof = True
+                self._stop_reading(direction)  # for good: nothing resumes a finished side
                 self._half_close(direction)
                 return
             direction.total += moved
