@@ -16,14 +16,19 @@ through an upgraded connection (HTTP/1.1 Upgrade, then raw) to a splice sink, ag
 TCP tunnel: bytes through ``/api/v2/workspaceagents/{id}/tcp?port=22`` (the proxy ends the
 websocket and relays the frames' payload to the agent's TCP port) of a workspace proxy
 registered with a v2 Coder emulator, to the agent's TCP echo and back; against direct TCP to
-the same echo in the same run (the echo and the client on core 0, the proxy on core 1).
+the same echo in the same run (the echo and the client on core 0, the proxy on core 1), and
+against nginx ``stream`` relaying plain TCP to the same echo from the proxy's core
+(``proxy_buffer_size 1m``): what a relay with no framing and no masking reaches on this
+layout, where the direct path is two processes on one core and every relay adds a hop to
+the other.
 The client is a load generator like wrk, cheap on both paths so its own cost is not counted
 against the proxy: it sends one pre-built 1 MiB block over and over (for the tunnel, one
 binary frame masked with a fresh random key each run; the proxy still unmasks and checks
 every frame) and counts what comes back (for the tunnel, with a frame-header reader that
 skips payloads). A first run on each path checks that the echo answered the bytes sent.
 CPU seconds per GiB relayed are shown for the proxy, the client and the echo (the
-emulator's process), so a slow client or echo shows as such.
+emulator's process), so a slow client or echo shows as such; the relay column is the proxy
+for the tunnel and the nginx worker for nginx stream.
 
     .venv/bin/python bench/proxy.py [--rounds 3] [--duration 5] [--stream-mib 1024]
                                     [--idle 10000] [--tunnel-mib 256] [--only tunnel]
@@ -561,20 +566,35 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
     )
     proxy_address = f"{HOST}:{proxy_port}"
     direct_address = agent["ports"]["22"]
+    # The best a relay can do on this layout: nginx stream (C, no framing, no masking) on
+    # the proxy's core between the same client and echo.
+    relay_port = free_port()
+    relay = started.start(
+        nginx_conf(
+            work,
+            "tunnel-relay",
+            f"stream {{ server {{ listen {HOST}:{relay_port}; proxy_pass {direct_address}; "
+            "proxy_buffer_size 1m; } }\n",
+        ),
+        PROXY_CORE,
+    )
+    wait_port(relay_port)
+    relay_address = f"{HOST}:{relay_port}"
 
     total = args.tunnel_mib << 20
     chunk = os.urandom(1 << 20)
-    results: dict[str, list[float]] = {"direct TCP": [], "tunnel": []}
+    results: dict[str, list[float]] = {"direct TCP": [], "nginx stream relay": [], "tunnel": []}
     # CPU seconds per GiB relayed (both directions), per path and process.
     cpu: dict[tuple[str, str], list[float]] = {}
-    processes = {"proxy": proxy.pid, "echo": emulator.pid}
+    processes = {"proxy": proxy.pid, "relay": nginx_worker_pid(relay.pid), "echo": emulator.pid}
     # Warm-up (the proxy's token cache, the agent's connection path) and a check that
-    # both paths echo the bytes sent.
-    for address, path in ((direct_address, ""), (proxy_address, tunnel_path)):
+    # every path echoes the bytes sent.
+    for address, path in ((direct_address, ""), (relay_address, ""), (proxy_address, tunnel_path)):
         uvloop.run(_echo(address, 4 << 20, chunk, path=path, check=True))
     for _round in range(args.rounds):
         for name, run_one in (
             ("direct TCP", lambda: _echo(direct_address, total, chunk)),
+            ("nginx stream relay", lambda: _echo(relay_address, total, chunk)),
             ("tunnel", lambda: _echo(proxy_address, total, chunk, path=tunnel_path)),
         ):
             before = {who: cpu_seconds(pid) for who, pid in processes.items()}
@@ -591,16 +611,18 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
         "to the agent's TCP echo and back; MB/s = 1e6 B/s of payload; CPU s per GiB "
         "relayed, both directions counted):",
         "",
-        "| path | MB/s median (min) | x direct TCP | proxy CPU s/GiB | client CPU s/GiB "
-        "| echo CPU s/GiB |",
-        "|---|---|---|---|---|---|",
+        "| path | MB/s median (min) | x direct TCP | x nginx stream relay "
+        "| relay CPU s/GiB | client CPU s/GiB | echo CPU s/GiB |",
+        "|---|---|---|---|---|---|---|",
     ]
-    base_rate = median(results["direct TCP"])
+    base_rate, relay_rate = median(results["direct TCP"]), median(results["nginx stream relay"])
     for name, values in results.items():
-        proxy_text = f"{median(cpu[name, 'proxy']):.2f}" if name == "tunnel" else "-"
+        in_middle = {"tunnel": "proxy", "nginx stream relay": "relay"}.get(name)
+        relay_text = f"{median(cpu[name, in_middle]):.2f}" if in_middle else "-"
         lines.append(
             f"| {name} | {median(values):,.0f} ({min(values):,.0f}) | "
-            f"{median(values) / base_rate:.2f} | {proxy_text} | "
+            f"{median(values) / base_rate:.2f} | {median(values) / relay_rate:.2f} | "
+            f"{relay_text} | "
             f"{median(cpu[name, 'client']):.2f} | {median(cpu[name, 'echo']):.2f} |"
         )
     return lines
