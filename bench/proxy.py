@@ -570,12 +570,7 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
     # the proxy's core between the same client and echo.
     relay_port = free_port()
     relay = started.start(
-        nginx_conf(
-            work,
-            "tunnel-relay",
-            f"stream {{ server {{ listen {HOST}:{relay_port}; proxy_pass {direct_address}; "
-            "proxy_buffer_size 1m; } }\n",
-        ),
+        nginx_conf(work, "tunnel-relay", stream_relay_body(relay_port, direct_address)),
         PROXY_CORE,
     )
     wait_port(relay_port)
@@ -630,6 +625,14 @@ def run_tunnel(args: argparse.Namespace, started: Started, work: Path) -> list[s
 
 def nginx_conf(work: Path, name: str, body: str) -> list[str]:
     return ["nginx", "-c", str(write_nginx(work, name, body))]
+
+
+def stream_relay_body(port: int, target: str) -> str:
+    """nginx ``stream`` relaying plain TCP to TARGET, with the fair 1 MiB buffer."""
+    return (
+        f"stream {{ server {{ listen {HOST}:{port} backlog=8192; proxy_pass {target}; "
+        "proxy_buffer_size 1m; } }\n"
+    )
 
 
 def upstream_body(work: Path, port: int) -> str:
@@ -704,11 +707,10 @@ def start_targets(args: argparse.Namespace, started: Started, work: Path) -> Tar
     nginx = started.start(
         nginx_conf(work, "proxy", nginx_proxy_body(up_port, ngx_port)), PROXY_CORE
     )
-    stream_body = (
-        f"stream {{ server {{ listen {HOST}:{stream_port} backlog=8192; "
-        f"proxy_pass {HOST}:{sink_port}; proxy_buffer_size 1m; }} }}\n"
+    nginx_stream = started.start(
+        nginx_conf(work, "stream", stream_relay_body(stream_port, f"{HOST}:{sink_port}")),
+        PROXY_CORE,
     )
-    nginx_stream = started.start(nginx_conf(work, "stream", stream_body), PROXY_CORE)
     (work / "sink.py").write_text(SINK_SOURCE)
     started.start([PYTHON, str(work / "sink.py"), str(sink_port), HOST], CLIENT_CORE)
     proxy = start_proxy(started, work, "proxy", up_port, proxy_port, args)
